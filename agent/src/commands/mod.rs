@@ -1,0 +1,53 @@
+//! Command implementations; `dispatch` routes the parsed CLI to them.
+
+pub mod annotate;
+pub mod backup;
+pub mod config;
+pub mod drill;
+pub mod metrics;
+pub mod restore;
+
+use std::process::ExitCode;
+
+use crate::config::{load, Loaded};
+use crate::{Cli, Command, EXIT_CONFIG};
+
+/// Runs the chosen command and returns its exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let log_format = cli.log_format.clone();
+    // `config` commands report config errors themselves, with exit code 2.
+    if let Command::Config(cmd) = cli.command {
+        return Ok(config::run(cmd, cli.config.as_deref()));
+    }
+    let loaded = match load(cli.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let format = log_format.unwrap_or_else(|| loaded.config.agent.log_format.clone());
+    crate::logging::init(&format, &loaded.config.agent.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("steward")
+        .build()?;
+    runtime.block_on(run_async(cli.command, loaded, cli.config))
+}
+
+async fn run_async(
+    command: Command,
+    loaded: Loaded,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Agent(args) => crate::daemon::run(args, loaded, config_path).await,
+        Command::Metrics(args) => metrics::run(args, &loaded).await,
+        Command::Backup(args) => backup::run(args, &loaded).await,
+        Command::Restore(args) => restore::run(args, &loaded).await,
+        Command::Drill(args) => drill::run(args, &loaded).await,
+        Command::Annotate(args) => annotate::run(args, &loaded).await,
+        Command::Config(_) => unreachable!("handled before loading"),
+    }
+}

@@ -1,0 +1,383 @@
+//! The one configuration schema: load a TOML file, substitute `${VAR}`,
+//! read `*_file` secrets, deserialize every section and validate, reporting
+//! every error at once with the key it is about.
+
+mod env;
+mod secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use steward_backup::config::BackupConfig;
+use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe};
+use steward_telemetry::config::TelemetryConfig;
+
+pub use secrets::redact;
+
+/// Where `steward` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/steward.toml";
+
+/// The default listen address: loopback only, on a port of Steward's own
+/// that none of the exporters it replaces use (9100, 9113, 9104, 9187, 9253).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9810";
+
+/// The whole configuration. Each library owns the structs of its section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub node: node::NodeConfig,
+    #[serde(default)]
+    pub nginx: Vec<nginx::NginxTarget>,
+    #[serde(default)]
+    pub phpfpm: Vec<phpfpm::PhpFpmPool>,
+    #[serde(default)]
+    pub mysql: Vec<mysql::MysqlTarget>,
+    #[serde(default)]
+    pub postgres: Vec<postgres::PostgresTarget>,
+    #[serde(default)]
+    pub probe: Vec<probe::ProbeTarget>,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub grafana: crate::grafana::GrafanaConfig,
+}
+
+/// `[agent]`: the daemon itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address of the HTTP server (`/metrics`, `/health`, ...). Loopback by
+    /// default; expose it deliberately.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Host name used in backup paths, OTLP `host.name` and annotations.
+    /// Defaults to the kernel's host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Upper bound of a scrape when Prometheus sends no
+    /// `X-Prometheus-Scrape-Timeout-Seconds` header.
+    #[serde(default = "default_scrape_timeout_secs")]
+    pub scrape_timeout_secs: f64,
+    /// Where Steward keeps its state: locks, run reports, telemetry
+    /// checkpoints and queue.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// `text` (journald-friendly) or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// A tracing filter such as `info` or `steward=debug`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: default_listen(),
+            hostname: None,
+            scrape_timeout_secs: default_scrape_timeout_secs(),
+            state_dir: default_state_dir(),
+            log_format: default_log_format(),
+            log_level: default_log_level(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("constant address parses")
+}
+fn default_scrape_timeout_secs() -> f64 {
+    10.0
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/steward")
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl AgentConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if !(self.scrape_timeout_secs > 0.0 && self.scrape_timeout_secs <= 300.0) {
+            errors.push(format!(
+                "scrape_timeout_secs: {} is out of range; use a value in (0, 300]",
+                self.scrape_timeout_secs
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            errors.push(format!(
+                "log_format: unknown format {:?}; use \"text\" or \"json\"",
+                self.log_format
+            ));
+        }
+        errors
+    }
+
+    /// The configured host name, or the kernel's.
+    #[allow(dead_code)] // used by the backup and telemetry wiring
+    pub fn effective_hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(system_hostname)
+    }
+}
+
+/// The kernel's host name (what `uname -n` prints).
+#[allow(dead_code)]
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Every problem found in a configuration, each naming its location.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub source: String,
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "configuration {} has {} error{}:",
+            self.source,
+            self.errors.len(),
+            if self.errors.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  - {e}")?;
+        }
+        write!(
+            f,
+            "fix them and run `steward config check --config {}`",
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A loaded configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// `None` when running on embedded defaults (no file).
+    pub path: Option<PathBuf>,
+}
+
+/// Loads the configuration. `explicit` is `--config`: a missing explicit
+/// file is an error, while a missing default file means embedded defaults.
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let config = parse(&text, &path.display().to_string(), &|k| {
+                std::env::var(k).ok()
+            })?;
+            Ok(Loaded {
+                config,
+                path: Some(path),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Loaded {
+            config: Config::default(),
+            path: None,
+        }),
+        Err(e) => Err(ConfigErrors {
+            source: path.display().to_string(),
+            errors: vec![format!("cannot read the file: {e}")],
+        }),
+    }
+}
+
+/// Parses configuration text; `lookup` resolves environment variables.
+pub fn parse(
+    text: &str,
+    source: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let fail = |errors: Vec<String>| ConfigErrors {
+        source: source.to_string(),
+        errors,
+    };
+    let substituted = env::substitute(text, lookup).map_err(fail)?;
+    let mut table: toml::Table = toml::from_str(&substituted).map_err(|e| {
+        fail(vec![format!(
+            "{} (TOML syntax)",
+            e.to_string().trim().replace('\n', "\n    ")
+        )])
+    })?;
+    let mut errors = secrets::resolve_files(&mut table, "");
+
+    let mut config = Config::default();
+    let known = [
+        "agent",
+        "node",
+        "nginx",
+        "phpfpm",
+        "mysql",
+        "postgres",
+        "probe",
+        "backup",
+        "telemetry",
+        "grafana",
+    ];
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.push(format!(
+                "{key}: unknown section; known sections are {}",
+                known.join(", ")
+            ));
+        }
+    }
+    section(&table, "agent", &mut config.agent, &mut errors);
+    section(&table, "node", &mut config.node, &mut errors);
+    section(&table, "nginx", &mut config.nginx, &mut errors);
+    section(&table, "phpfpm", &mut config.phpfpm, &mut errors);
+    section(&table, "mysql", &mut config.mysql, &mut errors);
+    section(&table, "postgres", &mut config.postgres, &mut errors);
+    section(&table, "probe", &mut config.probe, &mut errors);
+    section(&table, "backup", &mut config.backup, &mut errors);
+    section(&table, "telemetry", &mut config.telemetry, &mut errors);
+    section(&table, "grafana", &mut config.grafana, &mut errors);
+
+    if errors.is_empty() {
+        errors.extend(validate(&config));
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(fail(errors))
+    }
+}
+
+/// Deserializes one top-level section, recording an error with its key path
+/// instead of stopping, so all sections are checked in one pass.
+fn section<T: DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    slot: &mut T,
+    errors: &mut Vec<String>,
+) {
+    let Some(value) = table.get(key) else { return };
+    let value = value.clone();
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => *slot = v,
+        Err(e) => {
+            let path = e.path().to_string();
+            let location = if path == "." || path.is_empty() {
+                key.to_string()
+            } else if path.starts_with('[') {
+                format!("{key}{path}")
+            } else {
+                format!("{key}.{path}")
+            };
+            // The deserializer appends "in `key`" lines; the path says it.
+            let message = e.into_inner().to_string();
+            let message = message.lines().next().unwrap_or("").trim().to_string();
+            errors.push(format!("{location}: {message}"));
+        }
+    }
+}
+
+/// Cross-section semantic checks, all of them, each prefixed by its key.
+pub fn validate(config: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut add = |prefix: String, list: Vec<String>| {
+        errors.extend(list.into_iter().map(|e| format!("{prefix}.{e}")));
+    };
+    add("agent".into(), config.agent.validate());
+    add("node".into(), config.node.validate());
+    for (i, t) in config.nginx.iter().enumerate() {
+        add(format!("nginx[{i}]"), t.validate());
+    }
+    for (i, t) in config.phpfpm.iter().enumerate() {
+        add(format!("phpfpm[{i}]"), t.validate());
+    }
+    for (i, t) in config.mysql.iter().enumerate() {
+        add(format!("mysql[{i}]"), t.validate());
+    }
+    for (i, t) in config.postgres.iter().enumerate() {
+        add(format!("postgres[{i}]"), t.validate());
+    }
+    for (i, t) in config.probe.iter().enumerate() {
+        add(format!("probe[{i}]"), t.validate());
+    }
+    add("backup".into(), config.backup.validate());
+    add("telemetry".into(), config.telemetry.validate());
+    add("grafana".into(), config.grafana.validate());
+    errors
+}
+
+/// The effective configuration as TOML with every secret replaced by
+/// `<redacted>`, for `steward config check --print`.
+pub fn to_redacted_toml(config: &Config) -> String {
+    match toml::Table::try_from(config) {
+        Ok(mut table) => {
+            redact(&mut table);
+            toml::to_string_pretty(&table).unwrap_or_default()
+        }
+        Err(e) => format!("# cannot render the configuration: {e}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn empty_text_is_embedded_defaults() {
+        let c = parse("", "t", &no_env).unwrap();
+        assert_eq!(c.agent.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.agent.listen.ip().is_loopback());
+        assert!(c.node.enabled);
+    }
+
+    #[test]
+    fn reports_every_error_with_location() {
+        let text = "[agent]\nlisten = \"nope\"\n[node]\nenabld = true\n[bogus]\n";
+        let err = parse(text, "t", &no_env).unwrap_err();
+        assert_eq!(err.errors.len(), 3, "{err}");
+        let all = err.to_string();
+        assert!(all.contains("agent.listen"), "{all}");
+        assert!(all.contains("node.enabld: unknown field `enabld`"), "{all}");
+        assert!(all.contains("bogus: unknown section"), "{all}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let text = "[agent]\nscrape_timeout_secs = -1\nlog_format = \"xml\"\n";
+        let err = parse(text, "t", &no_env).unwrap_err();
+        assert_eq!(err.errors.len(), 2, "{err}");
+        assert!(err.errors[0].starts_with("agent.scrape_timeout_secs"));
+    }
+
+    #[test]
+    fn env_substitution_applies() {
+        let text = "[agent]\nlisten = \"${ADDR:-127.0.0.1:1}\"\nhostname = \"${HOST}\"\n";
+        let c = parse(text, "t", &|k| (k == "HOST").then(|| "web1".to_string())).unwrap();
+        assert_eq!(c.agent.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(c.agent.hostname.as_deref(), Some("web1"));
+    }
+}

@@ -1,0 +1,192 @@
+//! `steward agent`: builds the collectors and subsystems from the
+//! configuration, serves HTTP, and handles signals (SIGTERM/SIGINT stop,
+//! SIGHUP reloads; a bad new configuration keeps the old one running).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe, Collector, Scraper};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Loaded};
+use crate::self_metrics::ProcessCollector;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Listen address of the HTTP server (overrides agent.listen).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// A running part of the daemon (scheduler, telemetry) for one
+/// configuration generation: its self-metric collectors and its tasks.
+#[derive(Default)]
+pub struct Subsystem {
+    pub collectors: Vec<Arc<dyn Collector>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// State shared with the HTTP handlers; replaced whole on reload.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub scraper: Arc<Scraper>,
+}
+
+/// What the HTTP server reads.
+pub struct Shared {
+    pub current: RwLock<Arc<Generation>>,
+}
+
+impl Shared {
+    pub fn generation(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// Builds the scraper for a configuration: exporters from their sections,
+/// Steward's own process metrics, and the collectors of running subsystems.
+pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper {
+    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
+    if config.node.enabled {
+        collectors.extend(node::collectors(&config.node));
+    }
+    collectors.extend(nginx::collectors(&config.nginx));
+    collectors.extend(phpfpm::collectors(&config.phpfpm));
+    collectors.extend(mysql::collectors(&config.mysql));
+    collectors.extend(postgres::collectors(&config.postgres));
+    collectors.extend(probe::collectors(&config.probe));
+    collectors.push(Arc::new(ProcessCollector));
+    collectors.extend(extra);
+    Scraper::new(collectors)
+}
+
+struct Running {
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            // Subsystems flush and close on cancel; don't wait forever.
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a subsystem did not stop within 10s");
+            }
+        }
+    }
+}
+
+fn start_generation(config: Config) -> anyhow::Result<(Generation, Running)> {
+    let cancel = CancellationToken::new();
+    let mut extra = Vec::new();
+    let mut tasks = Vec::new();
+    for sub in [
+        crate::scheduler::start(&config, cancel.child_token())?,
+        crate::telemetry::start(&config, cancel.child_token())?,
+    ] {
+        extra.extend(sub.collectors);
+        tasks.extend(sub.tasks);
+    }
+    let scraper = Arc::new(build_scraper(&config, extra));
+    Ok((
+        Generation {
+            config: Arc::new(config),
+            scraper,
+        },
+        Running { cancel, tasks },
+    ))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(
+    args: AgentArgs,
+    loaded: Loaded,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut initial = loaded.config;
+    if let Some(listen) = args.listen {
+        initial.agent.listen = listen;
+    }
+    let listen = initial.agent.listen;
+    match &loaded.path {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!(
+            "no configuration file at {}; running on embedded defaults",
+            config::DEFAULT_CONFIG_PATH
+        ),
+    }
+
+    let (generation, mut running) = start_generation(initial)?;
+    let shared = Arc::new(Shared {
+        current: RwLock::new(Arc::new(generation)),
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; choose another address with --listen or agent.listen"
+        )
+    })?;
+    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "steward agent listening");
+
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        Arc::clone(&shared),
+        stop.clone(),
+    ));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received, stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received, stopping"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received, reloading configuration");
+                match config::load(config_path.as_deref()) {
+                    Err(e) => tracing::error!("configuration reload failed; keeping the running configuration: {e}"),
+                    Ok(new) => {
+                        let mut new_config = new.config;
+                        if let Some(l) = args.listen { new_config.agent.listen = l; }
+                        if new_config.agent.listen != listen {
+                            tracing::warn!("agent.listen changed; the new address takes effect after a restart");
+                        }
+                        running.stop().await;
+                        match start_generation(new_config) {
+                            Ok((generation, r)) => {
+                                running = r;
+                                if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
+                                tracing::info!("configuration reloaded");
+                            }
+                            Err(e) => {
+                                tracing::error!("cannot start the new configuration ({e:#}); restarting the previous one");
+                                let previous = (*shared.generation().config).clone();
+                                let (generation, r) = start_generation(previous)?;
+                                running = r;
+                                if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stop.cancel();
+    running.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

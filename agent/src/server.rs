@@ -1,0 +1,207 @@
+//! The HTTP server: `/metrics` (text 0.0.4, gzip, `collect[]`/`exclude[]`),
+//! `/livez`, `/readyz`, `/health` (JSON status of every collector).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use steward_exporters::{exposition, ScrapeOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Shared;
+
+/// Time kept back from Prometheus' scrape timeout for encoding and the
+/// network, so a slow collector is cut before Prometheus gives up.
+const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/health", get(health))
+        .with_state(shared)
+}
+
+/// Serves until `stop` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let result = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP server failed: {e}");
+    }
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><head><title>Steward</title></head><body><h1>Steward</h1>\
+         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/health\">/health</a></li>\
+         <li><a href=\"/livez\">/livez</a></li><li><a href=\"/readyz\">/readyz</a></li></ul></body></html>\n",
+    )
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    // Ready once a configuration generation is running, which is the case
+    // as soon as the server accepts connections.
+    let _ = shared.generation();
+    "ok\n"
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let generation = shared.generation();
+    let statuses = generation.scraper.statuses();
+    let healthy = statuses.iter().all(|s| s.success);
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "collectors": statuses,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default() + "\n",
+    )
+        .into_response()
+}
+
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let generation = shared.generation();
+    let (include, exclude) = parse_filters(query.as_deref().unwrap_or(""));
+    let timeout = scrape_timeout(&headers, generation.config.agent.scrape_timeout_secs);
+    let output = generation
+        .scraper
+        .scrape(&ScrapeOptions {
+            include,
+            exclude,
+            timeout,
+        })
+        .await;
+    let text = exposition::encode(&output.families);
+    let wants_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(exposition::CONTENT_TYPE),
+    );
+    if wants_gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        if encoder.write_all(text.as_bytes()).is_ok() {
+            if let Ok(body) = encoder.finish() {
+                response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return (StatusCode::OK, response_headers, body).into_response();
+            }
+        }
+    }
+    (StatusCode::OK, response_headers, text).into_response()
+}
+
+/// The scrape budget: Prometheus' `X-Prometheus-Scrape-Timeout-Seconds`
+/// minus a margin, else the configured default.
+fn scrape_timeout(headers: &HeaderMap, default_secs: f64) -> Duration {
+    let header_secs = headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0);
+    match header_secs {
+        Some(secs) => {
+            let total = Duration::from_secs_f64(secs.min(300.0));
+            if total > SCRAPE_MARGIN * 2 {
+                total - SCRAPE_MARGIN
+            } else {
+                total.mul_f64(0.8)
+            }
+        }
+        None => Duration::from_secs_f64(default_secs),
+    }
+}
+
+/// Parses node_exporter's `collect[]=a&exclude[]=b` filters.
+fn parse_filters(query: &str) -> (Vec<String>, Vec<String>) {
+    let mut include = Vec::new();
+    let mut exclude = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(k);
+        let value = percent_decode(v);
+        match key.as_str() {
+            "collect[]" => include.push(value),
+            "exclude[]" => exclude.push(value),
+            _ => {}
+        }
+    }
+    (include, exclude)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_with_encoding() {
+        let (i, e) = parse_filters("collect%5B%5D=cpu&collect[]=meminfo&exclude[]=hw%6Don&x=1&%");
+        assert_eq!(i, vec!["cpu", "meminfo"]);
+        assert_eq!(e, vec!["hwmon"]);
+    }
+
+    #[test]
+    fn timeout_from_header_with_margin() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            HeaderValue::from_static("10"),
+        );
+        assert_eq!(scrape_timeout(&h, 3.0), Duration::from_millis(9500));
+        assert_eq!(
+            scrape_timeout(&HeaderMap::new(), 3.0),
+            Duration::from_secs(3)
+        );
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            HeaderValue::from_static("junk"),
+        );
+        assert_eq!(scrape_timeout(&h, 3.0), Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,1 @@
+//! Test harness: starts real services (PostgreSQL, MariaDB, nginx, PHP-FPM, moto S3, Prometheus, the Debian exporters) on free loopback ports in temporary directories, and runs the real `steward` binary.
