@@ -1,1 +1,10 @@
-//! Test harness: starts real services (PostgreSQL, MariaDB, nginx, PHP-FPM, moto S3, Prometheus, the Debian exporters) on free loopback ports in temporary directories, and runs the real `steward` binary.
+//! Test harness: starts real services (PostgreSQL, MariaDB, nginx, PHP-FPM,
+//! moto S3, Prometheus, the Debian exporters) on free loopback ports in
+//! temporary directories, and runs the real `steward` binary against them.
+//! Every child process is killed when its guard drops.
+
+pub mod process;
+
+pub use process::{
+    free_port, http_get, steward_bin, wait_for_http, wait_for_tcp, ChildGuard, StewardAgent,
+};
