@@ -3,6 +3,8 @@
 //! temporary directories, and runs the real `steward` binary against them.
 //! Every child process is killed when its guard drops.
 
+pub mod mariadb;
+pub mod postgres;
 pub mod process;
 
 pub use process::{
