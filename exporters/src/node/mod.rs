@@ -1,7 +1,72 @@
 //! Host metrics with node_exporter's names, types and labels, read from
-//! /proc, /sys and system calls.
+//! /proc, /sys and system calls. Each node_exporter collector is one
+//! [`Collector`] with the same name, so `collect[]`/`exclude[]` filters and
+//! `node_scrape_collector_*{collector=...}` read as with node_exporter.
 
+mod procfs;
+mod syscalls;
+mod sysfs;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use regex::Regex;
 use serde::{Deserialize, Serialize};
+
+use crate::collector::{CollectContext, CollectError, Collected, Collector};
+use crate::metrics::MetricFamily;
+
+/// Every node collector Steward has, by node_exporter name. All of them run
+/// unless `[node] collectors` narrows the list or `disable` removes some.
+pub const COLLECTORS: &[&str] = &[
+    "arp",
+    "conntrack",
+    "cpu",
+    "diskstats",
+    "entropy",
+    "filefd",
+    "filesystem",
+    "hwmon",
+    "loadavg",
+    "mdadm",
+    "meminfo",
+    "netclass",
+    "netdev",
+    "netstat",
+    "os",
+    "pressure",
+    "selinux",
+    "sockstat",
+    "softnet",
+    "stat",
+    "textfile",
+    "time",
+    "timex",
+    "udp_queues",
+    "uname",
+    "vmstat",
+];
+
+/// node_exporter 1.5's `--collector.filesystem.mount-points-exclude`.
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+/// node_exporter 1.5's `--collector.filesystem.fs-types-exclude`.
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+/// node_exporter 1.5's `--collector.diskstats.device-exclude`.
+pub const DEFAULT_DISK_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+/// Debian's node_exporter 1.5 default for `--collector.netdev.device-exclude`.
+pub const DEFAULT_NETDEV_DEVICE_EXCLUDE: &str = "^lo$";
+/// node_exporter 1.5's `--collector.netclass.ignored-devices`.
+pub const DEFAULT_NETCLASS_IGNORED_DEVICES: &str = "^$";
+/// node_exporter 1.5's `--collector.netstat.fields`.
+pub const DEFAULT_NETSTAT_FIELDS: &str = "^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
+/// node_exporter 1.5's `--collector.vmstat.fields`.
+pub const DEFAULT_VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
+/// Debian's default `--collector.textfile.directory`.
+pub const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
 
 /// `[node]`: host metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,26 +75,407 @@ pub struct NodeConfig {
     /// Export host metrics at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Collectors to run, by node_exporter name (default: all of
+    /// [`COLLECTORS`]).
+    #[serde(default = "default_collectors")]
+    pub collectors: Vec<String>,
+    /// Collectors not to run (node_exporter's `--no-collector.<name>`).
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Where procfs is mounted (`--path.procfs`); e.g. `/host/proc` in a
+    /// container.
+    #[serde(default = "default_procfs")]
+    pub procfs_path: PathBuf,
+    /// Where sysfs is mounted (`--path.sysfs`).
+    #[serde(default = "default_sysfs")]
+    pub sysfs_path: PathBuf,
+    /// Prefix of mount points for statfs (`--path.rootfs`).
+    #[serde(default = "default_rootfs")]
+    pub rootfs_path: PathBuf,
+    /// Mount points (regex) the filesystem collector skips.
+    #[serde(default = "default_mount_points_exclude")]
+    pub filesystem_mount_points_exclude: String,
+    /// Filesystem types (regex) the filesystem collector skips.
+    #[serde(default = "default_fs_types_exclude")]
+    pub filesystem_fs_types_exclude: String,
+    /// How long one statfs may take before its mount point is reported
+    /// with `node_filesystem_device_error 1` and left alone until it
+    /// answers (a stale NFS or FUSE mount hangs statfs).
+    #[serde(default = "default_statfs_timeout_secs")]
+    pub filesystem_statfs_timeout_secs: f64,
+    /// Block devices (regex) the diskstats collector skips.
+    #[serde(default = "default_disk_device_exclude")]
+    pub diskstats_device_exclude: String,
+    /// Network devices (regex) the netdev collector skips.
+    #[serde(default = "default_netdev_device_exclude")]
+    pub netdev_device_exclude: String,
+    /// Network devices (regex) the netclass collector skips.
+    #[serde(default = "default_netclass_ignored_devices")]
+    pub netclass_ignored_devices: String,
+    /// `Protocol_Field` names (regex) of /proc/net/{netstat,snmp,snmp6} to export.
+    #[serde(default = "default_netstat_fields")]
+    pub netstat_fields: String,
+    /// /proc/vmstat field names (regex) to export.
+    #[serde(default = "default_vmstat_fields")]
+    pub vmstat_fields: String,
+    /// Directory of `*.prom` files whose metrics are added to the scrape
+    /// (node_exporter's textfile collector).
+    #[serde(default = "default_textfile_directory")]
+    pub textfile_directory: PathBuf,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { enabled: true }
+        NodeConfig {
+            enabled: true,
+            collectors: default_collectors(),
+            disable: Vec::new(),
+            procfs_path: default_procfs(),
+            sysfs_path: default_sysfs(),
+            rootfs_path: default_rootfs(),
+            filesystem_mount_points_exclude: default_mount_points_exclude(),
+            filesystem_fs_types_exclude: default_fs_types_exclude(),
+            filesystem_statfs_timeout_secs: default_statfs_timeout_secs(),
+            diskstats_device_exclude: default_disk_device_exclude(),
+            netdev_device_exclude: default_netdev_device_exclude(),
+            netclass_ignored_devices: default_netclass_ignored_devices(),
+            netstat_fields: default_netstat_fields(),
+            vmstat_fields: default_vmstat_fields(),
+            textfile_directory: default_textfile_directory(),
+        }
     }
 }
 
 impl NodeConfig {
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
-        Vec::new()
+        let mut errors = Vec::new();
+        for (key, list) in [("collectors", &self.collectors), ("disable", &self.disable)] {
+            for (i, name) in list.iter().enumerate() {
+                if !COLLECTORS.contains(&name.as_str()) {
+                    errors.push(format!(
+                        "{key}[{i}]: unknown node collector {name:?}; known: {}",
+                        COLLECTORS.join(", ")
+                    ));
+                }
+            }
+        }
+        for (key, pattern) in self.patterns() {
+            if let Err(e) = Regex::new(pattern) {
+                let first = e.to_string();
+                let first = first.lines().last().unwrap_or("").trim().to_string();
+                errors.push(format!("{key}: invalid regular expression: {first}"));
+            }
+        }
+        if !(self.filesystem_statfs_timeout_secs > 0.0
+            && self.filesystem_statfs_timeout_secs <= 300.0)
+        {
+            errors.push(format!(
+                "filesystem_statfs_timeout_secs: {} is out of range; use a value in (0, 300]",
+                self.filesystem_statfs_timeout_secs
+            ));
+        }
+        errors
+    }
+
+    fn patterns(&self) -> [(&'static str, &str); 7] {
+        [
+            (
+                "filesystem_mount_points_exclude",
+                &self.filesystem_mount_points_exclude,
+            ),
+            (
+                "filesystem_fs_types_exclude",
+                &self.filesystem_fs_types_exclude,
+            ),
+            ("diskstats_device_exclude", &self.diskstats_device_exclude),
+            ("netdev_device_exclude", &self.netdev_device_exclude),
+            ("netclass_ignored_devices", &self.netclass_ignored_devices),
+            ("netstat_fields", &self.netstat_fields),
+            ("vmstat_fields", &self.vmstat_fields),
+        ]
     }
 }
 
 fn default_true() -> bool {
     true
 }
+fn default_collectors() -> Vec<String> {
+    COLLECTORS.iter().map(|s| s.to_string()).collect()
+}
+fn default_procfs() -> PathBuf {
+    PathBuf::from("/proc")
+}
+fn default_sysfs() -> PathBuf {
+    PathBuf::from("/sys")
+}
+fn default_rootfs() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_mount_points_exclude() -> String {
+    DEFAULT_MOUNT_POINTS_EXCLUDE.into()
+}
+fn default_fs_types_exclude() -> String {
+    DEFAULT_FS_TYPES_EXCLUDE.into()
+}
+fn default_statfs_timeout_secs() -> f64 {
+    5.0
+}
+fn default_disk_device_exclude() -> String {
+    DEFAULT_DISK_DEVICE_EXCLUDE.into()
+}
+fn default_netdev_device_exclude() -> String {
+    DEFAULT_NETDEV_DEVICE_EXCLUDE.into()
+}
+fn default_netclass_ignored_devices() -> String {
+    DEFAULT_NETCLASS_IGNORED_DEVICES.into()
+}
+fn default_netstat_fields() -> String {
+    DEFAULT_NETSTAT_FIELDS.into()
+}
+fn default_vmstat_fields() -> String {
+    DEFAULT_VMSTAT_FIELDS.into()
+}
+fn default_textfile_directory() -> PathBuf {
+    PathBuf::from(DEFAULT_TEXTFILE_DIRECTORY)
+}
+
+/// What the node collectors share: paths, compiled filters, and the mount
+/// points whose statfs has not returned yet.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub proc: PathBuf,
+    pub sys: PathBuf,
+    pub rootfs: PathBuf,
+    pub mount_points_exclude: Regex,
+    pub fs_types_exclude: Regex,
+    pub disk_exclude: Regex,
+    pub netdev_exclude: Regex,
+    pub netclass_ignored: Regex,
+    pub netstat_fields: Regex,
+    pub vmstat_fields: Regex,
+    pub statfs_timeout: Duration,
+    pub textfile_directory: PathBuf,
+    /// Mount points with a statfs still in flight: skipped until it returns.
+    pub stuck_mounts: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Settings {
+    pub(crate) fn from_config(config: &NodeConfig) -> Settings {
+        // `validate` rejects bad patterns before this runs; should one slip
+        // through (a library caller that skipped validation), the anchor's
+        // default keeps the collector working instead of failing the build.
+        let compile = |pattern: &str, default: &str| {
+            Regex::new(pattern).unwrap_or_else(|e| {
+                tracing::warn!(pattern, error = %e, "invalid node filter; using the default");
+                Regex::new(default).unwrap_or_else(|_| never_matching())
+            })
+        };
+        Settings {
+            proc: config.procfs_path.clone(),
+            sys: config.sysfs_path.clone(),
+            rootfs: config.rootfs_path.clone(),
+            mount_points_exclude: compile(
+                &config.filesystem_mount_points_exclude,
+                DEFAULT_MOUNT_POINTS_EXCLUDE,
+            ),
+            fs_types_exclude: compile(
+                &config.filesystem_fs_types_exclude,
+                DEFAULT_FS_TYPES_EXCLUDE,
+            ),
+            disk_exclude: compile(
+                &config.diskstats_device_exclude,
+                DEFAULT_DISK_DEVICE_EXCLUDE,
+            ),
+            netdev_exclude: compile(&config.netdev_device_exclude, DEFAULT_NETDEV_DEVICE_EXCLUDE),
+            netclass_ignored: compile(
+                &config.netclass_ignored_devices,
+                DEFAULT_NETCLASS_IGNORED_DEVICES,
+            ),
+            netstat_fields: compile(&config.netstat_fields, DEFAULT_NETSTAT_FIELDS),
+            vmstat_fields: compile(&config.vmstat_fields, DEFAULT_VMSTAT_FIELDS),
+            statfs_timeout: Duration::from_secs_f64(
+                if config.filesystem_statfs_timeout_secs > 0.0 {
+                    config.filesystem_statfs_timeout_secs.min(300.0)
+                } else {
+                    default_statfs_timeout_secs()
+                },
+            ),
+            textfile_directory: config.textfile_directory.clone(),
+            stuck_mounts: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    pub(crate) fn proc_path(&self, rel: &str) -> PathBuf {
+        self.proc.join(rel)
+    }
+
+    pub(crate) fn sys_path(&self, rel: &str) -> PathBuf {
+        self.sys.join(rel)
+    }
+}
+
+fn never_matching() -> Regex {
+    // `$^` cannot match a non-empty name, and names are never empty.
+    Regex::new("$^").expect("constant pattern compiles")
+}
+
+/// One node_exporter collector.
+struct NodeCollector {
+    name: &'static str,
+    settings: Arc<Settings>,
+}
+
+#[async_trait]
+impl Collector for NodeCollector {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn namespace(&self) -> &str {
+        "node"
+    }
+
+    async fn collect(&self, ctx: CollectContext) -> Result<Collected, CollectError> {
+        let s = &*self.settings;
+        let families = match self.name {
+            // The only one that can block for long: statfs on its own thread.
+            "filesystem" => return syscalls::filesystem(Arc::clone(&self.settings), ctx).await,
+            "arp" => procfs::arp(s)?,
+            "conntrack" => procfs::conntrack(s)?,
+            "cpu" => procfs::cpu(s)?,
+            "diskstats" => procfs::diskstats(s)?,
+            "entropy" => procfs::entropy(s)?,
+            "filefd" => procfs::filefd(s)?,
+            "hwmon" => sysfs::hwmon(s)?,
+            "loadavg" => procfs::loadavg(s)?,
+            "mdadm" => procfs::mdadm(s)?,
+            "meminfo" => procfs::meminfo(s)?,
+            "netclass" => sysfs::netclass(s)?,
+            "netdev" => procfs::netdev(s)?,
+            "netstat" => procfs::netstat(s)?,
+            "os" => procfs::os(s)?,
+            "pressure" => procfs::pressure(s)?,
+            "selinux" => sysfs::selinux(s)?,
+            "sockstat" => procfs::sockstat(s)?,
+            "softnet" => procfs::softnet(s)?,
+            "stat" => procfs::stat(s)?,
+            "textfile" => return Ok(procfs::textfile(s)),
+            "time" => syscalls::time(s)?,
+            "timex" => syscalls::timex()?,
+            "udp_queues" => procfs::udp_queues(s)?,
+            "uname" => syscalls::uname()?,
+            "vmstat" => procfs::vmstat(s)?,
+            other => {
+                return Err(CollectError::Unsupported(format!(
+                    "no node collector named {other:?}"
+                )))
+            }
+        };
+        Ok(families.into())
+    }
+}
 
 /// Builds the enabled node collectors.
-pub fn collectors(_config: &NodeConfig) -> Vec<std::sync::Arc<dyn crate::Collector>> {
-    Vec::new()
+pub fn collectors(config: &NodeConfig) -> Vec<Arc<dyn Collector>> {
+    if !config.enabled {
+        return Vec::new();
+    }
+    let settings = Arc::new(Settings::from_config(config));
+    COLLECTORS
+        .iter()
+        .filter(|name| config.collectors.iter().any(|c| c == *name))
+        .filter(|name| !config.disable.iter().any(|c| c == *name))
+        .map(|name| {
+            Arc::new(NodeCollector {
+                name,
+                settings: Arc::clone(&settings),
+            }) as Arc<dyn Collector>
+        })
+        .collect()
+}
+
+/// Reads a whole /proc or /sys file, naming the path on failure.
+pub(crate) fn read_text(path: &Path) -> Result<String, CollectError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CollectError::failed(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Reads a one-line sysfs/procfs attribute, trimmed; `None` when absent or
+/// unreadable (sysfs answers EINVAL for attributes of a down interface).
+pub(crate) fn read_attr(path: &Path) -> Option<String> {
+    let mut s = std::fs::read_to_string(path).ok()?;
+    let trimmed = s.trim_end_matches(['\n', ' ', '\0']).len();
+    s.truncate(trimmed);
+    Some(s)
+}
+
+/// True when the error means the source does not exist on this host (no
+/// md arrays, no hwmon chips, no netfilter): such a collector exports
+/// nothing and still succeeds, so `/health` stays green on a VM.
+pub(crate) fn is_absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// Shorthand for a one-sample unlabelled gauge.
+pub(crate) fn gauge(name: &str, help: &str, value: f64) -> MetricFamily {
+    MetricFamily::gauge(name, help).value(value)
+}
+
+/// Shorthand for a one-sample unlabelled counter.
+pub(crate) fn counter(name: &str, help: &str, value: f64) -> MetricFamily {
+    MetricFamily::counter(name, help).value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_build_every_collector() {
+        let c = NodeConfig::default();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let built = collectors(&c);
+        assert_eq!(built.len(), COLLECTORS.len());
+        assert!(built.iter().all(|c| c.namespace() == "node"));
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let c = NodeConfig {
+            collectors: vec!["cpu".into(), "bogus".into()],
+            disable: vec!["nope".into()],
+            netstat_fields: "(".into(),
+            filesystem_statfs_timeout_secs: 0.0,
+            ..NodeConfig::default()
+        };
+        let errors = c.validate();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("collectors[1]: unknown node collector \"bogus\""));
+        assert!(errors[1].starts_with("disable[0]:"));
+        assert!(errors[2].starts_with("netstat_fields: invalid regular expression"));
+        assert!(errors[3].starts_with("filesystem_statfs_timeout_secs:"));
+    }
+
+    #[test]
+    fn enable_and_disable_lists_select_collectors() {
+        let c = NodeConfig {
+            collectors: vec!["cpu".into(), "meminfo".into(), "uname".into()],
+            disable: vec!["uname".into()],
+            ..NodeConfig::default()
+        };
+        let names: Vec<String> = collectors(&c)
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        assert_eq!(names, vec!["cpu", "meminfo"]);
+        let off = NodeConfig {
+            enabled: false,
+            ..NodeConfig::default()
+        };
+        assert!(collectors(&off).is_empty());
+    }
 }
