@@ -64,6 +64,9 @@ pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper
     collectors.extend(postgres::collectors(&config.postgres));
     collectors.extend(probe::collectors(&config.probe));
     collectors.push(Arc::new(ProcessCollector));
+    if config.grafana.url.is_some() {
+        collectors.push(Arc::new(crate::grafana::AnnotationCollector));
+    }
     collectors.extend(extra);
     Scraper::new(collectors)
 }

@@ -3,6 +3,7 @@
 //! temporary directories, and runs the real `steward` binary against them.
 //! Every child process is killed when its guard drops.
 
+pub mod grafana_api;
 pub mod mariadb;
 pub mod postgres;
 pub mod process;
