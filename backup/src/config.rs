@@ -1,14 +1,644 @@
-//! `[backup]`: recipients, targets and jobs (placeholder until implemented).
+//! `[backup]`: age recipients, storage targets and jobs.
+//!
+//! ```toml
+//! [backup]
+//! recipients = ["age1..."]
+//! [backup.targets.offsite]
+//! kind = "s3"
+//! bucket = "backups"
+//! [backup.jobs.db]
+//! kind = "postgres"
+//! schedule = "0 */6 * * *"
+//! targets = ["local", "offsite"]
+//! ```
+//! A target named `local` (a directory, `/var/backups/steward`) exists even
+//! when not configured, and jobs use it when they name no target.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::JobKind;
+use crate::retention::RetentionPolicy;
+
+/// The name of the implicit local-directory target.
+pub const DEFAULT_TARGET: &str = "local";
+/// Where the implicit `local` target stores snapshots.
+pub const DEFAULT_LOCAL_PATH: &str = "/var/backups/steward";
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackupConfig {}
+pub struct BackupConfig {
+    /// age X25519 recipients (`age1...`, public keys) every snapshot is
+    /// encrypted to. The host never needs the matching identities.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Files of recipients, one per line (`#` comments), as `age -R` reads.
+    #[serde(default)]
+    pub recipients_files: Vec<PathBuf>,
+    /// Run reports kept per job in `<state_dir>/backup/reports/<job>/`.
+    #[serde(default = "default_reports_keep")]
+    pub reports_keep: usize,
+    /// Storage targets by name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Jobs by name (the name is a path segment of every snapshot key).
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
+}
+
+fn default_reports_keep() -> usize {
+    50
+}
+
+/// A storage target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+// Read once per run; boxing would only complicate the serde shape.
+#[allow(clippy::large_enum_variant)]
+pub enum TargetConfig {
+    Local(LocalTargetConfig),
+    S3(S3TargetConfig),
+}
+
+impl TargetConfig {
+    /// The retention applied to this target unless a job overrides it.
+    pub fn retention(&self) -> &RetentionPolicy {
+        match self {
+            TargetConfig::Local(c) => &c.retention,
+            TargetConfig::S3(c) => &c.retention,
+        }
+    }
+
+    /// The implicit `local` target.
+    pub fn default_local() -> Self {
+        TargetConfig::Local(LocalTargetConfig {
+            path: PathBuf::from(DEFAULT_LOCAL_PATH),
+            retention: RetentionPolicy::default(),
+        })
+    }
+}
+
+/// `kind = "local"`: a directory on this host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalTargetConfig {
+    #[serde(default = "default_local_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+}
+
+fn default_local_path() -> PathBuf {
+    PathBuf::from(DEFAULT_LOCAL_PATH)
+}
+
+/// `kind = "s3"`: AWS S3 or an S3-compatible store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3TargetConfig {
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading or trailing `/` needed).
+    #[serde(default)]
+    pub prefix: String,
+    /// Endpoint URL of an S3-compatible store (`https://s3.gra.io.cloud.ovh.net`);
+    /// AWS's own endpoint when unset.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most
+    /// S3-compatible stores need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Static credentials. When unset, the standard chain is used:
+    /// `AWS_*` environment variables, the shared credentials file
+    /// (`profile`), then the instance profile.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Profile of the shared config/credentials files.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// `STANDARD`, `STANDARD_IA`, `GLACIER_IR`, ... (store default when unset).
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: `AES256` or `aws:kms` (on top of age).
+    #[serde(default)]
+    pub sse: Option<String>,
+    #[serde(default)]
+    pub sse_kms_key_id: Option<String>,
+    /// Object Lock on every object written: `GOVERNANCE` or `COMPLIANCE`
+    /// (the bucket must have Object Lock enabled). Locked objects cannot be
+    /// deleted or overwritten until `object_lock_days` have passed, not even
+    /// with the credentials on this host.
+    #[serde(default)]
+    pub object_lock_mode: Option<String>,
+    #[serde(default)]
+    pub object_lock_days: Option<u32>,
+    /// Request checksums: `when_supported` (SDK default: CRC32 on every
+    /// upload) or `when_required` (for S3-compatible stores that reject
+    /// the newer checksum headers).
+    #[serde(default = "default_checksum")]
+    pub checksum: String,
+    /// First multipart part size; parts grow (x2 every 1,000 parts) so an
+    /// upload of unknown length never reaches the 10,000-part limit.
+    /// Memory use is about part size x (concurrency + 1).
+    #[serde(default = "default_part_size_bytes")]
+    pub part_size_bytes: u64,
+    /// Parts uploaded at once.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// Timeout of one HTTP attempt (connect excluded).
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_checksum() -> String {
+    "when_supported".into()
+}
+fn default_part_size_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_upload_concurrency() -> usize {
+    2
+}
+fn default_request_timeout_secs() -> u64 {
+    120
+}
+
+/// A backup job. One flat table: `kind` says which of the kind-specific
+/// keys apply; the others must be left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub kind: JobKind,
+    /// Cron expression, 5 fields (`min hour day month weekday`) or 6 with
+    /// seconds first. Unset: on demand only (`steward backup run`) and, for
+    /// `config` jobs, on change.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Time zone of `schedule` (IANA name, e.g. `Europe/Paris`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// After downtime, run once at startup when scheduled runs were missed
+    /// (they are always reported in the log and in
+    /// `steward_backup_missed_runs_total`).
+    #[serde(default = "default_true")]
+    pub catch_up: bool,
+    /// Target names; `["local"]` when empty.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Retention per target name, overriding the target's own.
+    #[serde(default)]
+    pub retention: BTreeMap<String, RetentionPolicy>,
+    /// zstd level (1..=19).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// zstd worker threads; 0 = one per CPU.
+    #[serde(default)]
+    pub zstd_workers: u32,
+    /// A run taking longer fails (the dump is killed, uploads aborted).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+
+    // --- postgres and mysql ---
+    /// Server host name or socket directory (`postgres`), or host (`mysql`).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// MySQL/MariaDB unix socket path.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Databases to dump; every database the user can connect to when empty.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Databases left out when `databases` is empty.
+    #[serde(default)]
+    pub exclude_databases: Vec<String>,
+    /// `postgres`: also `pg_dumpall --globals-only` (roles, tablespaces).
+    #[serde(default = "default_true")]
+    pub globals: bool,
+    /// Record per-table row counts in the manifest (drills compare them).
+    #[serde(default = "default_true")]
+    pub table_stats: bool,
+    /// Directory of the client tools (`pg_dump`, `psql`, `mariadb-dump`, ...);
+    /// `PATH` when unset.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+
+    // --- files and config ---
+    /// Roots to archive (files, directories).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Globs (relative to each root, e.g. `**/*.php`); everything when empty.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs left out (e.g. `cache/**`, `**/*.tmp`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+
+    // --- config ---
+    /// `config`: back up when the content changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// `config`: how often the paths are checked for changes.
+    #[serde(default = "default_watch_interval_secs")]
+    pub watch_interval_secs: u64,
+    /// `config`: quiet time after the last change before the backup runs,
+    /// so a burst of edits makes one snapshot.
+    #[serde(default = "default_debounce_secs")]
+    pub debounce_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+fn default_timeout_secs() -> u64 {
+    6 * 3600
+}
+fn default_watch_interval_secs() -> u64 {
+    10
+}
+fn default_debounce_secs() -> u64 {
+    30
+}
+
+impl JobConfig {
+    /// The target names this job writes to.
+    pub fn target_names(&self) -> Vec<String> {
+        if self.targets.is_empty() {
+            vec![DEFAULT_TARGET.to_string()]
+        } else {
+            self.targets.clone()
+        }
+    }
+}
 
 impl BackupConfig {
+    /// The target configuration for `name`, including the implicit `local`.
+    pub fn target(&self, name: &str) -> Option<TargetConfig> {
+        match self.targets.get(name) {
+            Some(t) => Some(t.clone()),
+            None if name == DEFAULT_TARGET => Some(TargetConfig::default_local()),
+            None => None,
+        }
+    }
+
+    /// Every target name, the implicit `local` included.
+    pub fn target_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.targets.keys().cloned().collect();
+        if !self.targets.contains_key(DEFAULT_TARGET) {
+            names.push(DEFAULT_TARGET.to_string());
+        }
+        names.sort();
+        names
+    }
+
+    /// The retention for `job` on `target`: the job's override, else the
+    /// target's own.
+    pub fn retention(&self, job: &str, target: &str) -> RetentionPolicy {
+        self.jobs
+            .get(job)
+            .and_then(|j| j.retention.get(target).cloned())
+            .or_else(|| self.target(target).map(|t| t.retention().clone()))
+            .unwrap_or_default()
+    }
+
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
-        Vec::new()
+        let mut errors = Vec::new();
+        for (i, r) in self.recipients.iter().enumerate() {
+            if let Err(e) = crate::crypto::parse_recipient(r) {
+                errors.push(format!("recipients[{i}]: {e}"));
+            }
+        }
+        for (i, f) in self.recipients_files.iter().enumerate() {
+            if let Err(e) = crate::crypto::read_recipients_file(f) {
+                errors.push(format!("recipients_files[{i}]: {e}"));
+            }
+        }
+        if !self.jobs.is_empty() && self.recipients.is_empty() && self.recipients_files.is_empty() {
+            errors.push(
+                "recipients: backups are always encrypted but no age recipient is set; create a key pair off this host with `age-keygen -o backup.key` and put its public key (age1...) here"
+                    .to_string(),
+            );
+        }
+        for (name, target) in &self.targets {
+            let at = format!("targets.{name}");
+            if !crate::layout::is_valid_segment(name) {
+                errors.push(format!(
+                    "{at}: a target name may use letters, digits, '-', '_' and '.'"
+                ));
+            }
+            match target {
+                TargetConfig::Local(c) => {
+                    if !c.path.is_absolute() {
+                        errors.push(format!(
+                            "{at}.path: {} is not an absolute path",
+                            c.path.display()
+                        ));
+                    }
+                }
+                TargetConfig::S3(c) => validate_s3(&at, c, &mut errors),
+            }
+            errors.extend(
+                target
+                    .retention()
+                    .validate()
+                    .into_iter()
+                    .map(|e| format!("{at}.retention.{e}")),
+            );
+        }
+        for (name, job) in &self.jobs {
+            validate_job(self, name, job, &mut errors);
+        }
+        errors
+    }
+}
+
+fn validate_s3(at: &str, c: &S3TargetConfig, errors: &mut Vec<String>) {
+    if c.bucket.trim().is_empty() {
+        errors.push(format!("{at}.bucket: must not be empty"));
+    }
+    if let Some(ep) = &c.endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            errors.push(format!(
+                "{at}.endpoint: {ep:?} must start with http:// or https://"
+            ));
+        }
+    }
+    if c.access_key_id.is_some() != c.secret_access_key.is_some() {
+        errors.push(format!(
+            "{at}.secret_access_key: set both access_key_id and secret_access_key, or neither (to use the environment, the credentials file or the instance profile)"
+        ));
+    }
+    if let Some(s) = &c.sse {
+        if !matches!(s.as_str(), "AES256" | "aws:kms") {
+            errors.push(format!("{at}.sse: {s:?} is not AES256 or aws:kms"));
+        }
+    }
+    if c.sse_kms_key_id.is_some() && c.sse.as_deref() != Some("aws:kms") {
+        errors.push(format!("{at}.sse_kms_key_id: needs sse = \"aws:kms\""));
+    }
+    match (&c.object_lock_mode, c.object_lock_days) {
+        (Some(m), Some(d)) => {
+            if !matches!(m.as_str(), "GOVERNANCE" | "COMPLIANCE") {
+                errors.push(format!(
+                    "{at}.object_lock_mode: {m:?} is not GOVERNANCE or COMPLIANCE"
+                ));
+            }
+            if d == 0 {
+                errors.push(format!("{at}.object_lock_days: must be at least 1"));
+            }
+        }
+        (Some(_), None) => errors.push(format!(
+            "{at}.object_lock_days: needed with object_lock_mode"
+        )),
+        (None, Some(_)) => errors.push(format!(
+            "{at}.object_lock_mode: needed with object_lock_days"
+        )),
+        (None, None) => {}
+    }
+    if !matches!(c.checksum.as_str(), "when_supported" | "when_required") {
+        errors.push(format!(
+            "{at}.checksum: {:?} is not when_supported or when_required",
+            c.checksum
+        ));
+    }
+    if !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&c.part_size_bytes) {
+        errors.push(format!(
+            "{at}.part_size_bytes: {} is outside S3's part size range 5 MiB..5 GiB",
+            c.part_size_bytes
+        ));
+    }
+    if !(1..=16).contains(&c.upload_concurrency) {
+        errors.push(format!("{at}.upload_concurrency: use 1..=16"));
+    }
+    if c.request_timeout_secs == 0 {
+        errors.push(format!("{at}.request_timeout_secs: must be at least 1"));
+    }
+}
+
+fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut Vec<String>) {
+    let at = format!("jobs.{name}");
+    if !crate::layout::is_valid_segment(name) {
+        errors.push(format!(
+            "{at}: a job name may use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    if let Some(s) = &job.schedule {
+        if let Err(e) = crate::schedule::Schedule::parse(s, &job.timezone) {
+            errors.push(format!("{at}.schedule: {e}"));
+        }
+    }
+    if chrono_tz::Tz::from_str(&job.timezone).is_err() {
+        errors.push(format!(
+            "{at}.timezone: unknown time zone {:?}; use an IANA name such as UTC or Europe/Paris",
+            job.timezone
+        ));
+    }
+    let targets = job.target_names();
+    for (i, t) in job.targets.iter().enumerate() {
+        if config.target(t).is_none() {
+            errors.push(format!(
+                "{at}.targets[{i}]: no target named {t:?}; define [backup.targets.{t}]"
+            ));
+        }
+    }
+    for (t, policy) in &job.retention {
+        if !targets.contains(t) {
+            errors.push(format!(
+                "{at}.retention.{t}: the job does not write to target {t:?}"
+            ));
+        }
+        errors.extend(
+            policy
+                .validate()
+                .into_iter()
+                .map(|e| format!("{at}.retention.{t}.{e}")),
+        );
+    }
+    if !(1..=19).contains(&job.zstd_level) {
+        errors.push(format!(
+            "{at}.zstd_level: {} is outside 1..=19",
+            job.zstd_level
+        ));
+    }
+    if job.zstd_workers > 64 {
+        errors.push(format!("{at}.zstd_workers: use 0 (one per CPU) to 64"));
+    }
+    if job.timeout_secs == 0 {
+        errors.push(format!("{at}.timeout_secs: must be at least 1"));
+    }
+    let is_db = matches!(job.kind, JobKind::Postgres | JobKind::Mysql);
+    let is_files = matches!(job.kind, JobKind::Files | JobKind::Config);
+    let mut unused = |key: &str, set: bool| {
+        if set {
+            errors.push(format!("{at}.{key}: not used by kind = \"{}\"", job.kind));
+        }
+    };
+    unused("host", !is_db && job.host.is_some());
+    unused("port", !is_db && job.port.is_some());
+    unused("user", !is_db && job.user.is_some());
+    unused("password", !is_db && job.password.is_some());
+    unused("databases", !is_db && !job.databases.is_empty());
+    unused(
+        "exclude_databases",
+        !is_db && !job.exclude_databases.is_empty(),
+    );
+    unused("bin_dir", !is_db && job.bin_dir.is_some());
+    unused("socket", job.kind != JobKind::Mysql && job.socket.is_some());
+    unused("paths", !is_files && !job.paths.is_empty());
+    unused("include", !is_files && !job.include.is_empty());
+    unused("exclude", !is_files && !job.exclude.is_empty());
+    if is_files {
+        if job.paths.is_empty() {
+            errors.push(format!(
+                "{at}.paths: list the files or directories to back up"
+            ));
+        }
+        for (i, p) in job.paths.iter().enumerate() {
+            if !p.is_absolute() {
+                errors.push(format!(
+                    "{at}.paths[{i}]: {} is not an absolute path",
+                    p.display()
+                ));
+            }
+        }
+        for (key, globs) in [("include", &job.include), ("exclude", &job.exclude)] {
+            for (i, g) in globs.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(g) {
+                    errors.push(format!("{at}.{key}[{i}]: {e}"));
+                }
+            }
+        }
+    }
+    if job.kind == JobKind::Config {
+        if job.watch_interval_secs == 0 {
+            errors.push(format!("{at}.watch_interval_secs: must be at least 1"));
+        }
+    } else if job.kind != JobKind::Config && job.schedule.is_none() {
+        // Allowed: on-demand jobs (e.g. run only before deployments).
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    fn parse(text: &str) -> BackupConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn empty_is_valid() {
+        assert!(BackupConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn valid_config_passes() {
+        let c = parse(&format!(
+            r#"
+recipients = ["{RECIPIENT}"]
+[targets.offsite]
+kind = "s3"
+bucket = "b"
+endpoint = "http://127.0.0.1:9000"
+path_style = true
+retention = {{ keep_within_days = 90 }}
+[jobs.db]
+kind = "postgres"
+schedule = "0 */6 * * *"
+targets = ["local", "offsite"]
+retention.local = {{ keep_within_days = 7 }}
+[jobs.etc]
+kind = "config"
+paths = ["/etc/nginx"]
+schedule = "0 3 * * *"
+"#
+        ));
+        assert_eq!(c.validate(), Vec::<String>::new());
+        assert_eq!(c.retention("db", "local").keep_within_days, Some(7));
+        assert_eq!(c.retention("db", "offsite").keep_within_days, Some(90));
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let c = parse(
+            r#"
+recipients = ["age1nope"]
+[targets.s]
+kind = "s3"
+bucket = ""
+object_lock_mode = "FOREVER"
+[jobs.db]
+kind = "postgres"
+schedule = "every hour"
+targets = ["missing"]
+paths = ["/etc"]
+zstd_level = 40
+"#,
+        );
+        let errors = c.validate();
+        let all = errors.join("\n");
+        for key in [
+            "recipients[0]:",
+            "targets.s.bucket:",
+            "targets.s.object_lock_days:",
+            "jobs.db.schedule:",
+            "jobs.db.targets[0]:",
+            "jobs.db.paths: not used",
+            "jobs.db.zstd_level:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing in:\n{all}"
+            );
+        }
+    }
+
+    #[test]
+    fn jobs_need_a_recipient() {
+        let c = parse("[jobs.f]\nkind = \"files\"\npaths = [\"/srv\"]\n");
+        let errors = c.validate();
+        assert!(
+            errors.iter().any(|e| e.starts_with("recipients: ")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(
+            toml::from_str::<BackupConfig>("[jobs.x]\nkind = \"files\"\npathz = []\n").is_err()
+        );
+        assert!(
+            toml::from_str::<BackupConfig>("[targets.x]\nkind = \"local\"\nroot = \"/x\"\n")
+                .is_err()
+        );
     }
 }

@@ -1,5 +1,31 @@
 //! Encrypted (age), compressed (zstd) backups of databases, files and config
 //! to local and S3 targets, with retention, restore, verify and drills.
 //! A library: no CLI, no globals; the agent drives it.
+//!
+//! The seams, each in its own module:
+//! - [`target::Target`]: put/get streaming, list, delete (local dir, S3).
+//! - [`layout`]: `<prefix>/<host>/<job>/<snapshot-id>/<object>` keys.
+//! - [`manifest::Manifest`]: the JSON written last into every snapshot.
+//! - [`catalog`]: snapshots = manifests found on a target.
+//! - [`source::Source`] and [`pipeline`]: stream -> zstd -> age -> targets.
+//! - [`retention::decide`]: a pure keep/remove function with reasons.
+//! - [`run::run_job`]: one run, end to end, and [`report::RunReport`].
 
+pub mod catalog;
 pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod pipeline;
+pub mod report;
+pub mod retention;
+pub mod run;
+pub mod schedule;
+pub mod source;
+pub mod target;
+
+pub use error::{Error, Result};
+/// Re-exported so the agent uses the same time types as the manifests.
+pub use chrono;

@@ -1,0 +1,271 @@
+//! The manifest: a JSON document written last into every snapshot. It says
+//! what the snapshot holds and how to check it, so restore, verify and drills
+//! need nothing but the target and an age identity.
+//!
+//! Compatibility: readers accept every `format_version` up to
+//! [`FORMAT_VERSION`]; fields added later are optional (`#[serde(default)]`)
+//! so older manifests still parse.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The manifest format this code writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What kind of job produced a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Postgres,
+    Mysql,
+    Files,
+    Config,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Postgres => "postgres",
+            JobKind::Mysql => "mysql",
+            JobKind::Files => "files",
+            JobKind::Config => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an object's plaintext is, which tells restore how to apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectRole {
+    /// `pg_dump -Fc` of one database (restore with `pg_restore`).
+    PostgresDump,
+    /// `pg_dumpall --globals-only`: roles and tablespaces (plain SQL, `psql`).
+    PostgresGlobals,
+    /// `mariadb-dump` of one database (plain SQL, `mariadb`/`mysql`).
+    MysqlDump,
+    /// A tar archive of files (modes, owners, mtimes, symlinks kept).
+    Tar,
+}
+
+/// One stored object of a snapshot. Stored bytes are
+/// `age(zstd(plaintext))`: restore with `age -d -i KEY | zstd -d`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Name inside the snapshot (key = snapshot prefix + name), e.g.
+    /// `postgres/app.pgdump.zst.age`.
+    pub name: String,
+    pub role: ObjectRole,
+    /// The database this object dumps (dumps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Size and sha256 (hex) of the plaintext, before compression.
+    pub plaintext_bytes: u64,
+    pub plaintext_sha256: String,
+    /// Size and sha256 (hex) of the bytes as stored on the target.
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+    /// `zstd` (always, today).
+    pub compression: String,
+    /// `age` (always, today).
+    pub encryption: String,
+}
+
+/// An age recipient the snapshot was encrypted to. The recipient is a public
+/// key, not a secret; the fingerprint lets an operator find the matching
+/// identity (`sha256:` + hex of the `age1...` string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientInfo {
+    pub recipient: String,
+    pub fingerprint: String,
+}
+
+/// Row count of one table when the snapshot was taken, for drills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStat {
+    /// `schema.table` (PostgreSQL) or `table` (MySQL).
+    pub name: String,
+    pub rows: u64,
+}
+
+/// One dumped database and what it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    pub name: String,
+    /// Tables with exact row counts (`count(*)`), taken in a separate
+    /// transaction right before the dump: exact for a quiescent database,
+    /// close otherwise. Empty when `table_stats = false` on the job.
+    #[serde(default)]
+    pub tables: Vec<TableStat>,
+}
+
+/// Totals of a files/config archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesInfo {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Sum of regular file sizes.
+    pub bytes: u64,
+    /// The configured roots.
+    pub paths: Vec<String>,
+    /// Entries skipped because they vanished or could not be read, with the
+    /// reason; a run with skipped entries still succeeds (files job) but says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// The manifest of one snapshot (`<host>/<job>/<id>/manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub snapshot_id: String,
+    pub job: String,
+    pub kind: JobKind,
+    pub host: String,
+    /// Why the run happened: `schedule`, `manual`, `pre-deploy`,
+    /// `config-change`, `catch-up`, or what `--reason` said.
+    pub reason: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub objects: Vec<ObjectEntry>,
+    pub recipients: Vec<RecipientInfo>,
+    /// Versions of the tools involved: `steward`, `pg_dump`, `mariadb-dump`,
+    /// `zstd` (library), `age` (crate).
+    pub tools: BTreeMap<String, String>,
+    /// Databases dumped (database jobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseInfo>,
+    /// Archive totals (files and config jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesInfo>,
+    /// sha256 over the archived content (config jobs): a run whose digest
+    /// equals the latest snapshot's makes no new snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<String>,
+    /// zstd level used.
+    pub zstd_level: i32,
+}
+
+impl Manifest {
+    /// Plaintext bytes over all objects.
+    pub fn plaintext_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.plaintext_bytes).sum()
+    }
+
+    /// Stored bytes over all objects (the manifest itself excluded).
+    pub fn stored_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.stored_bytes).sum()
+    }
+
+    /// The key of this manifest in its target.
+    pub fn key(&self) -> String {
+        crate::layout::manifest_key(&self.host, &self.job, &self.snapshot_id)
+    }
+
+    /// The key of one of its objects.
+    pub fn object_key(&self, object: &ObjectEntry) -> String {
+        crate::layout::object_key(&self.host, &self.job, &self.snapshot_id, &object.name)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data structures cannot fail.
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a manifest; `origin` (target and key) is named in errors.
+    pub fn from_json(bytes: &[u8], origin: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Integrity(format!("manifest {origin} is not a Steward manifest: {e}"))
+        })?;
+        if version.format_version > FORMAT_VERSION || version.format_version == 0 {
+            return Err(Error::Integrity(format!(
+                "manifest {origin} has format version {}, this steward reads up to {FORMAT_VERSION}; upgrade steward",
+                version.format_version
+            )));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Integrity(format!("manifest {origin} is malformed: {e}")))
+    }
+}
+
+/// The fingerprint recorded for a recipient.
+pub fn recipient_fingerprint(recipient: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(recipient.as_bytes()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            snapshot_id: "20260101T000000Z-0001".into(),
+            job: "db".into(),
+            kind: JobKind::Postgres,
+            host: "web1".into(),
+            reason: "schedule".into(),
+            started_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            finished_at: "2026-01-01T00:01:00Z".parse().unwrap(),
+            objects: vec![ObjectEntry {
+                name: "postgres/app.pgdump.zst.age".into(),
+                role: ObjectRole::PostgresDump,
+                database: Some("app".into()),
+                plaintext_bytes: 10,
+                plaintext_sha256: "00".into(),
+                stored_bytes: 5,
+                stored_sha256: "11".into(),
+                compression: "zstd".into(),
+                encryption: "age".into(),
+            }],
+            recipients: vec![],
+            tools: BTreeMap::new(),
+            databases: vec![DatabaseInfo {
+                name: "app".into(),
+                tables: vec![TableStat {
+                    name: "public.t".into(),
+                    rows: 3,
+                }],
+            }],
+            files: None,
+            content_digest: None,
+            zstd_level: 3,
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let m = sample();
+        let back = Manifest::from_json(&m.to_json(), "t").unwrap();
+        assert_eq!(m, back);
+        assert_eq!(back.key(), "web1/db/20260101T000000Z-0001/manifest.json");
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_advice() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        v["format_version"] = 99.into();
+        let err = Manifest::from_json(v.to_string().as_bytes(), "t/k").unwrap_err();
+        assert!(err.to_string().contains("upgrade steward"), "{err}");
+    }
+}

@@ -1,0 +1,478 @@
+//! The backup pipeline for one object: source stream -> sha256 + zstd
+//! (multithreaded) -> age -> sha256 -> one or more targets, every stage
+//! running at the same time with small bounded queues between them, so
+//! memory stays bounded whatever the size of the stream.
+//!
+//! ```text
+//!  source (async read, this task)
+//!     -- Piece queue (8 x 256 KiB) -->  compress thread: sha256(plain), zstd
+//!     -- Piece queue (8 x 256 KiB) -->  encrypt thread:  age, sha256(stored)
+//!     -- Piece queue per target (4 x 1 MiB) --> Target::put task
+//! ```
+//! A stream ends with an explicit [`Piece::End`]; a queue that closes
+//! without it (a stage failed, panicked or was dropped) is an error
+//! downstream, so a target never completes an object from a truncated
+//! stream. `End` is sent only after the source's `finish()` confirmed the
+//! stream was whole (dump tool exited 0, trailer present).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
+use crate::source::Source;
+use crate::target::{ByteReader, Target};
+
+/// Size of the chunks read from the source and produced by zstd.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Size of the chunks handed to targets.
+pub const TARGET_CHUNK_BYTES: usize = 1024 * 1024;
+const STAGE_DEPTH: usize = 8;
+const TARGET_DEPTH: usize = 4;
+
+/// What travels between stages.
+#[derive(Debug)]
+pub enum Piece {
+    Data(Bytes),
+    /// The stream is complete and whole.
+    End,
+    /// An upstream stage failed; the text names the cause.
+    Failed(String),
+}
+
+/// How objects are compressed and encrypted.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub zstd_level: i32,
+    /// zstd worker threads (0 = one per CPU).
+    pub zstd_workers: u32,
+    pub recipients: Recipients,
+}
+
+/// Byte counters a progress display or the scheduler can read while a run
+/// goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Plaintext bytes read from sources.
+    pub source_bytes: AtomicU64,
+    /// Encrypted bytes handed to targets.
+    pub stored_bytes: AtomicU64,
+}
+
+impl Progress {
+    pub fn source(&self) -> u64 {
+        self.source_bytes.load(Ordering::Relaxed)
+    }
+    pub fn stored(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Sizes and hashes of one object, the same for every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    pub plaintext_bytes: u64,
+    pub plaintext_sha256: String,
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+}
+
+/// The result of storing one object.
+#[derive(Debug)]
+pub struct StoreOutcome {
+    /// `Err` when the stream itself failed (source, compression,
+    /// encryption): then no target has the object.
+    pub stream: Result<StreamStats>,
+    /// Per target (in the order given): bytes stored, or why not.
+    pub targets: Vec<(String, Result<u64>)>,
+}
+
+/// Streams `source` through zstd and age into `key` on every target.
+/// Targets fail independently: one refusing the upload does not stop the
+/// others.
+pub async fn store_object(
+    source: &mut dyn Source,
+    settings: &PipelineSettings,
+    targets: &[Arc<dyn Target>],
+    key: &str,
+    progress: Arc<Progress>,
+) -> StoreOutcome {
+    let fail_all = |e: &Error| {
+        targets
+            .iter()
+            .map(|t| {
+                (
+                    t.name().to_string(),
+                    Err(Error::Other(format!("not stored: {e}"))),
+                )
+            })
+            .collect()
+    };
+    let reader = match source.open().await {
+        Ok(r) => r,
+        Err(e) => {
+            let targets = fail_all(&e);
+            return StoreOutcome {
+                stream: Err(e),
+                targets,
+            };
+        }
+    };
+
+    let (plain_tx, plain_rx) = mpsc::channel::<Piece>(STAGE_DEPTH);
+    let (packed_tx, packed_rx) = mpsc::channel::<Piece>(STAGE_DEPTH);
+    let mut target_txs = Vec::new();
+    let mut puts = Vec::new();
+    for target in targets {
+        let (tx, rx) = mpsc::channel::<Piece>(TARGET_DEPTH);
+        target_txs.push(tx);
+        let target = Arc::clone(target);
+        let key = key.to_string();
+        puts.push(tokio::spawn(async move {
+            target.put(&key, piece_reader(rx)).await
+        }));
+    }
+
+    let compress = {
+        let level = settings.zstd_level;
+        let workers = settings.zstd_workers;
+        let progress = Arc::clone(&progress);
+        tokio::task::spawn_blocking(move || {
+            compress_stage(plain_rx, packed_tx, level, workers, &progress)
+        })
+    };
+    let encrypt = {
+        let recipients = settings.recipients.clone();
+        let progress = Arc::clone(&progress);
+        tokio::task::spawn_blocking(move || {
+            encrypt_stage(packed_rx, target_txs, &recipients, &progress)
+        })
+    };
+
+    let read = read_stage(source, reader, plain_tx);
+    let (read_result, compress_result, encrypt_result) = tokio::join!(read, compress, encrypt);
+    let mut put_results = Vec::new();
+    for (target, put) in targets.iter().zip(puts) {
+        let r = match put.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::target(
+                target.name(),
+                target.location(),
+                format!("upload task failed: {e}"),
+            )),
+        };
+        put_results.push((target.name().to_string(), r));
+    }
+
+    let joined = |r: std::result::Result<std::io::Result<_>, tokio::task::JoinError>,
+                  stage: &str| match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Other(format!("{stage}: {e}"))),
+        Err(e) => Err(Error::Other(format!("{stage} stage crashed: {e}"))),
+    };
+    // The source's error is the cause when there is one; the later stages
+    // only report that their input stopped.
+    let stream = match read_result {
+        Err(e) => Err(e),
+        Ok(()) => match (
+            joined(compress_result, "compression"),
+            joined(encrypt_result, "encryption"),
+        ) {
+            (Ok((plain_bytes, plain_hash)), Ok((stored_bytes, stored_hash))) => Ok(StreamStats {
+                plaintext_bytes: plain_bytes,
+                plaintext_sha256: plain_hash,
+                stored_bytes,
+                stored_sha256: stored_hash,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+    };
+    let targets = match &stream {
+        Ok(_) => put_results,
+        Err(e) => put_results
+            .into_iter()
+            .map(|(name, r)| match r {
+                // A target that completed cannot have: End is never sent
+                // after a failure. Keep the guard anyway.
+                Ok(_) => (name, Err(Error::Other(format!("not stored: {e}")))),
+                Err(_) => (name, Err(Error::Other(format!("not stored: {e}")))),
+            })
+            .collect(),
+    };
+    StoreOutcome { stream, targets }
+}
+
+/// Reads the source into the first queue; sends `End` only once the
+/// source says the stream is whole.
+async fn read_stage(
+    source: &mut dyn Source,
+    mut reader: ByteReader,
+    tx: mpsc::Sender<Piece>,
+) -> Result<()> {
+    let what = source.describe();
+    loop {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        let mut read_err = None;
+        while buf.len() < CHUNK_BYTES {
+            match reader.read_buf(&mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    read_err = Some(e);
+                    break;
+                }
+            }
+        }
+        let eof = buf.len() < CHUNK_BYTES;
+        if !buf.is_empty() && tx.send(Piece::Data(buf.freeze())).await.is_err() {
+            // The compression stage stopped; it reports why.
+            drop(reader);
+            let _ = source.finish().await;
+            return Ok(());
+        }
+        if let Some(e) = read_err {
+            drop(reader);
+            // The producer's own verdict (exit status, stderr) explains
+            // more than the read error.
+            let err = match source.finish().await {
+                Err(src) => src,
+                Ok(()) => Error::Source(format!("reading {what}: {e}")),
+            };
+            let _ = tx.send(Piece::Failed(err.to_string())).await;
+            return Err(err);
+        }
+        if eof {
+            break;
+        }
+    }
+    drop(reader);
+    match source.finish().await {
+        Ok(()) => {
+            let _ = tx.send(Piece::End).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.send(Piece::Failed(e.to_string())).await;
+            Err(e)
+        }
+    }
+}
+
+/// Receives the next piece; a closed queue means the sender died.
+fn next_piece(rx: &mut mpsc::Receiver<Piece>, upstream: &str) -> std::io::Result<Option<Bytes>> {
+    match rx.blocking_recv() {
+        Some(Piece::Data(b)) => Ok(Some(b)),
+        Some(Piece::End) => Ok(None),
+        Some(Piece::Failed(e)) => Err(std::io::Error::other(e)),
+        None => Err(std::io::Error::other(format!(
+            "the {upstream} stage stopped before the end of the stream"
+        ))),
+    }
+}
+
+fn compress_stage(
+    mut rx: mpsc::Receiver<Piece>,
+    tx: mpsc::Sender<Piece>,
+    level: i32,
+    workers: u32,
+    progress: &Progress,
+) -> std::io::Result<(u64, String)> {
+    let result = (|| -> std::io::Result<(u64, String)> {
+        let out = QueueWriter::new(tx.clone(), CHUNK_BYTES);
+        let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+        let workers = if workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        } else {
+            workers
+        };
+        if workers > 1 {
+            encoder.multithread(workers)?;
+            // Small jobs keep zstdmt's buffers (about 3 x job size per
+            // worker) within the memory budget.
+            encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 * 1024 * 1024))?;
+        }
+        encoder.include_checksum(true)?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = next_piece(&mut rx, "source")? {
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+            progress
+                .source_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            encoder.write_all(&chunk)?;
+        }
+        let mut out = encoder.finish()?;
+        out.flush_chunk()?;
+        Ok((total, hex::encode(hasher.finalize())))
+    })();
+    match &result {
+        Ok(_) => {
+            let _ = tx.blocking_send(Piece::End);
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Piece::Failed(e.to_string()));
+        }
+    }
+    result
+}
+
+fn encrypt_stage(
+    mut rx: mpsc::Receiver<Piece>,
+    txs: Vec<mpsc::Sender<Piece>>,
+    recipients: &Recipients,
+    progress: &Progress,
+) -> std::io::Result<(u64, String)> {
+    let result = (|| -> std::io::Result<(u64, String)> {
+        let fanout = Fanout {
+            targets: txs.iter().cloned().map(Some).collect(),
+            buf: Vec::with_capacity(TARGET_CHUNK_BYTES),
+            hasher: Sha256::new(),
+            total: 0,
+            progress,
+        };
+        let mut writer = recipients.encrypt(fanout)?;
+        while let Some(chunk) = next_piece(&mut rx, "compression")? {
+            writer.write_all(&chunk)?;
+        }
+        let mut fanout = writer.finish()?;
+        fanout.send_buffered()?;
+        Ok((fanout.total, hex::encode(fanout.hasher.finalize_reset())))
+    })();
+    for tx in &txs {
+        let piece = match &result {
+            Ok(_) => Piece::End,
+            Err(e) => Piece::Failed(e.to_string()),
+        };
+        let _ = tx.blocking_send(piece);
+    }
+    result
+}
+
+/// A blocking `Write` that sends fixed-size chunks into a queue.
+struct QueueWriter {
+    tx: mpsc::Sender<Piece>,
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+impl QueueWriter {
+    fn new(tx: mpsc::Sender<Piece>, chunk: usize) -> Self {
+        QueueWriter {
+            tx,
+            buf: Vec::with_capacity(chunk),
+            chunk,
+        }
+    }
+
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
+        self.tx
+            .blocking_send(Piece::Data(Bytes::from(data)))
+            .map_err(|_| std::io::Error::other("the next stage stopped"))
+    }
+}
+
+impl Write for QueueWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.chunk - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= self.chunk {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Chunks go out when full or at the end; nothing to force here.
+        Ok(())
+    }
+}
+
+/// Hashes the stored bytes and copies each chunk to every live target.
+struct Fanout<'a> {
+    targets: Vec<Option<mpsc::Sender<Piece>>>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+    total: u64,
+    progress: &'a Progress,
+}
+
+impl Fanout<'_> {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(TARGET_CHUNK_BYTES),
+        ));
+        for slot in &mut self.targets {
+            if let Some(tx) = slot {
+                if tx.blocking_send(Piece::Data(data.clone())).is_err() {
+                    // That target's upload failed; it reports why.
+                    *slot = None;
+                }
+            }
+        }
+        if self.targets.iter().all(Option::is_none) {
+            return Err(std::io::Error::other("every target failed"));
+        }
+        Ok(())
+    }
+}
+
+impl Write for Fanout<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = TARGET_CHUNK_BYTES - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
+        self.total += n as u64;
+        self.progress
+            .stored_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if self.buf.len() >= TARGET_CHUNK_BYTES {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Turns a queue of pieces into the reader a target consumes: EOF only on
+/// `End`, an error on `Failed` or on a queue closed without `End`.
+pub fn piece_reader(rx: mpsc::Receiver<Piece>) -> ByteReader {
+    let stream = futures::stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        match rx.recv().await {
+            Some(Piece::Data(b)) => Some((Ok(b), (rx, false))),
+            Some(Piece::End) => None,
+            Some(Piece::Failed(e)) => Some((Err(std::io::Error::other(e)), (rx, true))),
+            None => Some((
+                Err(std::io::Error::other(
+                    "the backup stream stopped before its end",
+                )),
+                (rx, true),
+            )),
+        }
+    });
+    Box::pin(tokio_util::io::StreamReader::new(stream))
+}

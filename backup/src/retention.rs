@@ -1,0 +1,303 @@
+//! Retention: which snapshots of one job on one target to keep. A pure
+//! function from (snapshots, policy, now) to a keep/remove decision with
+//! the reasons for each, so `prune --dry-run` can print them and tests can
+//! check them as tables. Only complete snapshots (with a manifest) are ever
+//! considered, and the newest one is always kept.
+
+use chrono::{DateTime, Datelike, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Rules in restic's vocabulary; a snapshot is kept when any rule keeps it.
+/// With no rule set, everything is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// The n newest snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// The newest snapshot of each of the last n hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// ... of each of the last n days (UTC) that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// ... of each of the last n ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Every snapshot younger than this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within_days: Option<u32>,
+}
+
+impl RetentionPolicy {
+    /// True when no rule is set: nothing is ever removed.
+    pub fn keeps_everything(&self) -> bool {
+        *self == RetentionPolicy::default()
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (key, v) in [
+            ("keep_last", self.keep_last),
+            ("keep_hourly", self.keep_hourly),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+            ("keep_yearly", self.keep_yearly),
+            ("keep_within_days", self.keep_within_days),
+        ] {
+            if v == Some(0) {
+                errors.push(format!(
+                    "{key}: 0 keeps nothing by this rule; leave it out instead"
+                ));
+            }
+        }
+        errors
+    }
+}
+
+/// A snapshot as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub time: DateTime<Utc>,
+}
+
+/// The decision for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub keep: bool,
+    /// Why it is kept (one entry per rule that keeps it), or why it goes.
+    pub reasons: Vec<String>,
+}
+
+/// Applies `policy` to `snapshots` (any order); returns one decision per
+/// snapshot, newest first.
+pub fn decide(
+    snapshots: &[Candidate],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let mut sorted: Vec<&Candidate> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+    let mut decisions: Vec<Decision> = sorted
+        .iter()
+        .map(|c| Decision {
+            id: c.id.clone(),
+            time: c.time,
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+    if policy.keeps_everything() {
+        for d in &mut decisions {
+            d.keep = true;
+            d.reasons
+                .push("no retention rule set: everything is kept".into());
+        }
+        return decisions;
+    }
+
+    if let Some(first) = decisions.first_mut() {
+        first.keep = true;
+        first.reasons.push("newest snapshot (always kept)".into());
+    }
+    if let Some(n) = policy.keep_last {
+        for (i, d) in decisions.iter_mut().take(n as usize).enumerate() {
+            d.keep = true;
+            d.reasons.push(format!("keep_last {n} (#{})", i + 1));
+        }
+    }
+    if let Some(days) = policy.keep_within_days {
+        let since = now - Duration::days(i64::from(days));
+        for d in decisions.iter_mut().filter(|d| d.time >= since) {
+            d.keep = true;
+            d.reasons.push(format!("keep_within_days {days}"));
+        }
+    }
+    type Bucket = fn(&DateTime<Utc>) -> String;
+    let rules: [(&str, Option<u32>, Bucket); 5] = [
+        ("keep_hourly", policy.keep_hourly, |t| {
+            t.format("%Y-%m-%d %H:00").to_string()
+        }),
+        ("keep_daily", policy.keep_daily, |t| {
+            t.format("%Y-%m-%d").to_string()
+        }),
+        ("keep_weekly", policy.keep_weekly, |t| {
+            let w = t.iso_week();
+            format!("{}-W{:02}", w.year(), w.week())
+        }),
+        ("keep_monthly", policy.keep_monthly, |t| {
+            t.format("%Y-%m").to_string()
+        }),
+        ("keep_yearly", policy.keep_yearly, |t| {
+            t.format("%Y").to_string()
+        }),
+    ];
+    for (rule, count, bucket_of) in rules {
+        let Some(n) = count else { continue };
+        let mut left = n;
+        let mut last_bucket: Option<String> = None;
+        for d in decisions.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let bucket = bucket_of(&d.time);
+            if last_bucket.as_deref() == Some(bucket.as_str()) {
+                continue;
+            }
+            d.keep = true;
+            d.reasons.push(format!("{rule} {n} ({bucket})"));
+            last_bucket = Some(bucket);
+            left -= 1;
+        }
+    }
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        d.reasons.push("matches no keep rule".into());
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        format!("{s}Z").parse().unwrap()
+    }
+
+    fn snaps(times: &[&str]) -> Vec<Candidate> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                id: format!("s{i}"),
+                time: at(t),
+            })
+            .collect()
+    }
+
+    fn kept(d: &[Decision]) -> Vec<String> {
+        let mut k: Vec<String> = d.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect();
+        k.sort();
+        k
+    }
+
+    /// (case, snapshot times, policy, now, ids expected to be kept)
+    #[test]
+    fn case_table() {
+        let times = [
+            "2026-01-01T01:00:00", // s0
+            "2026-01-01T13:00:00", // s1
+            "2026-01-02T01:00:00", // s2
+            "2026-01-02T07:00:00", // s3
+            "2026-01-09T01:00:00", // s4
+            "2026-02-01T01:00:00", // s5
+            "2026-02-01T01:30:00", // s6
+        ];
+        let p = |f: fn(&mut RetentionPolicy)| {
+            let mut p = RetentionPolicy::default();
+            f(&mut p);
+            p
+        };
+        let now = at("2026-02-01T02:00:00");
+        let cases: Vec<(&str, RetentionPolicy, Vec<&str>)> = vec![
+            (
+                "no rule keeps all",
+                p(|_| {}),
+                vec!["s0", "s1", "s2", "s3", "s4", "s5", "s6"],
+            ),
+            (
+                "keep_last 2",
+                p(|p| p.keep_last = Some(2)),
+                vec!["s5", "s6"],
+            ),
+            ("keep_last 1", p(|p| p.keep_last = Some(1)), vec!["s6"]),
+            (
+                "keep_hourly 2",
+                p(|p| p.keep_hourly = Some(2)),
+                vec!["s4", "s6"],
+            ),
+            (
+                "keep_daily 3",
+                p(|p| p.keep_daily = Some(3)),
+                vec!["s3", "s4", "s6"],
+            ),
+            (
+                "keep_weekly 2",
+                p(|p| p.keep_weekly = Some(2)),
+                vec!["s4", "s6"],
+            ),
+            (
+                "keep_monthly 5",
+                p(|p| p.keep_monthly = Some(5)),
+                vec!["s4", "s6"],
+            ),
+            ("keep_yearly 1", p(|p| p.keep_yearly = Some(1)), vec!["s6"]),
+            (
+                "keep_within_days 24",
+                p(|p| p.keep_within_days = Some(24)),
+                vec!["s4", "s5", "s6"],
+            ),
+            (
+                "within nothing keeps newest",
+                p(|p| p.keep_within_days = Some(1)),
+                vec!["s5", "s6"],
+            ),
+            (
+                "rules combine",
+                p(|p| {
+                    p.keep_last = Some(1);
+                    p.keep_monthly = Some(2);
+                }),
+                vec!["s4", "s6"],
+            ),
+        ];
+        for (name, policy, expected) in cases {
+            let d = decide(&snaps(&times), &policy, now);
+            assert_eq!(d.len(), times.len(), "{name}");
+            assert_eq!(kept(&d), expected, "{name}");
+            for decision in &d {
+                assert!(
+                    !decision.reasons.is_empty(),
+                    "{name}: {decision:?} has no reason"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn newest_is_kept_even_when_old() {
+        let d = decide(
+            &snaps(&["2020-01-01T00:00:00", "2020-01-02T00:00:00"]),
+            &RetentionPolicy {
+                keep_within_days: Some(7),
+                ..Default::default()
+            },
+            at("2026-01-01T00:00:00"),
+        );
+        assert_eq!(kept(&d), vec!["s1"]);
+        assert!(d[0].reasons[0].contains("newest"));
+        assert_eq!(d[1].reasons, vec!["matches no keep rule"]);
+    }
+
+    #[test]
+    fn empty_input() {
+        assert!(decide(&[], &RetentionPolicy::default(), Utc::now()).is_empty());
+    }
+
+    #[test]
+    fn zero_is_rejected() {
+        let p = RetentionPolicy {
+            keep_daily: Some(0),
+            ..Default::default()
+        };
+        assert!(p.validate()[0].starts_with("keep_daily:"));
+    }
+}

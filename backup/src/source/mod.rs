@@ -1,0 +1,66 @@
+//! Sources: what a job backs up, as byte streams. A job is planned into one
+//! or more [`PlannedObject`]s (one dump per database, one tar of files), each
+//! with its [`Source`].
+
+pub mod command;
+pub mod files;
+pub mod mysql;
+pub mod postgres;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::manifest::ObjectRole;
+use crate::target::ByteReader;
+
+/// One stream to back up. The pipeline calls `open` once, reads the stream
+/// to its end (or to an error), then calls `finish`, whose verdict decides
+/// whether the object is committed: a dump tool that exited non-zero, was
+/// killed or left out its completion trailer makes `finish` fail, and then
+/// nothing is stored.
+#[async_trait]
+pub trait Source: Send {
+    /// What it is, for messages: `pg_dump of database "app" on 127.0.0.1:5432`.
+    fn describe(&self) -> String;
+
+    /// Starts producing the stream.
+    async fn open(&mut self) -> Result<ByteReader>;
+
+    /// Waits for the producer to end and says whether the stream it
+    /// produced is whole. Called once, after the reader was dropped.
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// One object of a job run: its name in the snapshot, what it holds, and
+/// the source that produces it.
+pub struct PlannedObject {
+    /// Name inside the snapshot, e.g. `postgres/app.pgdump.zst.age`.
+    pub name: String,
+    pub role: ObjectRole,
+    pub database: Option<String>,
+    pub source: Box<dyn Source>,
+}
+
+impl std::fmt::Debug for PlannedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedObject")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("database", &self.database)
+            .field("source", &self.source.describe())
+            .finish()
+    }
+}
+
+/// Object names are path-like; keep database names from escaping them.
+pub fn safe_object_segment(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

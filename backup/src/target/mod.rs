@@ -1,0 +1,102 @@
+//! Storage targets: where snapshots are kept. One small object-safe trait
+//! ([`Target`]) with a local-directory and an S3 implementation.
+//!
+//! Keys are relative to the target's configured root/prefix and follow
+//! [`crate::layout`]. A `put` is atomic from a reader's point of view: the
+//! object is visible under its key only once the whole stream has been
+//! stored (local: temp file + rename; S3: multipart upload completed), and a
+//! failed or dropped `put` leaves nothing under the key (leftovers of a
+//! crash are removed by [`Target::cleanup_incomplete`]).
+
+pub mod local;
+pub mod s3;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::config::TargetConfig;
+use crate::error::{Error, Result};
+
+/// A byte stream read from or written to a target.
+pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One stored object as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    /// Relative to the target root (no configured prefix).
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// Where snapshots are stored.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The configured name (`local`, `offsite`, ...): used in metrics labels
+    /// and messages.
+    fn name(&self) -> &str;
+
+    /// Where it points, for messages: a path or `s3://bucket/prefix`. Never
+    /// contains credentials.
+    fn location(&self) -> String;
+
+    /// Stores the whole of `body` under `key`; returns the bytes stored.
+    /// If `body` yields an error, the upload is abandoned (nothing appears
+    /// under `key`) and that error is returned with the target's context.
+    async fn put(&self, key: &str, body: ByteReader) -> Result<u64>;
+
+    /// Opens `key` for streaming reads. [`Error::NotFound`] when absent.
+    async fn get(&self, key: &str) -> Result<ByteReader>;
+
+    /// Every object whose key starts with `prefix` (recursive), sorted by
+    /// key. Incomplete uploads and temp files are not listed.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Removes what a crashed or killed run left under `prefix`: temp files
+    /// (local) or unfinished multipart uploads (S3). Returns a description
+    /// of each item removed. Callers hold the job lock, so nothing under
+    /// `prefix` is being written.
+    async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Stores a small in-memory object (manifests).
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<u64> {
+        self.put(key, Box::pin(std::io::Cursor::new(bytes))).await
+    }
+
+    /// Reads a small object whole, refusing more than `limit` bytes.
+    async fn get_bytes(&self, key: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut reader = self.get(key).await?;
+        let mut out = Vec::new();
+        (&mut reader)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| {
+                Error::target(self.name(), self.location(), format!("reading {key}: {e}"))
+            })?;
+        if out.len() as u64 > limit {
+            return Err(Error::Integrity(format!(
+                "target {} ({}): {key} is larger than {limit} bytes",
+                self.name(),
+                self.location()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Builds the target named `name` from its configuration.
+pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn Target>> {
+    Ok(match config {
+        TargetConfig::Local(c) => Arc::new(local::LocalTarget::new(name, c)),
+        TargetConfig::S3(c) => Arc::new(s3::S3Target::new(name, c).await?),
+    })
+}

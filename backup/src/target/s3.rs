@@ -1,0 +1,616 @@
+//! S3 (and S3-compatible stores) as a target, with aws-sdk-s3.
+//!
+//! Uploads of unknown length go multipart: parts start at
+//! `part_size_bytes` and double every 1,000 parts (8 MiB parts would cap an
+//! object at ~78 GiB; growing ones reach S3's 5 TiB object limit within
+//! 10,000 parts), at most `upload_concurrency` in flight, so memory is
+//! about part size x (concurrency + 1). Any failure aborts the upload; an
+//! upload abandoned by a killed process is aborted by the next run's
+//! `cleanup_incomplete`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+    ServerSideEncryption, StorageClass,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use crate::config::S3TargetConfig;
+use crate::error::{Error, Result};
+use crate::target::{ByteReader, ObjectInfo, Target};
+
+/// S3's limits.
+const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+const MAX_PARTS: i32 = 10_000;
+/// Parts of one size before the size doubles.
+const PARTS_PER_SIZE_STEP: i32 = 1_000;
+
+/// The size of part `n` (1-based) for a first part size of `base`.
+pub fn part_size(base: u64, n: i32) -> u64 {
+    let step = ((n.max(1) - 1) / PARTS_PER_SIZE_STEP) as u32;
+    base.saturating_mul(1u64 << step.min(20))
+        .min(MAX_PART_BYTES)
+}
+
+pub struct S3Target {
+    name: String,
+    bucket: String,
+    /// `""` or `"prefix/"`.
+    prefix: String,
+    client: Client,
+    config: S3TargetConfig,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Target")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl S3Target {
+    pub async fn new(name: &str, config: &S3TargetConfig) -> Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(config.request_timeout_secs))
+                    .build(),
+            );
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret,
+                config.session_token.clone(),
+                None,
+                "steward-config",
+            ));
+        }
+        let shared = loader.load().await;
+        let (request_checksum, response_checksum) = if config.checksum == "when_required" {
+            (
+                RequestChecksumCalculation::WhenRequired,
+                ResponseChecksumValidation::WhenRequired,
+            )
+        } else {
+            (
+                RequestChecksumCalculation::WhenSupported,
+                ResponseChecksumValidation::WhenSupported,
+            )
+        };
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            .request_checksum_calculation(request_checksum)
+            .response_checksum_validation(response_checksum);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let prefix = config.prefix.trim_matches('/');
+        Ok(S3Target {
+            name: name.to_string(),
+            bucket: config.bucket.clone(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            client: Client::from_conf(builder.build()),
+            config: config.clone(),
+        })
+    }
+
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::target(&self.name, self.location(), message)
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn relative_key<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(&self.prefix)
+    }
+
+    fn checksums(&self) -> bool {
+        self.config.checksum != "when_required"
+    }
+
+    fn lock_until(&self) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
+        let mode = self.config.object_lock_mode.as_deref()?;
+        let days = self.config.object_lock_days?;
+        let until = Utc::now() + chrono::Duration::days(i64::from(days));
+        Some((
+            ObjectLockMode::from(mode),
+            aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()),
+        ))
+    }
+
+    async fn put_single(&self, key: &str, full: &str, data: Bytes) -> Result<u64> {
+        let len = data.len() as u64;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(ByteStream::from(data));
+        if let Some(sc) = &self.config.storage_class {
+            req = req.storage_class(StorageClass::from(sc.as_str()));
+        }
+        if let Some(sse) = &self.config.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(kms) = &self.config.sse_kms_key_id {
+            req = req.ssekms_key_id(kms);
+        }
+        if let Some((mode, until)) = self.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if self.checksums() {
+            req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        req.send()
+            .await
+            .map_err(|e| self.err(format!("uploading {key}: {}", DisplayErrorContext(&e))))?;
+        Ok(len)
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        full: &str,
+        first: Vec<u8>,
+        body: &mut ByteReader,
+    ) -> Result<u64> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full);
+        if let Some(sc) = &self.config.storage_class {
+            req = req.storage_class(StorageClass::from(sc.as_str()));
+        }
+        if let Some(sse) = &self.config.sse {
+            req = req.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+        }
+        if let Some(kms) = &self.config.sse_kms_key_id {
+            req = req.ssekms_key_id(kms);
+        }
+        if let Some((mode, until)) = self.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if self.checksums() {
+            req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        let created = req.send().await.map_err(|e| {
+            self.err(format!(
+                "starting the upload of {key}: {}",
+                DisplayErrorContext(&e)
+            ))
+        })?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| {
+                self.err(format!(
+                    "starting the upload of {key}: the store returned no upload id"
+                ))
+            })?
+            .to_string();
+        let mut guard = AbortGuard {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full.to_string(),
+            upload_id: Some(upload_id.clone()),
+        };
+        let result = self.upload_parts(key, full, &upload_id, first, body).await;
+        match result {
+            Ok((parts, total)) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.err(format!(
+                            "completing the upload of {key}: {}",
+                            DisplayErrorContext(&e)
+                        ))
+                    })?;
+                guard.upload_id = None;
+                Ok(total)
+            }
+            Err(e) => {
+                guard.upload_id = None;
+                if let Err(abort) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(
+                        target_name = %self.name,
+                        key,
+                        "could not abort the failed upload (the next run retries): {}",
+                        DisplayErrorContext(&abort)
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        body: &mut ByteReader,
+    ) -> Result<(Vec<CompletedPart>, u64)> {
+        let concurrency = self.config.upload_concurrency.max(1);
+        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut done: Vec<CompletedPart> = Vec::new();
+        let mut total = 0u64;
+        let mut number: i32 = 1;
+        let mut buf = first;
+        let this = Arc::new(PartUploader {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full.to_string(),
+            upload_id: upload_id.to_string(),
+            checksums: self.checksums(),
+            name: self.name.clone(),
+            location: self.location(),
+            display_key: key.to_string(),
+        });
+        loop {
+            while in_flight.len() >= concurrency {
+                if let Some(r) = in_flight.join_next().await {
+                    done.push(flatten(r, &this)?);
+                }
+            }
+            if number > MAX_PARTS {
+                return Err(self.err(format!(
+                    "{key} needs more than {MAX_PARTS} parts; raise part_size_bytes"
+                )));
+            }
+            let len = buf.len();
+            total += len as u64;
+            let data = Bytes::from(std::mem::take(&mut buf));
+            let uploader = Arc::clone(&this);
+            let n = number;
+            in_flight.spawn(async move { uploader.upload(n, data).await });
+            number += 1;
+            let want = part_size(self.config.part_size_bytes, number);
+            buf = read_up_to(body, want as usize)
+                .await
+                .map_err(|e| self.err(format!("uploading {key}: {e}; the upload was aborted")))?;
+            if buf.is_empty() {
+                break;
+            }
+        }
+        while let Some(r) = in_flight.join_next().await {
+            done.push(flatten(r, &this)?);
+        }
+        done.sort_by_key(|p| p.part_number());
+        Ok((done, total))
+    }
+
+    /// Unfinished multipart uploads under `prefix` (keys relative to the
+    /// target), with their upload ids.
+    pub async fn list_incomplete(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(format!(
+                        "listing unfinished uploads: {}",
+                        DisplayErrorContext(&e)
+                    ))
+                })?;
+            for u in resp.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push((
+                        self.relative_key(k).unwrap_or(k).to_string(),
+                        id.to_string(),
+                    ));
+                }
+            }
+            if resp.is_truncated() == Some(true) {
+                key_marker = resp.next_key_marker().map(str::to_string);
+                id_marker = resp.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && id_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a spawned part upload needs.
+struct PartUploader {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    checksums: bool,
+    name: String,
+    location: String,
+    display_key: String,
+}
+
+impl PartUploader {
+    async fn upload(&self, number: i32, data: Bytes) -> Result<CompletedPart> {
+        let mut req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(data));
+        if self.checksums {
+            req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::target(
+                &self.name,
+                &self.location,
+                format!(
+                    "uploading part {number} of {}: {}; the upload was aborted",
+                    self.display_key,
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(resp.e_tag().map(str::to_string))
+            .set_checksum_crc32(resp.checksum_crc32().map(str::to_string))
+            .build())
+    }
+}
+
+fn flatten(
+    r: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
+    up: &PartUploader,
+) -> Result<CompletedPart> {
+    match r {
+        Ok(r) => r,
+        Err(e) => Err(Error::target(
+            &up.name,
+            &up.location,
+            format!("part upload task failed: {e}"),
+        )),
+    }
+}
+
+/// Aborts a multipart upload when dropped armed (a cancelled or timed-out
+/// run), so nothing is left behind even then.
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        let key = self.key.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await;
+            });
+        }
+    }
+}
+
+/// Reads until `want` bytes or EOF.
+async fn read_up_to(body: &mut ByteReader, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(want);
+    while buf.len() < want {
+        let n = (&mut *body)
+            .take((want - buf.len()) as u64)
+            .read_to_end(&mut buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+#[async_trait]
+impl Target for S3Target {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn put(&self, key: &str, mut body: ByteReader) -> Result<u64> {
+        let full = self.full_key(key);
+        let first_size = part_size(self.config.part_size_bytes, 1) as usize;
+        let first = read_up_to(&mut body, first_size).await.map_err(|e| {
+            self.err(format!(
+                "uploading {key}: {e}; nothing was stored under this key"
+            ))
+        })?;
+        if first.len() < first_size {
+            // The whole object fits in one part: one PUT.
+            return self.put_single(key, &full, Bytes::from(first)).await;
+        }
+        self.put_multipart(key, &full, first, &mut body).await
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteReader> {
+        let full = self.full_key(key);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(resp) => Ok(Box::pin(resp.body.into_async_read())),
+            Err(e) => {
+                if e.as_service_error()
+                    .map(|s| s.is_no_such_key())
+                    .unwrap_or(false)
+                {
+                    Err(Error::NotFound(format!(
+                        "target {} ({}): no object {key}",
+                        self.name,
+                        self.location()
+                    )))
+                } else {
+                    Err(self.err(format!("downloading {key}: {}", DisplayErrorContext(&e))))
+                }
+            }
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(format!("listing {prefix:?}: {}", DisplayErrorContext(&e)))
+                })?;
+            for o in resp.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(rel) = self.relative_key(k) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    key: rel.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())),
+                });
+            }
+            match (resp.is_truncated(), resp.next_continuation_token()) {
+                (Some(true), Some(t)) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.err(format!("deleting {key}: {}", DisplayErrorContext(&e))))?;
+        Ok(())
+    }
+
+    async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for (key, upload_id) in self.list_incomplete(prefix).await? {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.full_key(&key))
+                .upload_id(&upload_id)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(format!(
+                        "aborting the unfinished upload of {key}: {}",
+                        DisplayErrorContext(&e)
+                    ))
+                })?;
+            removed.push(format!("unfinished multipart upload of {key}"));
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_10000_parts_hold_terabytes() {
+        let base = 8 * 1024 * 1024;
+        assert_eq!(part_size(base, 1), base);
+        assert_eq!(part_size(base, 1000), base);
+        assert_eq!(part_size(base, 1001), 2 * base);
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n)).sum();
+        assert!(total > 5 * 1024u64.pow(4), "{total}");
+        assert!((1..=MAX_PARTS).all(|n| part_size(base, n) <= MAX_PART_BYTES));
+    }
+}
