@@ -1,25 +1,29 @@
 //! Structured logs to stderr: plain text for journald and terminals, or one
-//! JSON object per line with `--log-format json`.
+//! JSON object per line with `--log-format json`; and Steward's own spans to
+//! the telemetry pipeline (see telemetry.rs).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`.
 pub fn init(format: &str, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let result = if format == "json" {
-        builder.json().flatten_event(true).try_init()
+    let fmt: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = if format == "json" {
+        Box::new(builder.json().flatten_event(true))
     } else {
         // journald adds its own timestamps; keep lines short and ANSI-free
         // when stderr is not a terminal.
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
+        Box::new(builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
     };
+    let result = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(crate::telemetry::span_layer())
+        .try_init();
     let _ = result;
 }

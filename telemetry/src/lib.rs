@@ -3,4 +3,15 @@
 //! Its own crate because it carries the protobuf/gRPC stack the other
 //! libraries do not need.
 
+pub mod checkpoint;
 pub mod config;
+pub mod export;
+pub mod parse;
+pub mod pipeline;
+pub mod queue;
+pub mod receiver;
+pub mod spans;
+pub mod stats;
+pub mod tail;
+
+pub use pipeline::{start, Pipeline, StartOptions};

@@ -5,6 +5,7 @@
 
 pub mod grafana_api;
 pub mod mariadb;
+pub mod otlp_sink;
 pub mod postgres;
 pub mod process;
 

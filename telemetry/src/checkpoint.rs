@@ -1,0 +1,174 @@
+//! File checkpoints: for every tailed file, its identity and the offset up
+//! to which the upstream acknowledged its records. Advanced only by
+//! acknowledgements; saved atomically (write, fsync, rename).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+/// Identity and progress of one file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileCheckpoint {
+    pub source: String,
+    /// Where the file was last seen.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Hash of the file's first `fp_len` bytes: tells a reused inode or a
+    /// truncated file from the one read before.
+    pub fp_len: u64,
+    pub fp_hash: u64,
+    /// Acknowledged up to here (always at a record boundary).
+    pub acked: u64,
+    /// The tailer let go of the file (rotated away and drained, deleted,
+    /// truncated); the entry goes once `acked` reaches `final_offset`.
+    #[serde(default)]
+    pub final_offset: Option<u64>,
+}
+
+/// All checkpoints, shared by the tailer (identity) and the exporter (acks).
+#[derive(Debug)]
+pub struct Checkpoints {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: HashMap<u64, FileCheckpoint>,
+    dirty: bool,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct OnDisk {
+    files: Vec<(u64, FileCheckpoint)>,
+}
+
+impl Checkpoints {
+    /// Loads `path`; `existed` tells a first start (no file) from a restart.
+    pub fn load(path: &Path) -> anyhow::Result<(Checkpoints, bool)> {
+        let (files, existed) = match std::fs::read(path) {
+            Ok(bytes) => {
+                let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "telemetry checkpoint file {} is damaged ({e}); move it away to start over (files are then re-read from their start)",
+                        path.display()
+                    )
+                })?;
+                (on_disk.files.into_iter().collect(), true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), false),
+            Err(e) => anyhow::bail!("cannot read telemetry checkpoints {}: {e}", path.display()),
+        };
+        Ok((
+            Checkpoints {
+                path: path.to_path_buf(),
+                inner: Mutex::new(Inner {
+                    files,
+                    dirty: false,
+                }),
+            },
+            existed,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn all(&self) -> Vec<(u64, FileCheckpoint)> {
+        self.lock()
+            .files
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<FileCheckpoint> {
+        self.lock().files.get(&id).cloned()
+    }
+
+    /// Adds or replaces the identity of a file (keeps the larger `acked`).
+    pub fn upsert(&self, id: u64, mut cp: FileCheckpoint) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.files.get(&id) {
+            cp.acked = cp.acked.max(old.acked);
+        }
+        inner.files.insert(id, cp);
+        inner.dirty = true;
+    }
+
+    /// An acknowledgement: the file's records up to `offset` are delivered.
+    pub fn advance(&self, id: u64, offset: u64) {
+        let mut inner = self.lock();
+        let mut remove = false;
+        if let Some(cp) = inner.files.get_mut(&id) {
+            if offset > cp.acked {
+                cp.acked = offset;
+            }
+            remove = cp.final_offset.is_some_and(|f| cp.acked >= f);
+        }
+        if remove {
+            inner.files.remove(&id);
+        }
+        inner.dirty = true;
+    }
+
+    /// The tailer let go of a file at `offset`.
+    pub fn finish(&self, id: u64, offset: u64) {
+        let mut inner = self.lock();
+        let remove = match inner.files.get_mut(&id) {
+            Some(cp) => {
+                cp.final_offset = Some(offset);
+                cp.acked >= offset
+            }
+            None => false,
+        };
+        if remove {
+            inner.files.remove(&id);
+        }
+        inner.dirty = true;
+    }
+
+    pub fn remove(&self, id: u64) {
+        let mut inner = self.lock();
+        inner.files.remove(&id);
+        inner.dirty = true;
+    }
+
+    /// Writes the checkpoints if they changed.
+    pub fn save(&self) -> anyhow::Result<()> {
+        let bytes = {
+            let mut inner = self.lock();
+            if !inner.dirty {
+                return Ok(());
+            }
+            inner.dirty = false;
+            let mut files: Vec<(u64, FileCheckpoint)> =
+                inner.files.iter().map(|(k, v)| (*k, v.clone())).collect();
+            files.sort_by_key(|(k, _)| *k);
+            serde_json::to_vec_pretty(&OnDisk { files })?
+        };
+        let tmp = self.path.with_extension("tmp");
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = result {
+            self.lock().dirty = true;
+            anyhow::bail!(
+                "cannot save telemetry checkpoints to {}: {e}",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
