@@ -851,6 +851,52 @@ mod tests {
         assert_eq!(patch, serde_json::json!({"timeEnd": 5}));
     }
 
+    fn errors(kind: AnnotationKind, reason: &str) -> u64 {
+        let r = REASONS.iter().position(|x| *x == reason).unwrap();
+        STATS.errors[kind.index()][r].load(Ordering::Relaxed)
+    }
+
+    /// A Grafana that knows no dashboard and refuses the token: the daemon
+    /// counts `unknown_dashboard` once (checked on first use, then posted
+    /// as an organization annotation) and `unauthorized` per annotation.
+    #[tokio::test]
+    async fn annotator_counts_grafana_refusals_by_reason() {
+        use axum::http::StatusCode;
+        use axum::routing::{get, post};
+        let app = axum::Router::new()
+            .route(
+                "/api/dashboards/uid/{uid}",
+                get(|| async {
+                    (
+                        StatusCode::NOT_FOUND,
+                        r#"{"message":"Dashboard not found"}"#,
+                    )
+                }),
+            )
+            .route(
+                "/api/annotations",
+                post(|| async { (StatusCode::UNAUTHORIZED, r#"{"message":"Unauthorized"}"#) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut config = crate::config::Config::default();
+        config.grafana.url = Some(format!("http://127.0.0.1:{port}"));
+        config.grafana.token = Some("t".into());
+        config.grafana.dashboard_uid = Some("gone".into());
+        let annotator = Annotator::from_config(&config);
+        let kind = AnnotationKind::Drill;
+        let (dash, auth) = (
+            errors(kind, "unknown_dashboard"),
+            errors(kind, "unauthorized"),
+        );
+        for _ in 0..2 {
+            assert_eq!(annotator.annotate(kind, "drill db", &[]).await, None);
+        }
+        assert_eq!(errors(kind, "unknown_dashboard"), dash + 1);
+        assert_eq!(errors(kind, "unauthorized"), auth + 2);
+    }
+
     /// The daemon path never fails its caller: an unreachable Grafana is
     /// logged and counted under its kind and reason.
     #[tokio::test]
