@@ -8,6 +8,7 @@ pub mod mariadb;
 pub mod otlp_sink;
 pub mod postgres;
 pub mod process;
+pub mod promtext;
 
 pub use process::{
     free_port, http_get, steward_bin, wait_for_http, wait_for_tcp, ChildGuard, StewardAgent,

@@ -1118,9 +1118,7 @@ pub(crate) fn parse_exposition(text: &str) -> Result<Vec<MetricFamily>, String> 
             continue;
         }
         let bad = |what: &str| format!("line {}: {what}: {line:?}", lineno + 1);
-        let name_end = line
-            .find(['{', ' ', '\t'])
-            .ok_or_else(|| bad("no value"))?;
+        let name_end = line.find(['{', ' ', '\t']).ok_or_else(|| bad("no value"))?;
         let name = &line[..name_end];
         if !valid_metric_name(name) {
             return Err(bad("invalid metric name"));

@@ -95,6 +95,7 @@ async fn statfs_all(
     keys: Vec<String>,
     per_mount: Duration,
     stuck: Arc<Mutex<HashSet<String>>>,
+    stat: fn(&Path) -> std::io::Result<FsStats>,
 ) -> Vec<Option<std::io::Result<FsStats>>> {
     let mut results: Vec<Option<std::io::Result<FsStats>>> =
         (0..paths.len()).map(|_| None).collect();
@@ -112,7 +113,7 @@ async fn statfs_all(
             let finished = Arc::clone(&finished);
             tokio::task::spawn_blocking(move || {
                 for (i, path, key) in batch {
-                    let result = statfs(&path);
+                    let result = stat(&path);
                     if let Ok(mut set) = stuck.lock() {
                         // Recovered from an earlier hang: monitor it again.
                         set.remove(&key);
@@ -190,7 +191,14 @@ pub(crate) async fn filesystem(
         .statfs_timeout
         .min(budget)
         .max(Duration::from_millis(1));
-    let results = statfs_all(paths, keys, per_mount, Arc::clone(&settings.stuck_mounts)).await;
+    let results = statfs_all(
+        paths,
+        keys,
+        per_mount,
+        Arc::clone(&settings.stuck_mounts),
+        statfs,
+    )
+    .await;
 
     let labels = |m: &Mount| {
         [
@@ -534,11 +542,57 @@ mod tests {
             vec!["/".into(), "/nonexistent/steward".into()],
             Duration::from_secs(5),
             Arc::clone(&stuck),
+            statfs,
         )
         .await;
         let root = results[0].as_ref().unwrap().as_ref().unwrap();
         assert!(root.size > 0.0 && root.avail <= root.size);
         assert!(results[1].as_ref().unwrap().is_err());
+        assert!(stuck.lock().unwrap().is_empty());
+    }
+
+    /// Stands in for statfs on a stale NFS mount: `/hang` blocks for a while.
+    fn hanging_stat(path: &Path) -> std::io::Result<FsStats> {
+        if path == Path::new("/hang") {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        statfs(Path::new("/"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hanging_statfs_is_skipped_without_blocking_the_rest() {
+        let stuck = Arc::new(Mutex::new(HashSet::new()));
+        let paths: Vec<PathBuf> = ["/a", "/hang", "/b", "/c"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let keys: Vec<String> = ["/a", "/hang", "/b", "/c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let started = std::time::Instant::now();
+        let results = statfs_all(
+            paths.clone(),
+            keys.clone(),
+            Duration::from_millis(200),
+            Arc::clone(&stuck),
+            hanging_stat,
+        )
+        .await;
+        // One timeout, not one per mount, and the mounts after the hang
+        // still answered.
+        assert!(
+            started.elapsed() < Duration::from_millis(1200),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(results[0].as_ref().is_some_and(|r| r.is_ok()));
+        assert!(results[1].is_none());
+        assert!(results[2].as_ref().is_some_and(|r| r.is_ok()));
+        assert!(results[3].as_ref().is_some_and(|r| r.is_ok()));
+        assert!(stuck.lock().unwrap().contains("/hang"));
+        // Once the call returns, the mount is monitored again.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
         assert!(stuck.lock().unwrap().is_empty());
     }
 
