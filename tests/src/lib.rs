@@ -7,6 +7,8 @@ pub mod grafana_api;
 pub mod mariadb;
 pub mod otlp_sink;
 pub mod postgres;
+pub mod nginx;
+pub mod phpfpm;
 pub mod process;
 pub mod promtext;
 
