@@ -14,17 +14,20 @@
 pub mod catalog;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pipeline;
 pub mod report;
+pub mod restore;
 pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod source;
 pub mod target;
+pub mod verify;
 
 pub use error::{Error, Result};
 /// Re-exported so the agent uses the same time types as the manifests.

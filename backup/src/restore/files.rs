@@ -1,0 +1,958 @@
+//! Restoring files and config snapshots: the tar archive is unpacked into a
+//! directory (never over the live paths unless asked), keeping modes,
+//! owners, mtimes and symlinks, optionally only paths matching globs; or,
+//! for config, compared with the live files without writing anything.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::manifest::{ObjectEntry, ObjectRole};
+use crate::restore::identity::Identities;
+use crate::restore::stream::{open_object, take_fault, Progress};
+use crate::restore::{Check, Located, RestoredItem};
+
+/// Where and what to restore.
+#[derive(Debug, Clone, Default)]
+pub struct FilesRestoreOptions {
+    /// Directory the archive's paths are recreated under (`DIR/etc/nginx/...`).
+    pub to: Option<PathBuf>,
+    /// Restore over the original paths (`/`): the live files.
+    pub in_place: bool,
+    /// Only entries matching these globs (archive paths, no leading `/`);
+    /// directories leading to them are recreated too.
+    pub paths: Vec<String>,
+}
+
+/// The tar object of a files/config snapshot.
+pub fn archive_object(located: &Located) -> Result<ObjectEntry> {
+    located
+        .manifest
+        .objects
+        .iter()
+        .find(|o| o.role == ObjectRole::Tar)
+        .cloned()
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "snapshot {} holds no file archive (it is a {} snapshot)",
+                located.manifest.snapshot_id, located.manifest.kind
+            ))
+        })
+}
+
+fn build_filter(globs: &[String]) -> Result<Option<GlobSet>> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        let g = g.trim_start_matches('/');
+        b.add(Glob::new(g).map_err(|e| Error::Config(format!("--path {g:?}: {e}")))?);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Config(format!("--path: {e}")))
+}
+
+/// Counts of what was unpacked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Unpacked {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// Restores the archive of a files/config snapshot. Refuses to write into
+/// `/` unless `in_place`, and into a non-empty directory only when the
+/// caller allowed it (`allow_non_empty`).
+pub async fn restore(
+    located: &Located,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    opts: &FilesRestoreOptions,
+    allow_non_empty: bool,
+) -> Result<RestoredItem> {
+    let manifest = &located.manifest;
+    let dest = match (&opts.to, opts.in_place) {
+        (_, true) => PathBuf::from("/"),
+        (Some(d), false) => {
+            if d.components().all(|c| matches!(c, Component::RootDir)) {
+                return Err(Error::Config(
+                    "--to /: that is the live system; pass --in-place to restore over the original paths".into(),
+                ));
+            }
+            d.clone()
+        }
+        (None, false) => {
+            return Err(Error::Config(
+                "say where to restore: --to DIR (recreates the original paths under DIR), or --in-place to overwrite the live files".into(),
+            ))
+        }
+    };
+    if !opts.in_place && !allow_non_empty {
+        if let Ok(mut rd) = std::fs::read_dir(&dest) {
+            if rd.next().is_some() {
+                return Err(Error::Config(format!(
+                    "{} is not empty; restore into an empty or new directory, or pass --force to write into it",
+                    dest.display()
+                )));
+            }
+        }
+    }
+    let filter = build_filter(&opts.paths)?;
+    let entry = archive_object(located)?;
+    progress.start(
+        &format!("{} -> {}", manifest.job, dest.display()),
+        Some(entry.stored_bytes),
+    );
+    let reader = open_object(
+        Arc::clone(&located.target),
+        manifest,
+        &entry,
+        identities,
+        Arc::clone(&progress),
+    )
+    .await
+    .map_err(Error::from)?;
+    let slot = reader.fault_slot();
+    let dest_for_task = dest.clone();
+    let filtered = filter.is_some();
+    let result = tokio::task::spawn_blocking(move || {
+        let (counts, tree) = unpack_recording(reader, &dest_for_task, filter.as_ref())?;
+        let disk = tree.read_back(&dest_for_task)?;
+        Ok::<_, std::io::Error>((counts, tree, disk))
+    })
+    .await
+    .map_err(|e| Error::Other(format!("internal: {e}")))?;
+    progress.finish();
+    let (unpacked, tree, disk) = match result {
+        Ok(u) => u,
+        Err(e) => {
+            return Err(match take_fault(&slot) {
+                Some(f) => Error::from(f),
+                None => Error::Other(format!(
+                    "unpacking snapshot {} into {}: {e}",
+                    manifest.snapshot_id,
+                    dest.display()
+                )),
+            }
+            .annotate_partial(&dest))
+        }
+    };
+    let mut checks = Vec::new();
+    if !filtered {
+        if let Some(info) = &manifest.files {
+            let same = info.files == unpacked.files
+                && info.directories == unpacked.directories
+                && info.symlinks == unpacked.symlinks
+                && info.bytes == unpacked.bytes;
+            let detail = format!(
+                "{} files, {} directories, {} symlinks, {} bytes (manifest: {}, {}, {}, {})",
+                unpacked.files,
+                unpacked.directories,
+                unpacked.symlinks,
+                unpacked.bytes,
+                info.files,
+                info.directories,
+                info.symlinks,
+                info.bytes
+            );
+            checks.push(if same {
+                Check::ok("file counts", detail)
+            } else {
+                Check::failed("file counts", detail)
+            });
+        }
+    } else {
+        checks.push(Check::ok(
+            "selection",
+            format!(
+                "{} files, {} directories, {} symlinks matched --path",
+                unpacked.files, unpacked.directories, unpacked.symlinks
+            ),
+        ));
+        if unpacked.files + unpacked.directories + unpacked.symlinks == 0 {
+            return Err(Error::NotFound(format!(
+                "no path of snapshot {} matches {}; list them with `tar -t` on the escape-hatch pipeline or check the globs (archive paths have no leading /)",
+                manifest.snapshot_id,
+                opts.paths.join(", ")
+            )));
+        }
+    }
+    checks.push(Check::ok(
+        "hashes",
+        "stored and plaintext sha256 match the manifest",
+    ));
+    let owners = is_root();
+    let (want, have) = (tree.digest(owners), disk.digest(owners));
+    checks.push(if want == have {
+        Check::ok(
+            "tree hash",
+            format!(
+                "{} entries on disk match the archive (content, modes, mtimes, links{}): {}",
+                tree.records.len(),
+                if owners { ", owners" } else { "" },
+                &want[..16]
+            ),
+        )
+    } else {
+        Check::failed(
+            "tree hash",
+            format!(
+                "the restored tree differs from the archive: {}",
+                tree.differences(&disk, owners, 5).join("; ")
+            ),
+        )
+    });
+    let item = RestoredItem {
+        name: dest.display().to_string(),
+        source: manifest
+            .files
+            .as_ref()
+            .map(|f| f.paths.join(", "))
+            .unwrap_or_default(),
+        bytes: entry.plaintext_bytes,
+        checks,
+    };
+    if let Some(bad) = item.checks.iter().find(|c| !c.ok) {
+        return Err(Error::Integrity(format!(
+            "files restored from snapshot {} into {} do not match the manifest: {}: {}",
+            manifest.snapshot_id,
+            dest.display(),
+            bad.name,
+            bad.detail
+        )));
+    }
+    Ok(item)
+}
+
+trait AnnotatePartial {
+    fn annotate_partial(self, dest: &Path) -> Self;
+}
+
+impl AnnotatePartial for Error {
+    fn annotate_partial(self, dest: &Path) -> Self {
+        let note = format!("; {} may hold a partial restore", dest.display());
+        match self {
+            Error::NotFound(m) => Error::NotFound(m + &note),
+            Error::Integrity(m) => Error::Integrity(m + &note),
+            Error::Config(m) => Error::Config(m + &note),
+            other => Error::Other(other.to_string() + &note),
+        }
+    }
+}
+
+/// Whether an archive path is selected by `filter`: matched itself, or a
+/// directory that leads to matches is decided later.
+fn selected(filter: Option<&GlobSet>, path: &Path) -> bool {
+    match filter {
+        None => true,
+        Some(f) => f.is_match(path),
+    }
+}
+
+/// Unpacks a tar stream under `dest` (modes, owners when root, mtimes,
+/// symlinks), directories last so their mtimes and modes stick. Regular
+/// files are written here (hashing their content on the way) so the result
+/// can be compared with the disk afterwards; everything else goes through
+/// the tar crate, which refuses entries escaping `dest`.
+pub fn unpack(
+    input: impl Read,
+    dest: &Path,
+    filter: Option<&GlobSet>,
+) -> std::io::Result<Unpacked> {
+    unpack_recording(input, dest, filter).map(|(counts, _)| counts)
+}
+
+/// [`unpack`], also returning the tree as the archive describes it.
+pub fn unpack_recording(
+    input: impl Read,
+    dest: &Path,
+    filter: Option<&GlobSet>,
+) -> std::io::Result<(Unpacked, TreeDigest)> {
+    std::fs::create_dir_all(dest)?;
+    let canon_dest = dest.canonicalize()?;
+    let root = is_root();
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(root);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    archive.set_unpack_xattrs(false);
+    let mut counts = Unpacked::default();
+    let mut tree = TreeDigest::default();
+    let mut parents_of_selected: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            directories.push(entry);
+            continue;
+        }
+        if !selected(filter, &path) {
+            continue;
+        }
+        let mut parent = path.parent();
+        while let Some(p) = parent {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            parents_of_selected.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+        if kind.is_file() {
+            counts.files += 1;
+            counts.bytes += entry.header().size().unwrap_or(0);
+            let record = write_file(&mut entry, &path, dest, &canon_dest, root)?;
+            tree.records.push(record);
+        } else {
+            if kind.is_symlink() {
+                counts.symlinks += 1;
+                tree.records
+                    .push(TreeRecord::from_header(&path, entry.header(), None)?);
+            }
+            entry.unpack_in(dest)?;
+        }
+    }
+    // Deepest first, as tar's own unpack does, so restrictive parent modes
+    // are applied after their children were written.
+    directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+    for mut dir in directories {
+        let path = dir.path()?.into_owned();
+        if filter.is_some() && !selected(filter, &path) && !parents_of_selected.contains(&path) {
+            continue;
+        }
+        counts.directories += 1;
+        tree.records
+            .push(TreeRecord::from_header(&path, dir.header(), None)?);
+        let mtime = dir.header().mtime().ok();
+        if dir.unpack_in(dest)? {
+            // The tar crate sets no directory mtimes; children are all
+            // written by now, so the time sticks.
+            if let Some(mtime) = mtime {
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+                let on_disk = dest.join(normalize(&path));
+                std::fs::File::open(&on_disk)
+                    .and_then(|f| {
+                        f.set_times(
+                            std::fs::FileTimes::new()
+                                .set_modified(when)
+                                .set_accessed(when),
+                        )
+                    })
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("setting the mtime of {}: {e}", on_disk.display()),
+                        )
+                    })?;
+            }
+        }
+    }
+    tree.records.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((counts, tree))
+}
+
+/// Writes one regular file entry under `dest` with its mode, owner (when
+/// root) and mtime, hashing the content; refuses paths that leave `dest`
+/// (`..`, or through a symlink unpacked earlier).
+fn write_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &Path,
+    dest: &Path,
+    canon_dest: &Path,
+    root: bool,
+) -> std::io::Result<TreeRecord> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut target = dest.to_path_buf();
+    for part in path.components() {
+        match part {
+            Component::Normal(p) => target.push(p),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("archive entry {} leaves the destination", path.display()),
+                ))
+            }
+        }
+    }
+    let parent = target.parent().unwrap_or(dest);
+    std::fs::create_dir_all(parent)?;
+    if !parent.canonicalize()?.starts_with(canon_dest) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "archive entry {} would be written outside {} (through a symlink)",
+                path.display(),
+                dest.display()
+            ),
+        ));
+    }
+    let header = entry.header().clone();
+    let mode = header.mode().unwrap_or(0o644) & 0o7777;
+    // Replace, never write through: an existing symlink at the path must
+    // not redirect the content elsewhere.
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
+        Ok(_) => std::fs::remove_file(&target)?,
+        Err(_) => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&target)
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", target.display()))
+        })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = entry.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        std::io::Write::write_all(&mut file, &buf[..n]).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("writing {}: {e}", target.display()))
+        })?;
+    }
+    if root {
+        let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+        let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+        std::os::unix::fs::fchown(&file, uid, gid)?;
+    }
+    // After chown, which clears setuid/setgid bits.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if let Ok(mtime) = header.mtime() {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(when)
+                .set_accessed(when),
+        )?;
+    }
+    TreeRecord::from_header(path, &header, Some(hex::encode(hasher.finalize())))
+}
+
+/// One entry of a tree as compared: metadata and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeRecord {
+    /// Archive path (no leading `/`, no trailing `/`).
+    pub path: String,
+    /// `f`ile, `d`irectory or `l`ink.
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds (tar keeps whole seconds); directories and links excluded
+    /// from mtime comparison only where the OS cannot keep them.
+    pub mtime: u64,
+    pub size: u64,
+    /// sha256 of the content (files) or the link target (links).
+    pub content: String,
+}
+
+impl TreeRecord {
+    fn from_header(
+        path: &Path,
+        h: &tar::Header,
+        content_sha: Option<String>,
+    ) -> std::io::Result<Self> {
+        let kind = h.entry_type();
+        let (kind, content) = if kind.is_dir() {
+            ('d', String::new())
+        } else if kind.is_symlink() {
+            let link = h
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ('l', link)
+        } else {
+            ('f', content_sha.unwrap_or_default())
+        };
+        Ok(TreeRecord {
+            path: normalize(path),
+            kind,
+            mode: if kind == 'l' {
+                0
+            } else {
+                h.mode().unwrap_or(0) & 0o7777
+            },
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            mtime: if kind == 'l' {
+                0
+            } else {
+                h.mtime().unwrap_or(0)
+            },
+            size: if kind == 'f' {
+                h.size().unwrap_or(0)
+            } else {
+                0
+            },
+            content,
+        })
+    }
+}
+
+fn normalize(path: &Path) -> String {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A tree as a sorted list of records, with a digest over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TreeDigest {
+    pub records: Vec<TreeRecord>,
+}
+
+impl TreeDigest {
+    /// sha256 over every record (owners included only when `owners`).
+    pub fn digest(&self, owners: bool) -> String {
+        let mut h = Sha256::new();
+        for r in &self.records {
+            let (uid, gid) = if owners { (r.uid, r.gid) } else { (0, 0) };
+            h.update(
+                format!(
+                    "{}\0{}\0{:o}\0{uid}\0{gid}\0{}\0{}\0{}\n",
+                    r.path, r.kind, r.mode, r.mtime, r.size, r.content
+                )
+                .as_bytes(),
+            );
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Reads the same paths back from the disk under `dest`.
+    pub fn read_back(&self, dest: &Path) -> std::io::Result<TreeDigest> {
+        use std::os::unix::fs::MetadataExt;
+        let mut records = Vec::new();
+        for r in &self.records {
+            let p = dest.join(&r.path);
+            let meta = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            let ft = meta.file_type();
+            let (kind, content, size) = if ft.is_dir() {
+                ('d', String::new(), 0)
+            } else if ft.is_symlink() {
+                (
+                    'l',
+                    std::fs::read_link(&p)?.to_string_lossy().into_owned(),
+                    0,
+                )
+            } else {
+                let mut h = Sha256::new();
+                std::io::copy(&mut std::fs::File::open(&p)?, &mut h)?;
+                ('f', hex::encode(h.finalize()), meta.len())
+            };
+            records.push(TreeRecord {
+                path: r.path.clone(),
+                kind,
+                mode: if kind == 'l' { 0 } else { meta.mode() & 0o7777 },
+                uid: u64::from(meta.uid()),
+                gid: u64::from(meta.gid()),
+                mtime: if kind == 'l' {
+                    0
+                } else {
+                    meta.mtime().max(0) as u64
+                },
+                size,
+                content,
+            });
+        }
+        Ok(TreeDigest { records })
+    }
+
+    /// The first few differences with `other`, for a message.
+    pub fn differences(&self, other: &TreeDigest, owners: bool, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let find = |path: &str| other.records.iter().find(|r| r.path == path);
+        for r in &self.records {
+            if out.len() >= limit {
+                break;
+            }
+            match find(&r.path) {
+                None => out.push(format!("/{} is missing", r.path)),
+                Some(o) => {
+                    let mut what = Vec::new();
+                    if o.kind != r.kind {
+                        what.push("type".to_string());
+                    }
+                    if o.mode != r.mode {
+                        what.push(format!("mode {:04o} (archive {:04o})", o.mode, r.mode));
+                    }
+                    if o.mtime != r.mtime {
+                        what.push(format!("mtime {} (archive {})", o.mtime, r.mtime));
+                    }
+                    if o.content != r.content || o.size != r.size {
+                        what.push("content".to_string());
+                    }
+                    if owners && (o.uid != r.uid || o.gid != r.gid) {
+                        what.push(format!(
+                            "owner {}:{} (archive {}:{})",
+                            o.uid, o.gid, r.uid, r.gid
+                        ));
+                    }
+                    if !what.is_empty() {
+                        out.push(format!("/{}: {}", r.path, what.join(", ")));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// How a path of the snapshot compares with the live system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffEntry {
+    /// `/etc/nginx/nginx.conf`
+    pub path: String,
+    /// `modified`, `missing` (in the snapshot, not live), `mode`,
+    /// `type`, `link`.
+    pub change: String,
+    pub detail: String,
+    /// A unified diff of text content, when both sides are small text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Compares a config (or files) snapshot with the live files: content,
+/// mode, symlink target. Writes nothing. Live files absent from the
+/// snapshot are reported for the snapshot's directories.
+pub async fn diff(
+    located: &Located,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    root: &Path,
+    paths: &[String],
+) -> Result<Vec<DiffEntry>> {
+    let manifest = &located.manifest;
+    let entry = archive_object(located)?;
+    let filter = build_filter(paths)?;
+    progress.start(&format!("{} diff", manifest.job), Some(entry.stored_bytes));
+    let reader = open_object(
+        Arc::clone(&located.target),
+        manifest,
+        &entry,
+        identities,
+        Arc::clone(&progress),
+    )
+    .await
+    .map_err(Error::from)?;
+    let slot = reader.fault_slot();
+    let root = root.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || diff_archive(reader, &root, filter.as_ref()))
+        .await
+        .map_err(|e| Error::Other(format!("internal: {e}")))?;
+    progress.finish();
+    result.map_err(|e| match take_fault(&slot) {
+        Some(f) => Error::from(f),
+        None => Error::Other(format!("reading snapshot {}: {e}", manifest.snapshot_id)),
+    })
+}
+
+/// Largest file whose content is compared as text for a unified diff.
+const DIFF_TEXT_LIMIT: u64 = 1024 * 1024;
+
+fn diff_archive(
+    input: impl Read,
+    root: &Path,
+    filter: Option<&GlobSet>,
+) -> std::io::Result<Vec<DiffEntry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut archive = tar::Archive::new(input);
+    let mut out = Vec::new();
+    let mut dirs_in_snapshot = Vec::new();
+    let mut names_in_snapshot = BTreeSet::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let rel = entry.path()?.into_owned();
+        if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+            continue;
+        }
+        if !selected(filter, &rel) {
+            continue;
+        }
+        let live = root.join(&rel);
+        let shown = format!("/{}", rel.display());
+        names_in_snapshot.insert(live.clone());
+        let header_mode = entry.header().mode().unwrap_or(0) & 0o7777;
+        let kind = entry.header().entry_type();
+        let meta = match std::fs::symlink_metadata(&live) {
+            Ok(m) => m,
+            Err(_) => {
+                out.push(DiffEntry {
+                    path: shown,
+                    change: "missing".into(),
+                    detail: "in the snapshot, not on this system".into(),
+                    diff: None,
+                });
+                continue;
+            }
+        };
+        if kind.is_dir() {
+            dirs_in_snapshot.push(live.clone());
+            if !meta.is_dir() {
+                out.push(type_change(shown, "directory"));
+            }
+            continue;
+        }
+        if kind.is_symlink() {
+            let want = entry
+                .link_name()?
+                .map(|l| l.into_owned())
+                .unwrap_or_default();
+            match std::fs::read_link(&live) {
+                Ok(have) if have == want => {}
+                Ok(have) => out.push(DiffEntry {
+                    path: shown,
+                    change: "link".into(),
+                    detail: format!(
+                        "points to {} live, {} in the snapshot",
+                        have.display(),
+                        want.display()
+                    ),
+                    diff: None,
+                }),
+                Err(_) => out.push(type_change(shown, "symlink")),
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        if !meta.is_file() {
+            out.push(type_change(shown, "file"));
+            continue;
+        }
+        let live_mode = meta.permissions().mode() & 0o7777;
+        if live_mode != header_mode {
+            out.push(DiffEntry {
+                path: shown.clone(),
+                change: "mode".into(),
+                detail: format!("{live_mode:04o} live, {header_mode:04o} in the snapshot"),
+                diff: None,
+            });
+        }
+        let size = entry.header().size().unwrap_or(0);
+        let mut snap = Vec::new();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if size <= DIFF_TEXT_LIMIT {
+                snap.extend_from_slice(&buf[..n]);
+            }
+        }
+        let snap_sha = hasher.finalize();
+        let live_sha = match std::fs::File::open(&live) {
+            Ok(mut f) => {
+                let mut h = Sha256::new();
+                std::io::copy(&mut f, &mut h)?;
+                h.finalize()
+            }
+            Err(e) => {
+                out.push(DiffEntry {
+                    path: shown,
+                    change: "unreadable".into(),
+                    detail: e.to_string(),
+                    diff: None,
+                });
+                continue;
+            }
+        };
+        if snap_sha != live_sha {
+            let diff = if size <= DIFF_TEXT_LIMIT && meta.len() <= DIFF_TEXT_LIMIT {
+                let live_text = std::fs::read(&live).unwrap_or_default();
+                match (std::str::from_utf8(&snap), std::str::from_utf8(&live_text)) {
+                    (Ok(a), Ok(b)) => Some(unified_diff(a, b, &shown)),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            out.push(DiffEntry {
+                path: shown,
+                change: "modified".into(),
+                detail: format!("{} bytes live, {size} in the snapshot", meta.len()),
+                diff,
+            });
+        }
+    }
+    for dir in dirs_in_snapshot {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut added: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| !names_in_snapshot.contains(p))
+            .collect();
+        added.sort();
+        for p in added {
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            out.push(DiffEntry {
+                path: format!("/{}", rel.display()),
+                change: "added".into(),
+                detail: "on this system, not in the snapshot".into(),
+                diff: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn type_change(path: String, was: &str) -> DiffEntry {
+    DiffEntry {
+        path,
+        change: "type".into(),
+        detail: format!("a {was} in the snapshot, something else live"),
+        diff: None,
+    }
+}
+
+/// A small unified diff (snapshot as `a/`, live as `b/`), line based, from
+/// the longest common subsequence; meant for config files.
+pub fn unified_diff(snapshot: &str, live: &str, path: &str) -> String {
+    let a: Vec<&str> = snapshot.lines().collect();
+    let b: Vec<&str> = live.lines().collect();
+    // Config files are small; an O(n*m) table is fine up to the size limit
+    // checked by the caller, but cap it to stay bounded on long files.
+    if a.len() * b.len() > 4_000_000 {
+        return format!(
+            "--- snapshot{path}\n+++ live{path}\n(files too long to diff: {} and {} lines)\n",
+            a.len(),
+            b.len()
+        );
+    }
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut out = format!("--- snapshot{path}\n+++ live{path}\n");
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("-{}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("+{}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_shows_changed_lines_only() {
+        let d = unified_diff("a\nb\nc\n", "a\nB\nc\nd\n", "/etc/x");
+        assert_eq!(d, "--- snapshot/etc/x\n+++ live/etc/x\n-b\n+B\n+d\n");
+    }
+
+    #[test]
+    fn unpack_keeps_modes_mtimes_symlinks_and_filters() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_uid(0);
+        dir.set_gid(0);
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o750);
+        dir.set_mtime(1_000_000);
+        dir.set_size(0);
+        builder
+            .append_data(&mut dir, "srv/app", std::io::empty())
+            .unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_uid(0);
+        file.set_gid(0);
+        file.set_mode(0o640);
+        file.set_mtime(1_234_567);
+        file.set_size(5);
+        builder
+            .append_data(&mut file, "srv/app/a.txt", &b"hello"[..])
+            .unwrap();
+        let mut other = tar::Header::new_gnu();
+        other.set_uid(0);
+        other.set_gid(0);
+        other.set_mode(0o644);
+        other.set_size(1);
+        builder
+            .append_data(&mut other, "srv/app/skip.log", &b"x"[..])
+            .unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_uid(0);
+        link.set_gid(0);
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder
+            .append_link(&mut link, "srv/app/current", "a.txt")
+            .unwrap();
+        let bytes = builder.into_inner().unwrap();
+
+        let out = tempfile::tempdir().unwrap();
+        let counts = unpack(&bytes[..], out.path(), None).unwrap();
+        assert_eq!(
+            (counts.files, counts.directories, counts.symlinks),
+            (2, 1, 1)
+        );
+        let a = out.path().join("srv/app/a.txt");
+        let meta = std::fs::metadata(&a).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.mtime(), 1_234_567);
+        let dmeta = std::fs::metadata(out.path().join("srv/app")).unwrap();
+        assert_eq!(dmeta.permissions().mode() & 0o777, 0o750);
+        assert_eq!(dmeta.mtime(), 1_000_000);
+        assert_eq!(
+            std::fs::read_link(out.path().join("srv/app/current")).unwrap(),
+            Path::new("a.txt")
+        );
+
+        let out2 = tempfile::tempdir().unwrap();
+        let filter = build_filter(&["/srv/app/*.txt".to_string()]).unwrap();
+        let counts = unpack(&bytes[..], out2.path(), filter.as_ref()).unwrap();
+        assert_eq!((counts.files, counts.directories), (1, 1));
+        assert!(!out2.path().join("srv/app/skip.log").exists());
+    }
+}

@@ -1,0 +1,444 @@
+//! Restoring MySQL/MariaDB snapshots: each database's dump is piped into the
+//! `mariadb` (or `mysql`) client against a database that is created (or,
+//! with `force`, reused), then tables and row counts are checked against
+//! the manifest.
+//!
+//! Dumps are made with `--databases`, so they carry their own
+//! `CREATE DATABASE` and `USE` lines; those are dropped on the way in so the
+//! data lands in the database chosen here (possibly under a new name).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::manifest::{DatabaseInfo, Manifest, ObjectEntry, ObjectRole};
+use crate::restore::identity::Identities;
+use crate::restore::stream::{open_object, Progress};
+use crate::restore::tool::{feed, find_tool, run_capture, FeedError};
+use crate::restore::{Check, Located, RestoredItem};
+
+/// How to reach the server to restore into.
+#[derive(Debug, Clone, Default)]
+pub struct MysqlConnection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub socket: Option<PathBuf>,
+    pub user: Option<String>,
+    /// Passed as `MYSQL_PWD` in the child's environment only.
+    pub password: Option<String>,
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl MysqlConnection {
+    pub fn command(&self) -> Result<Command> {
+        let path = find_tool(self.bin_dir.as_deref(), &["mariadb", "mysql"])?;
+        let mut c = Command::new(path);
+        c.arg("--no-defaults");
+        if let Some(s) = &self.socket {
+            c.arg(format!("--socket={}", s.display()));
+        } else {
+            c.arg(format!(
+                "--host={}",
+                self.host.as_deref().unwrap_or("127.0.0.1")
+            ));
+            c.arg(format!("--port={}", self.port.unwrap_or(3306)));
+            c.arg("--protocol=TCP");
+        }
+        if let Some(u) = &self.user {
+            c.arg(format!("--user={u}"));
+        }
+        c.arg("--connect-timeout=15");
+        if let Some(pw) = &self.password {
+            c.env("MYSQL_PWD", pw);
+        }
+        Ok(c)
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.socket {
+            Some(s) => s.display().to_string(),
+            None => format!(
+                "{}:{}",
+                self.host.as_deref().unwrap_or("127.0.0.1"),
+                self.port.unwrap_or(3306)
+            ),
+        }
+    }
+
+    /// Runs SQL (batch mode, no column names) and returns the output.
+    pub fn sql(&self, sql: &str) -> Result<String> {
+        let mut c = self.command()?;
+        c.args(["--batch", "--skip-column-names", "--raw"]);
+        run_capture(&mut c, sql)
+            .map_err(|e| Error::Other(format!("MySQL at {}: {e}", self.describe())))
+    }
+}
+
+/// What to restore and where.
+#[derive(Debug, Clone, Default)]
+pub struct MysqlRestoreOptions {
+    /// Databases of the snapshot to restore; all when empty.
+    pub databases: Vec<String>,
+    /// Restore into this name (exactly one database selected).
+    pub into: Option<String>,
+    /// Allow an existing database that has tables (the dump drops and
+    /// recreates each of its tables).
+    pub force: bool,
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+pub fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `None` when missing, else the number of tables and views.
+pub fn db_tables(conn: &MysqlConnection, db: &str) -> Result<Option<u64>> {
+    let exists = conn.sql(&format!(
+        "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = {};\n",
+        quote_str(db)
+    ))?;
+    if exists.trim() != "1" {
+        return Ok(None);
+    }
+    let n = conn.sql(&format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {};\n",
+        quote_str(db)
+    ))?;
+    Ok(Some(n.trim().parse().unwrap_or(0)))
+}
+
+/// The dump objects selected by `opts`, with their target names.
+pub fn plan(manifest: &Manifest, opts: &MysqlRestoreOptions) -> Result<Vec<(ObjectEntry, String)>> {
+    let pg_like = crate::restore::postgres::PgRestoreOptions {
+        databases: opts.databases.clone(),
+        into: opts.into.clone(),
+        ..Default::default()
+    };
+    // Same selection rules as PostgreSQL, over the MySQL dumps.
+    let mut only_dumps = manifest.clone();
+    only_dumps.objects = manifest
+        .objects
+        .iter()
+        .filter(|o| o.role == ObjectRole::MysqlDump)
+        .cloned()
+        .map(|mut o| {
+            o.role = ObjectRole::PostgresDump;
+            o
+        })
+        .collect();
+    let selected = crate::restore::postgres::plan(&only_dumps, &pg_like)?;
+    Ok(selected
+        .into_iter()
+        .map(|(mut o, into)| {
+            o.role = ObjectRole::MysqlDump;
+            (o, into)
+        })
+        .collect())
+}
+
+/// Restores the selected databases of a MySQL snapshot; refuses a
+/// non-empty existing database unless `force`, drops a database it created
+/// when that database's restore fails.
+pub async fn restore(
+    located: &Located,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    conn: &MysqlConnection,
+    opts: &MysqlRestoreOptions,
+) -> Result<Vec<RestoredItem>> {
+    let manifest = &located.manifest;
+    let plan = plan(manifest, opts)?;
+    let mut existing = Vec::new();
+    for (_, into) in &plan {
+        let (c, n) = (conn.clone(), into.clone());
+        let state = blocking(move || db_tables(&c, &n)).await?;
+        if let Some(tables) = state {
+            if tables > 0 && !opts.force {
+                return Err(Error::Config(format!(
+                    "database {into} on {} already exists and holds {tables} tables; restore into a new name with --into NAME, or pass --force to replace the tables of the dump in it",
+                    conn.describe()
+                )));
+            }
+        }
+        existing.push(state.is_some());
+    }
+    let mut items = Vec::new();
+    for ((entry, into), existed) in plan.into_iter().zip(existing) {
+        if !existed {
+            let (c, n) = (conn.clone(), into.clone());
+            blocking(move || {
+                c.sql(&format!("CREATE DATABASE {};\n", quote_ident(&n)))
+                    .map(|_| ())
+            })
+            .await?;
+        }
+        match restore_one(
+            located,
+            identities,
+            Arc::clone(&progress),
+            conn,
+            &entry,
+            &into,
+        )
+        .await
+        {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                let note = if existed {
+                    format!("; database {into} may hold partial data")
+                } else {
+                    let (c, n) = (conn.clone(), into.clone());
+                    match blocking(move || {
+                        c.sql(&format!("DROP DATABASE IF EXISTS {};\n", quote_ident(&n)))
+                    })
+                    .await
+                    {
+                        Ok(_) => format!("; database {into} (created by this restore) was dropped again"),
+                        Err(_) => format!("; database {into} was created by this restore and may hold partial data: drop it"),
+                    }
+                };
+                return Err(Error::Other(format!("{e}{note}")));
+            }
+        }
+    }
+    Ok(items)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("internal: {e}")))?
+}
+
+async fn restore_one(
+    located: &Located,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    conn: &MysqlConnection,
+    entry: &ObjectEntry,
+    into: &str,
+) -> Result<RestoredItem> {
+    let manifest = &located.manifest;
+    let source_db = entry.database.clone().unwrap_or_default();
+    progress.start(
+        &format!("{} {} -> {into}", manifest.job, source_db),
+        Some(entry.stored_bytes),
+    );
+    let reader = open_object(
+        Arc::clone(&located.target),
+        manifest,
+        entry,
+        identities,
+        Arc::clone(&progress),
+    )
+    .await
+    .map_err(Error::from)?;
+    let slot = reader.fault_slot();
+    let mut cmd = conn.command()?;
+    cmd.arg(format!("--database={into}"));
+    let outcome = tokio::task::spawn_blocking(move || {
+        let filtered = WithoutDatabaseSwitch::new(reader);
+        feed(&mut cmd, filtered, &slot)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("internal: {e}")))?;
+    progress.finish();
+    outcome.map_err(|e| match e {
+        FeedError::Object(f) => Error::from(f),
+        FeedError::Tool(m) => Error::Other(format!(
+            "restoring database {source_db} of snapshot {} into {into} on {}: {m}",
+            manifest.snapshot_id,
+            conn.describe()
+        )),
+    })?;
+    let expected = manifest
+        .databases
+        .iter()
+        .find(|d| d.name == source_db)
+        .cloned();
+    let (c, n) = (conn.clone(), into.to_string());
+    let checks = blocking(move || check_tables(&c, &n, expected.as_ref())).await?;
+    let item = RestoredItem {
+        name: into.to_string(),
+        source: source_db,
+        bytes: entry.plaintext_bytes,
+        checks,
+    };
+    if let Some(bad) = item.checks.iter().find(|c| !c.ok) {
+        return Err(Error::Integrity(format!(
+            "database {into} restored from snapshot {} does not match the manifest: {}: {}",
+            manifest.snapshot_id, bad.name, bad.detail
+        )));
+    }
+    Ok(item)
+}
+
+/// Compares the restored database with the manifest: same base tables,
+/// same row counts.
+pub fn check_tables(
+    conn: &MysqlConnection,
+    db: &str,
+    expected: Option<&DatabaseInfo>,
+) -> Result<Vec<Check>> {
+    let listed = conn.sql(&format!(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = {} AND table_type = 'BASE TABLE' ORDER BY 1;\n",
+        quote_str(db)
+    ))?;
+    let actual: Vec<String> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut checks = Vec::new();
+    let Some(expected) = expected.filter(|e| !e.tables.is_empty()) else {
+        checks.push(Check::ok(
+            "tables",
+            format!(
+                "{} tables restored (the manifest has no table statistics to compare)",
+                actual.len()
+            ),
+        ));
+        return Ok(checks);
+    };
+    let wanted: Vec<&str> = expected.tables.iter().map(|t| t.name.as_str()).collect();
+    let missing: Vec<&&str> = wanted
+        .iter()
+        .filter(|t| !actual.iter().any(|a| a == **t))
+        .collect();
+    let extra: Vec<&String> = actual
+        .iter()
+        .filter(|a| !wanted.contains(&a.as_str()))
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        checks.push(Check::ok(
+            "tables",
+            format!("{} tables, as in the manifest", actual.len()),
+        ));
+    } else {
+        checks.push(Check::failed(
+            "tables",
+            format!("missing {missing:?}, unexpected {extra:?}"),
+        ));
+    }
+    let present: Vec<&crate::manifest::TableStat> = expected
+        .tables
+        .iter()
+        .filter(|t| actual.contains(&t.name))
+        .collect();
+    if present.is_empty() {
+        return Ok(checks);
+    }
+    let sql = present
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "SELECT {i}, COUNT(*) FROM {}.{}",
+                quote_ident(db),
+                quote_ident(&t.name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+        + ";\n";
+    let counted = conn.sql(&sql)?;
+    let mut mismatches = Vec::new();
+    let mut total = 0u64;
+    for line in counted.lines() {
+        let Some((i, n)) = line.split_once('\t') else {
+            continue;
+        };
+        let (Ok(i), Ok(n)) = (i.trim().parse::<usize>(), n.trim().parse::<u64>()) else {
+            continue;
+        };
+        total += n;
+        if let Some(t) = present.get(i) {
+            if t.rows != n {
+                mismatches.push(format!(
+                    "{} has {n} rows, the manifest records {}",
+                    t.name, t.rows
+                ));
+            }
+        }
+    }
+    if mismatches.is_empty() {
+        checks.push(Check::ok(
+            "row counts",
+            format!(
+                "{total} rows in {} tables, as in the manifest",
+                present.len()
+            ),
+        ));
+    } else {
+        checks.push(Check::failed("row counts", mismatches.join("; ")));
+    }
+    Ok(checks)
+}
+
+/// A dump stream without its top-level `CREATE DATABASE ...;` and
+/// `USE `db`;` lines. Lines are passed through as bytes; only the start of
+/// each line is looked at.
+pub struct WithoutDatabaseSwitch<R> {
+    inner: BufReader<R>,
+    line: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> WithoutDatabaseSwitch<R> {
+    pub fn new(inner: R) -> Self {
+        WithoutDatabaseSwitch {
+            inner: BufReader::with_capacity(256 * 1024, inner),
+            line: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+fn switches_database(line: &[u8]) -> bool {
+    let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+    (trimmed.starts_with(b"CREATE DATABASE ") && trimmed.ends_with(b";"))
+        || (trimmed.starts_with(b"USE `") && trimmed.ends_with(b"`;"))
+}
+
+impl<R: Read> Read for WithoutDatabaseSwitch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.line.len() {
+            self.line.clear();
+            self.pos = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            if switches_database(&self.line) {
+                self.line.clear();
+            }
+        }
+        let n = buf.len().min(self.line.len() - self.pos);
+        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_switch_lines_are_dropped() {
+        let dump = "-- header\nCREATE DATABASE /*!32312 IF NOT EXISTS*/ `app` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\nUSE `app`;\nINSERT INTO t VALUES ('USE `x`;');\n-- Dump completed\n";
+        let mut out = String::new();
+        WithoutDatabaseSwitch::new(dump.as_bytes())
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            "-- header\n\nINSERT INTO t VALUES ('USE `x`;');\n-- Dump completed\n"
+        );
+    }
+}

@@ -1,0 +1,507 @@
+//! Reading one stored object back: target -> sha256 of the stored bytes ->
+//! age decrypt -> zstd decode -> sha256 of the plaintext, as a blocking
+//! `Read` whose end-of-file means "every byte checked against the manifest".
+//!
+//! Two stages run concurrently (download + decrypt on a blocking thread,
+//! decompress + consume on the caller's), joined by a bounded channel so
+//! memory stays a few MiB whatever the object's size. When anything fails,
+//! the rest of the stored object is still read and hashed so the error says
+//! precisely what is wrong: missing, truncated, corrupt, or the wrong key.
+
+use std::io::{BufReader, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio_util::io::SyncIoBridge;
+
+use crate::error::Error;
+use crate::manifest::{Manifest, ObjectEntry};
+use crate::restore::identity::Identities;
+use crate::target::Target;
+
+/// Size of the decrypted blocks handed from the decrypt stage to the
+/// decompress stage.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Blocks in flight between the two stages (memory bound: this x CHUNK_BYTES).
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Read buffer in front of the target's stream.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Reports bytes as they are read; the CLI draws a bar, drills stay quiet.
+pub trait Progress: Send + Sync {
+    /// A new phase (`db/postgres/app.pgdump.zst.age`) of `total` bytes.
+    fn start(&self, label: &str, total: Option<u64>);
+    fn advance(&self, bytes: u64);
+    /// A line for the user (kept above a progress bar).
+    fn note(&self, line: &str);
+    fn finish(&self);
+}
+
+/// Progress that shows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _label: &str, _total: Option<u64>) {}
+    fn advance(&self, _bytes: u64) {}
+    fn note(&self, _line: &str) {}
+    fn finish(&self) {}
+}
+
+/// What is wrong with a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The object is not on the target.
+    Missing,
+    /// Fewer bytes are stored than the manifest records.
+    Truncated,
+    /// Bytes differ from what was written (hash, authentication or format).
+    Corrupt,
+    /// The identity is not one of the snapshot's recipients.
+    WrongKey,
+    /// The target could not be read (network, permissions).
+    Unreadable,
+}
+
+/// A stored object that could not be read back whole and intact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectFault {
+    pub kind: FaultKind,
+    pub snapshot: String,
+    pub object: String,
+    pub target: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for ObjectFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, o, t, d) = (&self.snapshot, &self.object, &self.target, &self.detail);
+        match self.kind {
+            FaultKind::Missing => write!(
+                f,
+                "snapshot {s}: object {o} is missing from target {t} ({d}); the snapshot is damaged: restore an older one (see `steward restore list`)"
+            ),
+            FaultKind::Truncated => write!(
+                f,
+                "snapshot {s}: object {o} on target {t} is truncated: {d}; restore an older snapshot"
+            ),
+            FaultKind::Corrupt => write!(
+                f,
+                "snapshot {s}: object {o} on target {t} is corrupt: {d}; restore an older snapshot"
+            ),
+            FaultKind::WrongKey => write!(
+                f,
+                "snapshot {s}: object {o} cannot be decrypted: wrong key: {d}"
+            ),
+            FaultKind::Unreadable => write!(f, "snapshot {s}: cannot read object {o} from target {t}: {d}"),
+        }
+    }
+}
+
+impl std::error::Error for ObjectFault {}
+
+impl From<ObjectFault> for Error {
+    fn from(f: ObjectFault) -> Self {
+        match f.kind {
+            FaultKind::Missing => Error::NotFound(f.to_string()),
+            FaultKind::Truncated | FaultKind::Corrupt => Error::Integrity(f.to_string()),
+            FaultKind::WrongKey => Error::Config(f.to_string()),
+            FaultKind::Unreadable => Error::Other(f.to_string()),
+        }
+    }
+}
+
+/// Where a fault is recorded so the caller can report it precisely even
+/// when a consumer (tar, a child's stdin copy) wrapped the I/O error.
+pub type FaultSlot = Arc<Mutex<Option<ObjectFault>>>;
+
+fn record(slot: &FaultSlot, fault: ObjectFault) {
+    if let Ok(mut s) = slot.lock() {
+        if s.is_none() {
+            *s = Some(fault);
+        }
+    }
+}
+
+/// Takes the recorded fault, if any.
+pub fn take_fault(slot: &FaultSlot) -> Option<ObjectFault> {
+    slot.lock().ok().and_then(|mut s| s.take())
+}
+
+enum Msg {
+    Chunk(Vec<u8>),
+    End,
+    Fault(ObjectFault),
+}
+
+/// Opens an object of `manifest` on `target` for checked reading. Must be
+/// called inside a tokio runtime; the returned reader is blocking (use it
+/// on a blocking thread).
+pub async fn open_object(
+    target: Arc<dyn Target>,
+    manifest: &Manifest,
+    entry: &ObjectEntry,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+) -> Result<ObjectReader, ObjectFault> {
+    let key = manifest.object_key(entry);
+    let fault = |kind, detail: String| ObjectFault {
+        kind,
+        snapshot: manifest.snapshot_id.clone(),
+        object: entry.name.clone(),
+        target: target.name().to_string(),
+        detail,
+    };
+    let raw = match target.get(&key).await {
+        Ok(r) => r,
+        Err(Error::NotFound(m)) => {
+            return Err(fault(FaultKind::Missing, format!("key {key}: {m}")))
+        }
+        Err(e) => return Err(fault(FaultKind::Unreadable, e.to_string())),
+    };
+    let slot: FaultSlot = Arc::new(Mutex::new(None));
+    let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
+    let bridge = SyncIoBridge::new_with_handle(raw, tokio::runtime::Handle::current());
+    let template = fault(FaultKind::Corrupt, String::new());
+    let expected = entry.clone();
+    let ids = identities.clone();
+    let stage_slot = Arc::clone(&slot);
+    tokio::task::spawn_blocking(move || {
+        let result = decrypt_stage(bridge, &expected, &ids, &tx, progress);
+        match result {
+            Ok(()) => {
+                let _ = tx.send(Msg::End);
+            }
+            Err((kind, detail)) => {
+                let f = ObjectFault {
+                    kind,
+                    detail,
+                    ..template
+                };
+                record(&stage_slot, f.clone());
+                let _ = tx.send(Msg::Fault(f));
+            }
+        }
+    });
+    let channel = ChannelReader {
+        rx,
+        current: Vec::new(),
+        pos: 0,
+        done: false,
+    };
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(256 * 1024, channel))
+            .map_err(|e| fault(FaultKind::Corrupt, format!("zstd: {e}")))?;
+    Ok(ObjectReader {
+        decoder,
+        hasher: Sha256::new(),
+        bytes: 0,
+        entry: entry.clone(),
+        fault_template: fault(FaultKind::Corrupt, String::new()),
+        slot,
+        finished: false,
+    })
+}
+
+/// Counts and hashes every byte read through it and reports progress;
+/// remembers an I/O error of the underlying reader (as opposed to an error
+/// of a layer above, which says the bytes are bad).
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    io_error: Option<String>,
+    progress: Arc<dyn Progress>,
+    unreported: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn report(&mut self) {
+        if self.unreported > 0 {
+            self.progress.advance(std::mem::take(&mut self.unreported));
+        }
+    }
+
+    /// Reads what is left, so size and hash cover the whole object.
+    fn drain(&mut self) {
+        let mut sink = vec![0u8; 64 * 1024];
+        loop {
+            match self.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.report();
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                self.unreported += n as u64;
+                if self.unreported >= 256 * 1024 {
+                    self.report();
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.io_error = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+type StageError = (FaultKind, String);
+
+enum Abort {
+    /// The consumer stopped reading (it failed on its own and reports why).
+    ConsumerGone,
+    Failed(FaultKind, String),
+}
+
+fn decrypt_stage<R: Read>(
+    raw: R,
+    entry: &ObjectEntry,
+    ids: &Identities,
+    tx: &SyncSender<Msg>,
+    progress: Arc<dyn Progress>,
+) -> Result<(), StageError> {
+    let mut counted = Hashing {
+        inner: BufReader::with_capacity(READ_BUFFER_BYTES, raw),
+        hasher: Sha256::new(),
+        bytes: 0,
+        io_error: None,
+        progress,
+        unreported: 0,
+    };
+    let primary = match pump(&mut counted, ids, tx) {
+        Ok(()) => None,
+        Err(Abort::ConsumerGone) => return Ok(()),
+        Err(Abort::Failed(kind, detail)) => Some((kind, detail)),
+    };
+    counted.drain();
+    if let Some(e) = &counted.io_error {
+        return Err((FaultKind::Unreadable, e.clone()));
+    }
+    let stored_sha = hex::encode(counted.hasher.clone().finalize());
+    if counted.bytes < entry.stored_bytes {
+        return Err((
+            FaultKind::Truncated,
+            format!("{} of {} bytes stored", counted.bytes, entry.stored_bytes),
+        ));
+    }
+    if counted.bytes > entry.stored_bytes {
+        return Err((
+            FaultKind::Corrupt,
+            format!(
+                "{} bytes stored but the manifest records {}",
+                counted.bytes, entry.stored_bytes
+            ),
+        ));
+    }
+    if stored_sha != entry.stored_sha256 {
+        let why = primary.map(|(_, d)| format!("; {d}")).unwrap_or_default();
+        return Err((
+            FaultKind::Corrupt,
+            format!(
+                "sha256 of the stored bytes is {stored_sha} but the manifest records {}{why}",
+                entry.stored_sha256
+            ),
+        ));
+    }
+    match primary {
+        None => Ok(()),
+        Some((FaultKind::WrongKey, _)) => Err((
+            FaultKind::WrongKey,
+            format!(
+                "no key in {} matches its recipients (the stored bytes are intact); use the identity of a recipient listed by `steward restore show`",
+                ids.origin
+            ),
+        )),
+        Some(other) => Err(other),
+    }
+}
+
+fn pump<R: Read>(
+    counted: &mut Hashing<R>,
+    ids: &Identities,
+    tx: &SyncSender<Msg>,
+) -> Result<(), Abort> {
+    let decryptor = age::Decryptor::new(&mut *counted).map_err(|e| {
+        Abort::Failed(
+            FaultKind::Corrupt,
+            format!("the age header is unreadable: {e}"),
+        )
+    })?;
+    let mut plain = decryptor.decrypt(ids.as_dyn()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => Abort::Failed(FaultKind::WrongKey, e.to_string()),
+        other => Abort::Failed(
+            FaultKind::Corrupt,
+            format!("the age header does not verify: {other}"),
+        ),
+    })?;
+    loop {
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match plain.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let detail = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        format!("the encrypted stream ends early ({e})")
+                    } else {
+                        format!("the encrypted data does not authenticate ({e})")
+                    };
+                    return Err(Abort::Failed(FaultKind::Corrupt, detail));
+                }
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        buf.truncate(filled);
+        if tx.send(Msg::Chunk(buf)).is_err() {
+            return Err(Abort::ConsumerGone);
+        }
+    }
+}
+
+/// The decrypted blocks as a byte stream; end-of-file only after the
+/// decrypt stage has checked size and hash of the stored bytes.
+struct ChannelReader {
+    rx: Receiver<Msg>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Msg::Chunk(c)) => {
+                    self.current = c;
+                    self.pos = 0;
+                }
+                Ok(Msg::End) => self.done = true,
+                Ok(Msg::Fault(f)) => return Err(std::io::Error::other(f.to_string())),
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        "the decrypt stage stopped without a result",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The plaintext of one object. Reading it to end-of-file (`Ok(0)`) means
+/// the stored bytes and the plaintext both matched the manifest's sizes and
+/// hashes; any failure is an `io::Error` carrying the fault's message, and
+/// the fault itself is in [`ObjectReader::fault`].
+pub struct ObjectReader {
+    decoder: zstd::stream::read::Decoder<'static, BufReader<ChannelReader>>,
+    hasher: Sha256,
+    bytes: u64,
+    entry: ObjectEntry,
+    fault_template: ObjectFault,
+    slot: FaultSlot,
+    finished: bool,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("object", &self.entry.name)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl ObjectReader {
+    /// The fault that stopped this stream, if one did.
+    pub fn fault(&self) -> Option<ObjectFault> {
+        self.slot.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// A handle to the fault, usable after the reader was moved into a
+    /// consumer.
+    pub fn fault_slot(&self) -> FaultSlot {
+        Arc::clone(&self.slot)
+    }
+
+    /// Plaintext bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn fail(&mut self, kind: FaultKind, detail: String) -> std::io::Error {
+        let f = ObjectFault {
+            kind,
+            detail,
+            ..self.fault_template.clone()
+        };
+        let msg = f.to_string();
+        record(&self.slot, f);
+        std::io::Error::other(msg)
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.finished || buf.is_empty() {
+            return Ok(0);
+        }
+        match self.decoder.read(buf) {
+            Ok(0) => {
+                let sha = hex::encode(self.hasher.clone().finalize());
+                if self.bytes != self.entry.plaintext_bytes {
+                    let detail = format!(
+                        "{} bytes after decompression but the manifest records {}",
+                        self.bytes, self.entry.plaintext_bytes
+                    );
+                    return Err(self.fail(FaultKind::Corrupt, detail));
+                }
+                if sha != self.entry.plaintext_sha256 {
+                    let detail = format!(
+                        "sha256 of the plaintext is {sha} but the manifest records {}",
+                        self.entry.plaintext_sha256
+                    );
+                    return Err(self.fail(FaultKind::Corrupt, detail));
+                }
+                self.finished = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if let Some(f) = self.fault() {
+                    return Err(std::io::Error::other(f.to_string()));
+                }
+                Err(self.fail(FaultKind::Corrupt, format!("zstd: {e}")))
+            }
+        }
+    }
+}
