@@ -434,6 +434,7 @@ impl Worker {
     pub async fn run(self, cancel: CancellationToken) {
         loop {
             let delivery = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 d = self.queue.next() => match d { Some(d) => d, None => return },
             };
@@ -448,9 +449,18 @@ impl Worker {
         let mut backoff = self.initial_backoff;
         let signal = d.entry.signal.as_str();
         loop {
+            // A request already on the wire is given a moment to finish at
+            // stop, so a clean stop or reload does not send it twice.
+            let send = self.exporter.send(d.entry.signal, &d.entry.payload);
+            tokio::pin!(send);
             let outcome = tokio::select! {
-                _ = cancel.cancelled() => return false,
-                o = self.exporter.send(d.entry.signal, &d.entry.payload) => o,
+                o = &mut send => o,
+                _ = cancel.cancelled() => {
+                    match tokio::time::timeout(Duration::from_secs(2), &mut send).await {
+                        Ok(o @ Outcome::Accepted { .. }) => o,
+                        _ => return false,
+                    }
+                }
             };
             match outcome {
                 Outcome::Accepted { rejected, message } => {
@@ -509,8 +519,8 @@ impl Worker {
     }
 
     fn done(&self, d: &Delivery) {
-        self.queue.ack(d.id, d.entry.items);
-        for p in &d.entry.positions {
+        // Checkpoints follow the queue's acknowledged order, never ahead.
+        for p in self.queue.ack(d.id, d.entry.items) {
             self.checkpoints.advance(p.file_id, p.offset);
         }
     }

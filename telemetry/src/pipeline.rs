@@ -204,8 +204,16 @@ pub fn start(
             if let Some(t) = tailer {
                 let _ = t.await;
             }
-            for r in receivers {
-                let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
+            for mut r in receivers {
+                // Clients keeping connections open must not hold the ports:
+                // a reload binds them again right after.
+                if tokio::time::timeout(Duration::from_secs(3), &mut r)
+                    .await
+                    .is_err()
+                {
+                    r.abort();
+                    let _ = r.await;
+                }
             }
             // Records being sent stay unacknowledged: sent again next time.
             stop_workers.cancel();

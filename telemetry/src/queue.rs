@@ -10,7 +10,7 @@
 //! and `<dir>/ledger`, the id and position of the first unacknowledged
 //! record, replaced atomically.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -133,15 +133,17 @@ struct State {
     acked_seg: u64,
     acked_off: u64,
     /// Handed out, not yet acknowledged: id -> (segment, end offset).
-    in_flight: HashMap<u64, (u64, u64)>,
+    in_flight: HashMap<u64, Vec<FilePosition>>,
     /// Acknowledged out of order, waiting for the ones before them.
-    acked_ahead: BTreeSet<u64>,
+    acked_ahead: BTreeMap<u64, Vec<FilePosition>>,
     total_bytes: u64,
     unacked_items: u64,
     unacked_records: u64,
     dirty: bool,
     ledger_dirty: bool,
     closed: bool,
+    /// The segment the reader has open.
+    reader: Option<(u64, File)>,
 }
 
 /// The queue; share it with `Arc`.
@@ -385,13 +387,14 @@ impl Queue {
             acked_seg,
             acked_off,
             in_flight: HashMap::new(),
-            acked_ahead: BTreeSet::new(),
+            acked_ahead: BTreeMap::new(),
             total_bytes,
             unacked_items: recovered.items,
             unacked_records: recovered.records,
             dirty: false,
             ledger_dirty: false,
             closed: false,
+            reader: None,
         };
         let queue = Arc::new(Queue {
             dir,
@@ -483,7 +486,7 @@ impl Queue {
         let mut dropped_records = 0u64;
         for (i, items) in seg.items.iter().enumerate() {
             let id = seg.first_id + i as u64;
-            if id >= st.acked_id && !st.acked_ahead.contains(&id) {
+            if id >= st.acked_id && !st.acked_ahead.contains_key(&id) {
                 dropped_items += *items as u64;
                 dropped_records += 1;
             }
@@ -523,7 +526,9 @@ impl Queue {
             st.acked_seg = next;
             st.acked_off = 0;
             st.acked_id = st.acked_id.max(next_first);
-            self.advance_acked(st);
+            // Positions of dropped records are not applied: the data is
+            // given up and counted; later acknowledgements move on.
+            let _ = self.advance_acked(st);
             st.ledger_dirty = true;
         }
     }
@@ -568,16 +573,22 @@ impl Queue {
                 }
                 return Ok(None);
             }
-            let path = segment_path(&self.dir, seg_number);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(segment = %path.display(), "cannot read telemetry queue segment: {e}");
-                    return Ok(None);
+            if st.reader.as_ref().map(|(n, _)| *n) != Some(seg_number) {
+                let path = segment_path(&self.dir, seg_number);
+                match File::open(&path) {
+                    Ok(f) => st.reader = Some((seg_number, f)),
+                    Err(e) => {
+                        tracing::error!(segment = %path.display(), "cannot read telemetry queue segment: {e}");
+                        return Ok(None);
+                    }
                 }
-            };
+            }
             let read_off = st.read_off;
-            match read_record(&file, read_off, seg_bytes) {
+            let result = match &st.reader {
+                Some((_, file)) => read_record(file, read_off, seg_bytes),
+                None => return Ok(None),
+            };
+            match result {
                 Ok(Some((body, end))) => {
                     st.read_off = end;
                     let Some((id, entry)) = decode(&body) else {
@@ -586,7 +597,7 @@ impl Queue {
                     if id < st.acked_id {
                         continue;
                     }
-                    st.in_flight.insert(id, (seg_number, end));
+                    st.in_flight.insert(id, entry.positions.clone());
                     return Ok(Some(Delivery { id, entry }));
                 }
                 Ok(None) => return Ok(None),
@@ -604,29 +615,35 @@ impl Queue {
 
     /// Marks a record done (acknowledged by the upstream, or given up for a
     /// non-retryable reason). The ledger moves over every contiguous done
-    /// record; segments behind it are deleted.
-    pub fn ack(&self, id: u64, items: u32) {
+    /// record; segments behind it are deleted. Returns the file positions
+    /// of the records the ledger moved over, in order: only those may
+    /// advance file checkpoints (a later record acknowledged before an
+    /// earlier one must not move a checkpoint past the earlier one).
+    pub fn ack(&self, id: u64, items: u32) -> Vec<FilePosition> {
         let mut st = self.lock();
         // Only records handed out count; one whose segment was dropped
         // meanwhile was already counted as dropped.
-        if st.in_flight.remove(&id).is_none() {
-            return;
-        }
-        st.acked_ahead.insert(id);
+        let Some(positions) = st.in_flight.remove(&id) else {
+            return Vec::new();
+        };
+        st.acked_ahead.insert(id, positions);
         st.unacked_items = st.unacked_items.saturating_sub(items as u64);
         st.unacked_records = st.unacked_records.saturating_sub(1);
-        self.advance_acked(&mut st);
+        self.advance_acked(&mut st)
     }
 
-    fn advance_acked(&self, st: &mut State) {
+    fn advance_acked(&self, st: &mut State) -> Vec<FilePosition> {
         let mut moved = false;
-        while st.acked_ahead.first() == Some(&st.acked_id) {
-            st.acked_ahead.pop_first();
+        let mut positions = Vec::new();
+        while st.acked_ahead.first_key_value().map(|(k, _)| *k) == Some(st.acked_id) {
+            if let Some((_, p)) = st.acked_ahead.pop_first() {
+                positions.extend(p);
+            }
             st.acked_id += 1;
             moved = true;
         }
         // Stale entries from dropped segments.
-        while let Some(&first) = st.acked_ahead.first() {
+        while let Some((&first, _)) = st.acked_ahead.first_key_value() {
             if first < st.acked_id {
                 st.acked_ahead.pop_first();
             } else {
@@ -634,7 +651,7 @@ impl Queue {
             }
         }
         if !moved {
-            return;
+            return positions;
         }
         // Find where acked_id lives: the segment holding it, at the end of
         // the record before it (known for in-flight or read records).
@@ -649,12 +666,13 @@ impl Queue {
                 // The record's start: if it is the first of its segment, 0;
                 // otherwise the end of the previous record, which the reader
                 // passed (ack implies it was read).
-                let seg = st
+                let first_id = st
                     .segments
                     .iter()
                     .find(|s| s.number == number)
-                    .expect("found");
-                if acked_id == seg.first_id {
+                    .map(|s| s.first_id)
+                    .unwrap_or(acked_id);
+                if acked_id == first_id {
                     st.acked_seg = number;
                     st.acked_off = 0;
                 } else {
@@ -678,6 +696,7 @@ impl Queue {
                 let _ = std::fs::remove_file(seg.path(&self.dir));
             }
         }
+        positions
     }
 
     /// Byte offset of record `id` inside segment `number`, by walking the
@@ -816,6 +835,19 @@ mod tests {
         }
         assert_eq!(seen, ["r4", "r5", "r6", "r7", "r8", "r9", "new"]);
         assert_eq!(q.depth().0, 0);
+    }
+
+    #[tokio::test]
+    async fn checkpoint_positions_follow_ack_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+        q.append(&entry("a", 1, 10)).unwrap();
+        q.append(&entry("b", 1, 20)).unwrap();
+        let a = q.next().await.unwrap();
+        let b = q.next().await.unwrap();
+        assert!(q.ack(b.id, 1).is_empty(), "b may not pass a");
+        let moved: Vec<u64> = q.ack(a.id, 1).iter().map(|p| p.offset).collect();
+        assert_eq!(moved, [10, 20]);
     }
 
     #[tokio::test]

@@ -78,7 +78,7 @@ struct Source {
 #[derive(Default)]
 struct Batch {
     /// file id -> (path, records)
-    files: Vec<(u64, String, Vec<LogRecord>)>,
+    files: Vec<(u64, Arc<str>, Vec<LogRecord>)>,
     positions: HashMap<u64, u64>,
     records: usize,
     bytes: usize,
@@ -96,6 +96,8 @@ struct Tracked {
     id: u64,
     source: usize,
     path: PathBuf,
+    /// `path` as text, shared by the records of a batch.
+    label: Arc<str>,
     file: File,
     dev: u64,
     ino: u64,
@@ -127,6 +129,8 @@ pub struct Tailer {
     hasher: std::collections::hash_map::RandomState,
     id_counter: AtomicU64,
     stop: Arc<AtomicBool>,
+    /// Read buffer, reused.
+    buf: Vec<u8>,
 }
 
 fn now_nanos() -> u64 {
@@ -214,6 +218,7 @@ impl Tailer {
             hasher: std::collections::hash_map::RandomState::new(),
             id_counter: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
+            buf: Vec::new(),
         }
     }
 
@@ -305,6 +310,7 @@ impl Tailer {
                 f.seen = true;
                 f.rotated = false;
                 if f.path != path {
+                    f.label = Arc::from(path.to_string_lossy().as_ref());
                     f.path = path;
                 }
                 continue;
@@ -397,6 +403,7 @@ impl Tailer {
         self.files.push(Tracked {
             id,
             source,
+            label: Arc::from(path.to_string_lossy().as_ref()),
             path: path.to_path_buf(),
             file,
             dev,
@@ -505,6 +512,7 @@ impl Tailer {
                     self.files.push(Tracked {
                         id,
                         source,
+                        label: Arc::from(path.to_string_lossy().as_ref()),
                         path,
                         file,
                         dev: cp.dev,
@@ -548,7 +556,8 @@ impl Tailer {
                 continue;
             }
             let mut budget = READ_BUDGET;
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(CHUNK, 0);
             loop {
                 let f = &mut self.files[idx];
                 if f.read_off >= len || budget == 0 {
@@ -567,6 +576,7 @@ impl Tailer {
                 f.last_growth = Instant::now();
                 self.consume(idx, &buf[..n], now_ns);
             }
+            self.buf = buf;
             if budget == 0 {
                 busy = true;
             }
@@ -590,17 +600,17 @@ impl Tailer {
             if let Some(p) = f.pending.take() {
                 let source = f.source;
                 let id = f.id;
-                let path = f.path.to_string_lossy().into_owned();
-                self.push_record(source, id, &path, p.text, p.end, p.truncated, now_ns);
+                let label = Arc::clone(&f.label);
+                self.push_record(source, id, label, p.text, p.end, p.truncated, now_ns);
             }
             // An unterminated last line of a finished file is a record too.
             if !f.partial.is_empty() {
                 let text = std::mem::take(&mut f.partial);
-                let path = f.path.to_string_lossy().into_owned();
+                let label = Arc::clone(&f.label);
                 self.push_record(
                     f.source,
                     f.id,
-                    &path,
+                    label,
                     text,
                     f.read_off,
                     f.partial_truncated,
@@ -769,9 +779,8 @@ impl Tailer {
 
     fn emit_record(&mut self, idx: usize, text: Vec<u8>, end: u64, truncated: bool, now_ns: u64) {
         let f = &self.files[idx];
-        let (source, id) = (f.source, f.id);
-        let path = f.path.to_string_lossy().into_owned();
-        self.push_record(source, id, &path, text, end, truncated, now_ns);
+        let (source, id, label) = (f.source, f.id, Arc::clone(&f.label));
+        self.push_record(source, id, label, text, end, truncated, now_ns);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -779,7 +788,7 @@ impl Tailer {
         &mut self,
         source: usize,
         file_id: u64,
-        path: &str,
+        path: Arc<str>,
         text: Vec<u8>,
         end: u64,
         truncated: bool,
@@ -830,7 +839,7 @@ impl Tailer {
         }
         match b.files.iter_mut().find(|(id, _, _)| *id == file_id) {
             Some((_, _, records)) => records.push(record),
-            None => b.files.push((file_id, path.to_string(), vec![record])),
+            None => b.files.push((file_id, path, vec![record])),
         }
         let p = b.positions.entry(file_id).or_insert(0);
         *p = (*p).max(end);

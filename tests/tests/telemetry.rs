@@ -648,3 +648,37 @@ fn parsers_multiline_truncation_and_invalid_utf8() {
         Some(1.0)
     );
 }
+
+#[test]
+fn sighup_reload_restarts_telemetry_without_loss_or_duplicates() {
+    let sink = OtlpSink::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, lines("reload-before", 100));
+    let agent = PersistentAgent::start(
+        dir.path(),
+        &config(
+            &sink.grpc_endpoint(),
+            "grpc",
+            "",
+            &source("app", &[&app], ""),
+        ),
+    )
+    .unwrap();
+    let mut expected = lines("reload-before", 100);
+    wait_all(&sink, &expected, &|| agent.log());
+    for round in 0..2 {
+        append(&app, lines(&format!("reload-during-{round}"), 500));
+        expected.extend(lines(&format!("reload-during-{round}"), 500));
+        agent.guard.as_ref().unwrap().signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    append(&app, lines("reload-after", 100));
+    expected.extend(lines("reload-after", 100));
+    wait_all(&sink, &expected, &|| agent.log());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_exactly_once(&sink, &expected);
+    let log = agent.log();
+    assert_eq!(log.matches("configuration reloaded").count(), 2, "{log}");
+    assert!(!log.contains("cannot listen"), "{log}");
+}
