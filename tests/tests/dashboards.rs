@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use steward_tests::grafana_api::{GrafanaApi, Role};
+use steward_tests::mariadb::Mariadb;
+use steward_tests::nginx::Nginx;
+use steward_tests::otlp_sink::OtlpSink;
+use steward_tests::phpfpm::PhpFpm;
+use steward_tests::postgres::Postgres;
 use steward_tests::{free_port, http_get, wait_for_http, ChildGuard, StewardAgent};
 
 fn root() -> PathBuf {
@@ -582,29 +587,133 @@ const MAY_BE_EMPTY: &[(&str, &str)] = &[
         "only replicas report replication lag",
     ),
     ("mysql_slave_status_", "only replicas have slave status"),
-    (
-        "probe_ssl_earliest_cert_expiry",
-        "only HTTPS probes have a certificate",
-    ),
 ];
 
-/// The real thing: Prometheus scrapes a running Steward (host metrics, its
-/// own metrics, annotations counters, a probe), loads every rule file, and
-/// every dashboard query whose metrics that Steward exports returns data.
-/// Queries on metrics of collectors not configured here (databases, nginx,
-/// PHP-FPM, access logs, backups) are counted and listed.
+/// Appends access-log lines in the `nginx_combined` format (combined +
+/// `$request_time $upstream_response_time`) until `stop` is set: a mix of
+/// statuses and durations so error ratio and quantiles have data.
+fn write_access_log(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::Write;
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        else {
+            return;
+        };
+        for _ in 0..20 {
+            n += 1;
+            let (status, method) = match n % 10 {
+                0 => (502, "GET"),
+                1 => (404, "GET"),
+                2 => (302, "POST"),
+                _ => (200, "GET"),
+            };
+            let t = 0.002 * (n % 50) as f64;
+            let _ = writeln!(
+                f,
+                "127.0.0.1 - - [23/Nov/2026:20:00:00 +0000] \"{method} /item/{n} HTTP/1.1\" {status} {} \"-\" \"load/1.0\" {t:.3} {:.3}",
+                100 + n % 900,
+                t * 0.8
+            );
+        }
+        drop(f);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The real thing: Prometheus scrapes a running Steward configured for
+/// real nginx, PHP-FPM, MariaDB and PostgreSQL, HTTP(S) probes, an access
+/// log and an OTLP upstream; it loads every rule file, and every dashboard
+/// query whose metrics that Steward exports returns data. Queries on
+/// metrics not exported here (backups and drills need configured jobs) are
+/// listed.
 #[test]
 fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let dir = tempfile::tempdir().unwrap();
     let grafana = GrafanaApi::start().unwrap();
     grafana.add_token("t", Role::Editor);
-    let agent = StewardAgent::start(
-        &format!(
-            "[node]\nenabled = true\n[grafana]\nurl = \"{url}\"\ntoken = \"t\"\n[[probe]]\nname = \"grafana-health\"\nurl = \"{url}/api/health\"\n",
-            url = grafana.url()
-        ),
-        "",
+    let fpm = PhpFpm::start().expect("start php-fpm");
+    let nginx = Nginx::start_with_fpm(Some(&fpm.www_socket)).expect("start nginx");
+    let db = Mariadb::start().expect("start mariadb");
+    db.mysql(
+        "CREATE USER 'steward'@'127.0.0.1' IDENTIFIED BY 'mon-pass'; \
+         GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR, SELECT ON *.* TO 'steward'@'127.0.0.1';",
     )
-    .expect("start steward");
+    .expect("create the monitoring user");
+    let pg = Postgres::start().expect("start postgresql");
+    let sink = OtlpSink::start().expect("start the OTLP sink");
+    let access = dir.path().join("access.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (access.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || write_access_log(path, stop))
+    };
+    std::fs::write(dir.path().join("mysql.pw"), "mon-pass\n").unwrap();
+    std::fs::write(dir.path().join("pg.pw"), format!("{}\n", pg.password)).unwrap();
+    let config = format!(
+        r#"[node]
+enabled = true
+[grafana]
+url = "{grafana}"
+token = "t"
+[[probe]]
+name = "grafana-health"
+url = "{grafana}/api/health"
+[[probe]]
+name = "shop-health"
+url = "{tls_health}"
+ca_file = "{ca}"
+[[nginx]]
+name = "web"
+scrape_uri = "{stub}"
+[[phpfpm]]
+name = "www"
+scrape_uri = "{fpm}"
+[[mysql]]
+name = "db"
+host = "127.0.0.1"
+port = {mysql_port}
+user = "steward"
+password_file = "{mysql_pw}"
+[[postgres]]
+name = "pg"
+host = "127.0.0.1"
+port = {pg_port}
+user = "{pg_user}"
+password_file = "{pg_pw}"
+[telemetry]
+poll_interval_ms = 100
+[telemetry.exporter]
+endpoint = "{otlp}"
+batch_timeout_ms = 200
+[telemetry.receiver]
+enabled = false
+[[telemetry.sources]]
+name = "nginx"
+paths = ["{access}"]
+parser = "nginx_combined"
+"#,
+        grafana = grafana.url(),
+        tls_health = nginx.tls_url("/health"),
+        ca = nginx.ca_path.display(),
+        stub = nginx.url("/stub_status"),
+        fpm = fpm.www_scrape_uri(),
+        mysql_port = db.port,
+        mysql_pw = dir.path().join("mysql.pw").display(),
+        pg_port = pg.port,
+        pg_user = pg.superuser,
+        pg_pw = dir.path().join("pg.pw").display(),
+        otlp = sink.grpc_endpoint(),
+        access = access.display(),
+    );
+    phase("services started");
+    let agent = StewardAgent::start(&config, "").expect("start steward");
+    phase("steward started");
     let rule_files: Vec<PathBuf> = std::fs::read_dir(root().join("alerts"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -613,6 +722,7 @@ fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
     let job = "steward-under-test";
     let prom = Prometheus::start(agent.port, job, &rule_files);
 
+    phase("prometheus started");
     // Wait for a few scrapes so rate() over the interval has samples.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -631,6 +741,7 @@ fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    phase("scraped");
     let up = prom.query(&format!("up{{job=\"{job}\"}}"));
     assert_eq!(
         up[0]["value"][1],
@@ -700,7 +811,12 @@ fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
         }
         let q = interpolate(&expr, job, "10s");
         checked += 1;
-        if prom.query(&q).is_empty() {
+        let started = Instant::now();
+        let result = prom.query(&q);
+        if started.elapsed() > Duration::from_secs(2) {
+            eprintln!("slow query ({:?}): {q}", started.elapsed());
+        }
+        if result.is_empty() {
             empty.push(format!("{what}: {q}"));
         }
     }
@@ -709,7 +825,7 @@ fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
         "dashboard queries without data:\n{}",
         empty.join("\n")
     );
-    assert!(checked >= 40, "only {checked} queries checked");
+    assert!(checked >= 90, "only {checked} queries checked");
     eprintln!(
         "{checked} dashboard queries returned data; skipped those on metrics not exported by this agent: {skipped:?}"
     );
