@@ -838,4 +838,6 @@ parser = "nginx_combined"
         jobs["data"].as_array().unwrap().contains(&Value::from(job)),
         "{jobs}"
     );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = writer.join();
 }
