@@ -1,22 +1,597 @@
-//! Runs scheduled work inside the daemon: backup jobs, config-change
-//! backups and drills (placeholder until the backup library lands).
+//! Runs scheduled work inside the daemon: backup jobs on their cron, config
+//! jobs on change (polled, debounced), and missed-run reporting; exposes
+//! `steward_backup_*` metrics.
+//!
+//! Scheduling uses the `croner` crate for the cron arithmetic and one tokio
+//! task per job sleeping until the next due time, rather than
+//! tokio-cron-scheduler: missed-run detection needs the occurrence
+//! arithmetic directly (runs due between the last one handled and now), a
+//! job must never overlap itself (a task that runs then computes its next
+//! time cannot), and each configuration generation must stop with its
+//! cancellation token; a scheduler with its own job store and runtime
+//! would duplicate all of that.
+//!
+//! Metrics come from the run reports in the state directory, so runs made
+//! by `steward backup run` (pre-deploy) count as well as scheduled ones.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use steward_exporters::Collector;
+use async_trait::async_trait;
+use steward_backup::chrono::{DateTime, Utc};
+use steward_backup::config::{BackupConfig, JobConfig};
+use steward_backup::manifest::JobKind;
+use steward_backup::report::{self, RunReport, RunStatus};
+use steward_backup::run::{run_job, RunOptions};
+use steward_backup::schedule::Schedule;
+use steward_exporters::{CollectContext, CollectError, Collected, Collector, MetricFamily};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::Subsystem;
 
+/// Cap on missed runs counted after downtime (a year of hourly runs).
+const MISSED_CAP: usize = 10_000;
+
 /// Starts the scheduler for one configuration generation; stops when
 /// `cancel` fires.
-pub fn start(_config: &Config, _cancel: CancellationToken) -> anyhow::Result<Subsystem> {
-    Ok(Subsystem::default())
+pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsystem> {
+    let backup = Arc::new(config.backup.clone());
+    let state_dir = config.agent.state_dir.clone();
+    let host = config.agent.effective_hostname();
+    let metrics = Arc::new(BackupMetrics::new(
+        &state_dir,
+        backup.jobs.keys().cloned().collect(),
+    ));
+    let mut tasks = Vec::new();
+    for (name, job) in &backup.jobs {
+        let ctx = JobContext {
+            name: name.clone(),
+            backup: Arc::clone(&backup),
+            state_dir: state_dir.clone(),
+            host: host.clone(),
+            metrics: Arc::clone(&metrics),
+            cancel: cancel.clone(),
+        };
+        if let Some(expr) = &job.schedule {
+            let schedule = Schedule::parse(expr, &job.timezone)
+                .map_err(|e| anyhow::anyhow!("backup.jobs.{name}.schedule: {e}"))?;
+            tasks.push(tokio::spawn(schedule_loop(
+                ctx.clone(),
+                schedule,
+                job.catch_up,
+            )));
+        }
+        if job.kind == JobKind::Config && job.watch {
+            tasks.push(tokio::spawn(watch_loop(ctx, job.clone())));
+        }
+    }
+    let drills = crate::commands::drill::start(config, cancel.clone())?;
+    tasks.extend(drills.tasks);
+    let mut collectors = vec![Arc::new(BackupCollector { metrics }) as Arc<dyn Collector>];
+    collectors.extend(drills.collectors);
+    Ok(Subsystem { collectors, tasks })
 }
 
-/// Collectors for the scheduler's metrics.
-#[allow(dead_code)]
-pub fn collectors() -> Vec<Arc<dyn Collector>> {
-    Vec::new()
+#[derive(Clone)]
+struct JobContext {
+    name: String,
+    backup: Arc<BackupConfig>,
+    state_dir: PathBuf,
+    host: String,
+    metrics: Arc<BackupMetrics>,
+    cancel: CancellationToken,
+}
+
+impl JobContext {
+    /// Runs the job once (the job lock keeps it from overlapping a CLI run
+    /// or itself).
+    async fn run(&self, reason: &str) -> Option<RunReport> {
+        let mut options = RunOptions::new(self.host.clone(), self.state_dir.clone(), reason);
+        options.steward_version = env!("CARGO_PKG_VERSION").to_string();
+        self.metrics.set_running(&self.name, true);
+        let result = tokio::select! {
+            r = run_job(&self.backup, &self.name, &options) => Some(r),
+            _ = self.cancel.cancelled() => None,
+        };
+        self.metrics.set_running(&self.name, false);
+        match result {
+            None => {
+                tracing::warn!(job = %self.name, "backup run interrupted by shutdown or reload; nothing was committed");
+                None
+            }
+            Some(Err(e)) => {
+                tracing::warn!(job = %self.name, reason, "backup run skipped: {e}");
+                self.metrics.count_skipped(&self.name);
+                None
+            }
+            Some(Ok(report)) => {
+                match report.status {
+                    RunStatus::Success => tracing::info!(
+                        job = %self.name, reason, snapshot = %report.snapshot_id,
+                        source_bytes = report.source_bytes, stored_bytes = report.stored_bytes,
+                        seconds = report.duration_seconds, "backup succeeded"
+                    ),
+                    RunStatus::Unchanged => {
+                        tracing::info!(job = %self.name, reason, "backup skipped: content unchanged")
+                    }
+                    RunStatus::Partial | RunStatus::Failed => tracing::error!(
+                        job = %self.name, reason, status = report.status.as_str(),
+                        "backup failed: {}", report.error.as_deref().unwrap_or("unknown cause")
+                    ),
+                }
+                Some(report)
+            }
+        }
+    }
+}
+
+/// Where the last handled due time of a job is kept, for missed-run
+/// detection across restarts.
+fn schedule_state_path(state_dir: &Path, job: &str) -> PathBuf {
+    state_dir
+        .join("backup")
+        .join("schedule")
+        .join(format!("{job}.json"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScheduleState {
+    /// The schedule expression the time refers to.
+    schedule: String,
+    /// The latest due time that was run, reported or deliberately passed.
+    handled_until: DateTime<Utc>,
+}
+
+fn read_schedule_state(path: &Path) -> Option<ScheduleState> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_schedule_state(path: &Path, state: &ScheduleState) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension("json.tmp");
+    let ok = serde_json::to_vec(state)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|_| std::fs::rename(&tmp, path).ok());
+    if ok.is_none() {
+        tracing::warn!("cannot record the schedule state in {}", path.display());
+    }
+}
+
+async fn schedule_loop(ctx: JobContext, schedule: Schedule, catch_up: bool) {
+    let state_path = schedule_state_path(&ctx.state_dir, &ctx.name);
+    let now = Utc::now();
+    if let Some(prev) = read_schedule_state(&state_path) {
+        if prev.schedule == schedule.expression() {
+            let (missed, latest) = schedule.due_between(prev.handled_until, now, MISSED_CAP);
+            if missed > 0 {
+                tracing::warn!(
+                    job = %ctx.name,
+                    missed,
+                    latest_due = %latest.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    since = %prev.handled_until.to_rfc3339(),
+                    "scheduled backup runs were missed while steward was not running{}",
+                    if catch_up { "; running once now" } else { " (catch_up = false: waiting for the next due time)" }
+                );
+                ctx.metrics.count_missed(&ctx.name, missed as u64);
+                write_schedule_state(
+                    &state_path,
+                    &ScheduleState {
+                        schedule: schedule.expression().to_string(),
+                        handled_until: now,
+                    },
+                );
+                if catch_up {
+                    ctx.run("catch-up").await;
+                }
+            }
+        }
+    }
+    let mut handled = Utc::now().max(now);
+    write_schedule_state(
+        &state_path,
+        &ScheduleState {
+            schedule: schedule.expression().to_string(),
+            handled_until: handled,
+        },
+    );
+    loop {
+        let Some(next) = schedule.next_after(handled) else {
+            tracing::warn!(job = %ctx.name, "schedule {:?} has no future run", schedule.expression());
+            return;
+        };
+        ctx.metrics
+            .set_next_run(&ctx.name, next, schedule.next_after(next));
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // Timers may fire early by a hair; never run before the due time.
+        let now = Utc::now();
+        if now < next {
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return,
+                _ = tokio::time::sleep((next - now).to_std().unwrap_or(Duration::ZERO)) => {}
+            }
+        }
+        write_schedule_state(
+            &state_path,
+            &ScheduleState {
+                schedule: schedule.expression().to_string(),
+                handled_until: next,
+            },
+        );
+        ctx.run("schedule").await;
+        // Runs that fell due while this one was going are reported, not
+        // silently dropped, and the next one is the first in the future.
+        let finished = Utc::now();
+        let (overrun, _) = schedule.due_between(next, finished, MISSED_CAP);
+        if overrun > 0 {
+            tracing::warn!(
+                job = %ctx.name,
+                missed = overrun,
+                "scheduled backup runs were skipped because the previous run was still going; consider a longer interval"
+            );
+            ctx.metrics.count_missed(&ctx.name, overrun as u64);
+        }
+        handled = finished.max(next);
+        write_schedule_state(
+            &state_path,
+            &ScheduleState {
+                schedule: schedule.expression().to_string(),
+                handled_until: handled,
+            },
+        );
+    }
+}
+
+/// Polls the config paths and runs the job once they have been quiet for
+/// `debounce_secs` after a change. Polling (metadata only, content hashed
+/// by the run itself) is cheap for config trees and works on every
+/// filesystem; an unchanged digest makes no new snapshot anyway.
+async fn watch_loop(ctx: JobContext, job: JobConfig) {
+    let interval = Duration::from_secs(job.watch_interval_secs.max(1));
+    let debounce = Duration::from_secs(job.debounce_secs);
+    let paths = job.paths.clone();
+    let fingerprint = move || {
+        let p = paths.clone();
+        async move {
+            tokio::task::spawn_blocking(move || metadata_fingerprint(&p))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let mut last = fingerprint().await;
+    let mut changed_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now_fp = fingerprint().await;
+        if now_fp != last {
+            last = now_fp;
+            changed_at = Some(tokio::time::Instant::now());
+            tracing::debug!(job = %ctx.name, "config change seen; waiting {debounce:?} for more");
+            continue;
+        }
+        if let Some(at) = changed_at {
+            if at.elapsed() >= debounce {
+                changed_at = None;
+                ctx.run("config-change").await;
+            }
+        }
+    }
+}
+
+/// Paths, sizes, mtimes, modes and inodes of everything under `roots`.
+fn metadata_fingerprint(roots: &[PathBuf]) -> Vec<(PathBuf, u64, i64, i64, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            out.push((p, 0, 0, 0, 0, 0));
+            continue;
+        };
+        out.push((
+            p.clone(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.mode(),
+            m.ino(),
+        ));
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                for e in rd.flatten() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What the collector exposes: derived from the run reports on disk, plus
+/// in-process counters.
+struct BackupMetrics {
+    state_dir: PathBuf,
+    jobs: Vec<String>,
+    inner: Mutex<MetricsState>,
+}
+
+#[derive(Default)]
+struct MetricsState {
+    /// Report files already counted in `runs`.
+    seen: HashSet<PathBuf>,
+    /// Parsed reports by path (they never change once written).
+    cache: HashMap<PathBuf, Arc<RunReport>>,
+    runs: BTreeMap<(String, String), u64>,
+    missed: BTreeMap<String, u64>,
+    next_run: BTreeMap<String, f64>,
+    interval: BTreeMap<String, f64>,
+    running: BTreeMap<String, bool>,
+}
+
+impl BackupMetrics {
+    fn new(state_dir: &Path, jobs: Vec<String>) -> Self {
+        let mut state = MetricsState::default();
+        // Reports from before this start are the history, not new runs.
+        for job in &jobs {
+            for path in report_paths(state_dir, job) {
+                state.seen.insert(path);
+            }
+            for result in ["success", "partial", "failed", "unchanged", "skipped"] {
+                state.runs.insert((job.clone(), result.to_string()), 0);
+            }
+            state.missed.insert(job.clone(), 0);
+        }
+        BackupMetrics {
+            state_dir: state_dir.to_path_buf(),
+            jobs,
+            inner: Mutex::new(state),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut MetricsState) -> R) -> R {
+        match self.inner.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn set_running(&self, job: &str, running: bool) {
+        self.with(|s| {
+            s.running.insert(job.to_string(), running);
+        });
+    }
+
+    fn set_next_run(&self, job: &str, at: DateTime<Utc>, following: Option<DateTime<Utc>>) {
+        self.with(|s| {
+            s.next_run.insert(job.to_string(), at.timestamp() as f64);
+            if let Some(f) = following {
+                s.interval
+                    .insert(job.to_string(), (f - at).num_seconds() as f64);
+            }
+        });
+    }
+
+    fn count_missed(&self, job: &str, n: u64) {
+        self.with(|s| *s.missed.entry(job.to_string()).or_default() += n);
+    }
+
+    fn count_skipped(&self, job: &str) {
+        self.with(|s| {
+            *s.runs
+                .entry((job.to_string(), "skipped".into()))
+                .or_default() += 1
+        });
+    }
+
+    /// Picks up new report files and returns each job's reports, oldest first.
+    fn refresh(&self) -> BTreeMap<String, Vec<Arc<RunReport>>> {
+        let mut out = BTreeMap::new();
+        for job in &self.jobs {
+            let paths = report_paths(&self.state_dir, job);
+            let reports = self.with(|s| {
+                let mut reports = Vec::new();
+                s.cache.retain(|p, _| paths.contains(p));
+                for p in &paths {
+                    let report = match s.cache.get(p) {
+                        Some(r) => Arc::clone(r),
+                        None => {
+                            let Some(r) = std::fs::read(p)
+                                .ok()
+                                .and_then(|b| serde_json::from_slice::<RunReport>(&b).ok())
+                            else {
+                                continue;
+                            };
+                            let r = Arc::new(r);
+                            s.cache.insert(p.clone(), Arc::clone(&r));
+                            r
+                        }
+                    };
+                    if s.seen.insert(p.clone()) {
+                        *s.runs
+                            .entry((job.clone(), report.status.as_str().to_string()))
+                            .or_default() += 1;
+                    }
+                    reports.push(report);
+                }
+                reports
+            });
+            out.insert(job.clone(), reports);
+        }
+        out
+    }
+}
+
+fn report_paths(state_dir: &Path, job: &str) -> Vec<PathBuf> {
+    let dir = report::reports_dir(state_dir, job);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// `steward_backup_*`.
+struct BackupCollector {
+    metrics: Arc<BackupMetrics>,
+}
+
+#[async_trait]
+impl Collector for BackupCollector {
+    fn name(&self) -> &str {
+        "backup"
+    }
+
+    async fn collect(&self, _ctx: CollectContext) -> Result<Collected, CollectError> {
+        let metrics = Arc::clone(&self.metrics);
+        let families = tokio::task::spawn_blocking(move || families(&metrics))
+            .await
+            .map_err(|e| CollectError::failed(format!("backup metrics task failed: {e}")))?;
+        Ok(families.into())
+    }
+}
+
+fn families(metrics: &BackupMetrics) -> Vec<MetricFamily> {
+    let reports = metrics.refresh();
+    let mut last_success = MetricFamily::gauge(
+        "steward_backup_last_success_timestamp_seconds",
+        "When the newest snapshot of the job was committed on the target (Unix time).",
+    );
+    let mut last_ok = MetricFamily::gauge(
+        "steward_backup_last_run_success",
+        "1 if the job's last run committed a snapshot on every target (or found the content unchanged), else 0.",
+    );
+    let mut duration = MetricFamily::gauge(
+        "steward_backup_duration_seconds",
+        "Duration of the job's last run.",
+    );
+    let mut size = MetricFamily::gauge(
+        "steward_backup_size_bytes",
+        "Bytes of the job's last run: stage=source is plaintext read, stage=stored is compressed and encrypted.",
+    );
+    let mut runs = MetricFamily::counter(
+        "steward_backup_runs_total",
+        "Runs of the job since the agent started, by result (success, partial, failed, unchanged, skipped).",
+    );
+    let mut missed = MetricFamily::counter(
+        "steward_backup_missed_runs_total",
+        "Scheduled runs that did not happen (agent down, or previous run still going).",
+    );
+    let mut next = MetricFamily::gauge(
+        "steward_backup_next_run_timestamp_seconds",
+        "When the job is next due (Unix time).",
+    );
+    let mut running = MetricFamily::gauge(
+        "steward_backup_running",
+        "1 while a scheduled run of the job is going.",
+    );
+    let mut interval = MetricFamily::gauge(
+        "steward_backup_schedule_interval_seconds",
+        "Time between the job's next two scheduled runs (alerts compare backup age with it).",
+    );
+
+    metrics.with(|s| {
+        for ((job, result), n) in &s.runs {
+            runs.push(
+                [("job", job.clone()), ("result", result.clone())],
+                *n as f64,
+            );
+        }
+        for (job, n) in &s.missed {
+            missed.push([("job", job.clone())], *n as f64);
+        }
+        for (job, t) in &s.next_run {
+            next.push([("job", job.clone())], *t);
+        }
+        for (job, t) in &s.interval {
+            interval.push([("job", job.clone())], *t);
+        }
+        for job in &metrics.jobs {
+            let r = s.running.get(job).copied().unwrap_or(false);
+            running.push([("job", job.clone())], if r { 1.0 } else { 0.0 });
+        }
+    });
+
+    for (job, list) in &reports {
+        // Unchanged runs confirm the content but carry no sizes.
+        if let Some(last) = list.last() {
+            last_ok.push(
+                [("job", job.clone())],
+                if last.status.is_good() { 1.0 } else { 0.0 },
+            );
+            duration.push([("job", job.clone())], last.duration_seconds);
+        }
+        if let Some(last) = list.iter().rev().find(|r| r.status != RunStatus::Unchanged) {
+            size.push(
+                [("job", job.clone()), ("stage", "source".to_string())],
+                last.source_bytes as f64,
+            );
+            size.push(
+                [("job", job.clone()), ("stage", "stored".to_string())],
+                last.stored_bytes as f64,
+            );
+        }
+        let mut per_target: BTreeMap<String, f64> = BTreeMap::new();
+        for r in list {
+            for t in &r.targets {
+                let ts = if t.committed {
+                    Some(r.finished_at.timestamp() as f64)
+                } else if r.status == RunStatus::Unchanged && t.error.is_none() {
+                    // Unchanged content: the latest snapshot is still current.
+                    Some(r.finished_at.timestamp() as f64)
+                } else {
+                    None
+                };
+                if let Some(ts) = ts {
+                    let e = per_target.entry(t.target.clone()).or_insert(0.0);
+                    *e = e.max(ts);
+                }
+            }
+        }
+        for (target, ts) in per_target {
+            last_success.push([("job", job.clone()), ("target", target)], ts);
+        }
+    }
+    vec![
+        last_success,
+        last_ok,
+        duration,
+        size,
+        runs,
+        missed,
+        next,
+        interval,
+        running,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_sees_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = vec![dir.path().to_path_buf()];
+        let a = metadata_fingerprint(&roots);
+        std::fs::write(dir.path().join("x"), "1").unwrap();
+        assert_ne!(a, metadata_fingerprint(&roots));
+    }
 }
