@@ -47,6 +47,9 @@ pub struct BackupConfig {
     /// Jobs by name (the name is a path segment of every snapshot key).
     #[serde(default)]
     pub jobs: BTreeMap<String, JobConfig>,
+    /// Disaster-recovery drills: schedule and RTO/RPO objectives per job.
+    #[serde(default)]
+    pub drill: crate::drill::DrillConfig,
 }
 
 fn default_reports_keep() -> usize {
@@ -374,6 +377,13 @@ impl BackupConfig {
         for (name, job) in &self.jobs {
             validate_job(self, name, job, &mut errors);
         }
+        let job_names: Vec<String> = self.jobs.keys().cloned().collect();
+        errors.extend(
+            self.drill
+                .validate(&job_names)
+                .into_iter()
+                .map(|e| format!("drill.{e}")),
+        );
         errors
     }
 }
