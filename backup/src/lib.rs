@@ -29,6 +29,6 @@ pub mod source;
 pub mod target;
 pub mod verify;
 
-pub use error::{Error, Result};
 /// Re-exported so the agent uses the same time types as the manifests.
 pub use chrono;
+pub use error::{Error, Result};
