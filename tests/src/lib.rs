@@ -5,10 +5,10 @@
 
 pub mod grafana_api;
 pub mod mariadb;
-pub mod otlp_sink;
-pub mod postgres;
 pub mod nginx;
+pub mod otlp_sink;
 pub mod phpfpm;
+pub mod postgres;
 pub mod process;
 pub mod promtext;
 
