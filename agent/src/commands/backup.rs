@@ -224,7 +224,7 @@ async fn list(args: ListArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    entries.sort_by(|a, b| a.manifest.started_at.cmp(&b.manifest.started_at));
+    entries.sort_by_key(|a| a.manifest.started_at);
     if args.json {
         let out: Vec<serde_json::Value> = entries
             .iter()
