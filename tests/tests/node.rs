@@ -63,7 +63,8 @@ fn excepted(family: &str) -> bool {
 }
 
 struct NodeExporter {
-    guard: ChildGuard,
+    // Held for its Drop: stops node_exporter when the test ends.
+    _guard: ChildGuard,
     port: u16,
 }
 
@@ -79,7 +80,10 @@ impl NodeExporter {
             .unwrap_or_else(|e| panic!("{e}; install the Debian package prometheus-node-exporter"));
         wait_for_http(port, "/metrics", Duration::from_secs(30))
             .expect("node_exporter did not start");
-        NodeExporter { guard, port }
+        NodeExporter {
+            _guard: guard,
+            port,
+        }
     }
 
     fn scrape(&self) -> String {
