@@ -249,9 +249,8 @@ parser = "nginx_error"
         100.0
     );
     assert!(
-        m(&format!(
-        "steward_http_response_body_bytes_total{{source=\"nginx\",method=\"GET\",status=\"503\"}}"
-    )) >= 200.0 * 5.0
+        m("steward_http_response_body_bytes_total{source=\"nginx\",method=\"GET\",status=\"503\"}")
+            >= 200.0 * 5.0
     );
     assert_eq!(
         m("steward_telemetry_lines_read_total{source=\"nginx\"}"),
