@@ -178,6 +178,7 @@ pub async fn store_object(
     };
     // The source's error is the cause when there is one; the later stages
     // only report that their input stopped.
+    let source_ok = read_result.is_ok();
     let stream = match read_result {
         Err(e) => Err(e),
         Ok(()) => match (
@@ -193,15 +194,31 @@ pub async fn store_object(
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
     };
+    // When the stream stopped only because every target failed, the
+    // targets' own errors are the cause.
+    let stream = match stream {
+        Err(_)
+            if source_ok
+                && !put_results.is_empty()
+                && put_results.iter().all(|(_, r)| r.is_err()) =>
+        {
+            let causes: Vec<String> = put_results
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            Err(Error::Other(causes.join("; ")))
+        }
+        other => other,
+    };
     let targets = match &stream {
         Ok(_) => put_results,
         Err(e) => put_results
             .into_iter()
             .map(|(name, r)| match r {
-                // A target that completed cannot have: End is never sent
-                // after a failure. Keep the guard anyway.
+                // A target cannot have completed (End is never sent after
+                // a failure); keep the guard anyway.
                 Ok(_) => (name, Err(Error::Other(format!("not stored: {e}")))),
-                Err(_) => (name, Err(Error::Other(format!("not stored: {e}")))),
+                Err(own) => (name, Err(own)),
             })
             .collect(),
     };

@@ -3,6 +3,7 @@
 //! temporary directories, and runs the real `steward` binary against them.
 //! Every child process is killed when its guard drops.
 
+pub mod backup_env;
 pub mod grafana_api;
 pub mod mariadb;
 pub mod nginx;
@@ -11,6 +12,7 @@ pub mod phpfpm;
 pub mod postgres;
 pub mod process;
 pub mod promtext;
+pub mod s3;
 
 pub use process::{
     free_port, http_get, steward_bin, wait_for_http, wait_for_tcp, ChildGuard, StewardAgent,

@@ -77,7 +77,6 @@ fn command(job: &JobConfig, program: &Path) -> Command {
     if let Some(u) = &job.user {
         c.arg(format!("--user={u}"));
     }
-    c.arg("--connect-timeout=10");
     if let Some(pw) = &job.password {
         c.env("MYSQL_PWD", pw);
     }
@@ -87,7 +86,14 @@ fn command(job: &JobConfig, program: &Path) -> Command {
 async fn query(job: &JobConfig, sql: &str, what: &str) -> Result<String> {
     let client = find_tool(job, &["mariadb", "mysql"]);
     let mut c = command(job, &client);
-    c.args(["--batch", "--skip-column-names", "--raw", "-e", sql]);
+    c.args([
+        "--connect-timeout=10",
+        "--batch",
+        "--skip-column-names",
+        "--raw",
+        "-e",
+        sql,
+    ]);
     run_capture(what, c).await
 }
 
