@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::Subsystem;
+use crate::grafana::{AnnotationKind, Annotator};
 
 /// Cap on missed runs counted after downtime (a year of hourly runs).
 const MISSED_CAP: usize = 10_000;
@@ -41,6 +42,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
     let backup = Arc::new(config.backup.clone());
     let state_dir = config.agent.state_dir.clone();
     let host = config.agent.effective_hostname();
+    let annotator = Annotator::from_config(config);
     let metrics = Arc::new(BackupMetrics::new(
         &state_dir,
         backup.jobs.keys().cloned().collect(),
@@ -54,6 +56,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
             host: host.clone(),
             metrics: Arc::clone(&metrics),
             cancel: cancel.clone(),
+            annotator: annotator.clone(),
         };
         if let Some(expr) = &job.schedule {
             let schedule = Schedule::parse(expr, &job.timezone)
@@ -83,6 +86,9 @@ struct JobContext {
     host: String,
     metrics: Arc<BackupMetrics>,
     cancel: CancellationToken,
+    /// Posts a Grafana annotation when a run fails (no-op without
+    /// `[grafana]`), so the failure shows on every dashboard.
+    annotator: Annotator,
 }
 
 impl JobContext {
@@ -117,10 +123,18 @@ impl JobContext {
                     RunStatus::Unchanged => {
                         tracing::info!(job = %self.name, reason, "backup skipped: content unchanged")
                     }
-                    RunStatus::Partial | RunStatus::Failed => tracing::error!(
-                        job = %self.name, reason, status = report.status.as_str(),
-                        "backup failed: {}", report.error.as_deref().unwrap_or("unknown cause")
-                    ),
+                    RunStatus::Partial | RunStatus::Failed => {
+                        let cause = report.error.as_deref().unwrap_or("unknown cause");
+                        tracing::error!(
+                            job = %self.name, reason, status = report.status.as_str(),
+                            "backup failed: {cause}"
+                        );
+                        self.annotator.annotate_in_background(
+                            AnnotationKind::BackupFailure,
+                            format!("backup {} on {} failed: {cause}", self.name, self.host),
+                            vec![format!("job:{}", self.name)],
+                        );
+                    }
                 }
                 Some(report)
             }
