@@ -151,7 +151,9 @@ fn clean_name(raw: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
 }
 
 /// Splits `temp1_input` into (`temp`, `1`, `input`); `None` for files that
@@ -264,7 +266,7 @@ pub(crate) fn hwmon_from(root: &Path) -> Result<Vec<MetricFamily>, CollectError>
                 }
                 if let Some(v) = read_attr(&path) {
                     sensors
-                        .entry(format!("{kind}{}", if num.is_empty() { "0" } else { num }))
+                        .entry(format!("{kind}{}", num.parse::<u64>().unwrap_or(0)))
                         .or_default()
                         .insert(prop.to_string(), v);
                 }
