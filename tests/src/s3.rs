@@ -292,8 +292,9 @@ fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Handles requests on one client connection, one at a time, each over a
-/// fresh upstream connection (`Connection: close` upstream).
+/// Handles one request on a client connection over a fresh upstream
+/// connection; the reply says `Connection: close`, so the client opens a new
+/// connection for its next request.
 fn proxy_connection(
     mut client: TcpStream,
     upstream: u16,
@@ -303,7 +304,7 @@ fn proxy_connection(
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
-    loop {
+    {
         let Some((head, mut body)) = read_head(&mut client)? else {
             return Ok(());
         };
@@ -372,6 +373,6 @@ fn proxy_connection(
         if split + 4 <= reply.len() {
             client.write_all(&reply[split + 4..])?;
         }
-        return Ok(());
+        Ok(())
     }
 }
