@@ -204,16 +204,39 @@ async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationT
             _ = tokio::time::sleep(wait) => {}
         }
         tracing::info!("scheduled drill starting");
+        // Every drill outcome becomes a Grafana annotation (no-op without
+        // `[grafana]`), so drills show next to deployments on dashboards.
+        let annotator = crate::grafana::Annotator::from_config(&config);
+        let kind = crate::grafana::AnnotationKind::Drill;
         match scheduled_drill(&config).await {
             Ok(report) if report.success => {
-                tracing::info!(jobs = report.jobs.len(), "scheduled drill passed")
+                tracing::info!(jobs = report.jobs.len(), "scheduled drill passed");
+                annotator.annotate_in_background(
+                    kind,
+                    format!("drill passed ({} jobs)", report.jobs.len()),
+                    vec!["result:success".into()],
+                );
             }
             Ok(report) => {
+                let mut failed = Vec::new();
                 for j in report.jobs.iter().filter(|j| !j.success()) {
                     tracing::error!(job = %j.job, problems = %j.problems().join("; "), "scheduled drill failed");
+                    failed.push(format!("{}: {}", j.job, j.problems().join("; ")));
                 }
+                annotator.annotate_in_background(
+                    kind,
+                    format!("drill failed: {}", failed.join(" | ")),
+                    vec!["result:failure".into()],
+                );
             }
-            Err(e) => tracing::error!("scheduled drill could not run: {e:#}"),
+            Err(e) => {
+                tracing::error!("scheduled drill could not run: {e:#}");
+                annotator.annotate_in_background(
+                    kind,
+                    format!("drill could not run: {e:#}"),
+                    vec!["result:failure".into()],
+                );
+            }
         }
     }
 }
