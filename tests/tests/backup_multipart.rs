@@ -75,3 +75,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn missing_bucket_is_one_clear_line_not_the_sdk_dump() {
+    let env = BackupEnv::new();
+    let data = env.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"hello").unwrap();
+    let s3 = S3Server::start().expect("start moto");
+    env.write_config(&format!(
+        "[backup.targets.offsite]\nkind = \"s3\"\nbucket = \"no-such-bucket\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{ACCESS_KEY_ID}\"\nsecret_access_key = \"{SECRET_ACCESS_KEY}\"\n\n\
+         [backup.jobs.files]\nkind = \"files\"\npaths = [\"{}\"]\ntargets = [\"offsite\"]\n",
+        s3.endpoint(),
+        data.display()
+    ));
+    let (code, _report, stderr) = env.run_job("files");
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
+    assert!(
+        stderr.contains("no-such-bucket"),
+        "names the bucket: {stderr}"
+    );
+    for dump in ["ErrorMetadata", "raw: Response", "SdkBody"] {
+        assert!(
+            !stderr.contains(dump),
+            "raw SDK dump in the error: {stderr}"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
@@ -171,7 +171,7 @@ impl S3Target {
         }
         req.send()
             .await
-            .map_err(|e| self.err(format!("uploading {key}: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| self.err(format!("uploading {key}: {}", describe(&e))))?;
         Ok(len)
     }
 
@@ -204,12 +204,10 @@ impl S3Target {
         if self.checksums() {
             req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
-        let created = req.send().await.map_err(|e| {
-            self.err(format!(
-                "starting the upload of {key}: {}",
-                DisplayErrorContext(&e)
-            ))
-        })?;
+        let created = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("starting the upload of {key}: {}", describe(&e))))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| {
@@ -240,10 +238,7 @@ impl S3Target {
                     .send()
                     .await
                     .map_err(|e| {
-                        self.err(format!(
-                            "completing the upload of {key}: {}",
-                            DisplayErrorContext(&e)
-                        ))
+                        self.err(format!("completing the upload of {key}: {}", describe(&e)))
                     })?;
                 guard.upload_id = None;
                 Ok(total)
@@ -263,7 +258,7 @@ impl S3Target {
                         target_name = %self.name,
                         key,
                         "could not abort the failed upload (the next run retries): {}",
-                        DisplayErrorContext(&abort)
+                        describe(&abort)
                     );
                 }
                 Err(e)
@@ -344,12 +339,7 @@ impl S3Target {
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    self.err(format!(
-                        "listing unfinished uploads: {}",
-                        DisplayErrorContext(&e)
-                    ))
-                })?;
+                .map_err(|e| self.err(format!("listing unfinished uploads: {}", describe(&e))))?;
             for u in resp.uploads() {
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     out.push((
@@ -404,7 +394,7 @@ impl PartUploader {
                 format!(
                     "uploading part {number} of {}: {}; the upload was aborted",
                     self.display_key,
-                    DisplayErrorContext(&e)
+                    describe(&e)
                 ),
             )
         })?;
@@ -523,7 +513,7 @@ impl Target for S3Target {
                         self.location()
                     )))
                 } else {
-                    Err(self.err(format!("downloading {key}: {}", DisplayErrorContext(&e))))
+                    Err(self.err(format!("downloading {key}: {}", describe(&e))))
                 }
             }
         }
@@ -541,9 +531,7 @@ impl Target for S3Target {
                 .set_continuation_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    self.err(format!("listing {prefix:?}: {}", DisplayErrorContext(&e)))
-                })?;
+                .map_err(|e| self.err(format!("listing {prefix:?}: {}", describe(&e))))?;
             for o in resp.contents() {
                 let Some(k) = o.key() else { continue };
                 let Some(rel) = self.relative_key(k) else {
@@ -573,7 +561,7 @@ impl Target for S3Target {
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| self.err(format!("deleting {key}: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| self.err(format!("deleting {key}: {}", describe(&e))))?;
         Ok(())
     }
 
@@ -590,13 +578,47 @@ impl Target for S3Target {
                 .map_err(|e| {
                     self.err(format!(
                         "aborting the unfinished upload of {key}: {}",
-                        DisplayErrorContext(&e)
+                        describe(&e)
                     ))
                 })?;
             removed.push(format!("unfinished multipart upload of {key}"));
         }
         Ok(removed)
     }
+}
+
+/// One line for an SDK error: S3's own code and message when the store
+/// answered, else the chain of causes (connection refused, timeout...).
+/// The SDK's `Debug`/`DisplayErrorContext` form dumps the whole raw
+/// response, which buries the cause an on-call engineer needs.
+fn describe<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let SdkError::ServiceError(service) = e {
+        let err = service.err();
+        match (err.code(), err.message()) {
+            (Some(code), Some(message)) => return format!("{code}: {message}"),
+            (Some(code), None) => return code.to_string(),
+            _ => return cause_chain(err),
+        }
+    }
+    cause_chain(e)
+}
+
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]
