@@ -30,6 +30,36 @@ fn config_check_reports_every_error_and_exits_2() {
 }
 
 #[test]
+fn config_check_rejects_duplicate_target_names_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dup.toml");
+    std::fs::write(
+        &path,
+        "[node]\nenabled = false\n\
+         [[nginx]]\nname = \"web\"\nscrape_uri = \"http://127.0.0.1:1/stub_status\"\n\
+         [[nginx]]\nname = \"web\"\nscrape_uri = \"http://127.0.0.1:2/stub_status\"\n\
+         [[mysql]]\nname = \"db\"\n[[mysql]]\nname = \"db\"\nport = 3307\n",
+    )
+    .unwrap();
+    let out = Command::new(steward_bin())
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("2 errors"), "{stderr}");
+    assert!(
+        stderr.contains("nginx[1].name: \"web\" is used by nginx[0] and nginx[1]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mysql[1].name: \"db\" is used by mysql[0] and mysql[1]"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn missing_explicit_config_is_a_clear_error() {
     let out = Command::new(steward_bin())
         .args(["agent", "--config", "/nonexistent/steward.toml"])

@@ -323,7 +323,67 @@ pub fn validate(config: &Config) -> Vec<String> {
     add("backup".into(), config.backup.validate());
     add("telemetry".into(), config.telemetry.validate());
     add("grafana".into(), config.grafana.validate());
+    errors.extend(duplicates(
+        "nginx",
+        "name",
+        config.nginx.iter().map(|t| t.name.as_str()),
+    ));
+    errors.extend(duplicates(
+        "phpfpm",
+        "name",
+        config.phpfpm.iter().map(|p| p.display_name()),
+    ));
+    errors.extend(duplicates(
+        "phpfpm",
+        "scrape_uri",
+        config.phpfpm.iter().map(|p| p.scrape_uri.as_str()),
+    ));
+    errors.extend(duplicates(
+        "mysql",
+        "name",
+        config.mysql.iter().map(|t| t.name.as_str()),
+    ));
+    errors.extend(duplicates(
+        "postgres",
+        "name",
+        config.postgres.iter().map(|t| t.name.as_str()),
+    ));
+    errors.extend(duplicates(
+        "probe",
+        "name",
+        config.probe.iter().map(|t| t.name.as_str()),
+    ));
     errors
+}
+
+/// Entries of one kind must differ in `key`: the name is the `target` (or
+/// `probe`, `pool`) label and the `/health` entry, so two entries sharing it
+/// would export the same series twice and Prometheus would reject the
+/// scrape. One message per repeat, naming every entry that has the value.
+fn duplicates<'a>(kind: &str, key: &str, values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, value) in values.enumerate() {
+        // An empty name is reported by the entry's own validation.
+        if value.trim().is_empty() {
+            continue;
+        }
+        match seen.iter_mut().find(|(v, _)| *v == value) {
+            Some((_, at)) => at.push(i),
+            None => seen.push((value, vec![i])),
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(value, at)| {
+            let places: Vec<String> = at.iter().map(|i| format!("{kind}[{i}]")).collect();
+            format!(
+                "{kind}[{last}].{key}: {value:?} is used by {places}; each [[{kind}]] needs its own {key}, \
+                 or their series and /health entries would collide",
+                last = at[at.len() - 1],
+                places = places.join(" and "),
+            )
+        })
+        .collect()
 }
 
 /// The effective configuration as TOML with every secret replaced by
@@ -371,6 +431,31 @@ mod tests {
         let err = parse(text, "t", &no_env).unwrap_err();
         assert_eq!(err.errors.len(), 2, "{err}");
         assert!(err.errors[0].starts_with("agent.scrape_timeout_secs"));
+    }
+
+    #[test]
+    fn duplicate_target_names_name_every_entry() {
+        let text = "[[nginx]]\nname = \"web\"\n[[nginx]]\nname = \"web\"\n\
+                    [[postgres]]\nname = \"db\"\n[[postgres]]\nname = \"other\"\n\
+                    [[postgres]]\nname = \"db\"\n[[probe]]\nname = \"livez\"\n\
+                    url = \"http://127.0.0.1/livez\"\n\
+                    [[phpfpm]]\nscrape_uri = \"tcp://127.0.0.1:9000/status\"\n\
+                    [[phpfpm]]\nscrape_uri = \"tcp://127.0.0.1:9000/status\"\nname = \"www\"\n";
+        let err = parse(text, "t", &no_env).unwrap_err();
+        let all = err.to_string();
+        assert_eq!(err.errors.len(), 3, "{all}");
+        assert!(
+            all.contains("nginx[1].name: \"web\" is used by nginx[0] and nginx[1]"),
+            "{all}"
+        );
+        assert!(
+            all.contains("postgres[2].name: \"db\" is used by postgres[0] and postgres[2]"),
+            "{all}"
+        );
+        assert!(all.contains("phpfpm[1].scrape_uri:"), "{all}");
+        assert!(!all.contains("probe"), "{all}");
+        let distinct = "[[mysql]]\nname = \"a\"\n[[mysql]]\nname = \"b\"\n";
+        assert!(parse(distinct, "t", &no_env).is_ok());
     }
 
     #[test]

@@ -94,7 +94,8 @@ impl PhpFpmPool {
         errors
     }
 
-    fn display_name(&self) -> &str {
+    /// The pool's name in `/health` and logs: `name`, or the scrape URI.
+    pub fn display_name(&self) -> &str {
         if self.name.is_empty() {
             &self.scrape_uri
         } else {
