@@ -144,9 +144,13 @@ pub struct S3TargetConfig {
     pub object_lock_mode: Option<String>,
     #[serde(default)]
     pub object_lock_days: Option<u32>,
-    /// Request checksums: `when_supported` (SDK default: CRC32 on every
-    /// upload) or `when_required` (for S3-compatible stores that reject
-    /// the newer checksum headers).
+    /// Upload checksums: `when_supported` (default: a CRC32 checksum on
+    /// every PutObject and UploadPart, checked by the store on receipt) or
+    /// `when_required` (only where the API demands one, for S3-compatible
+    /// stores that reject the newer checksum headers). Downloads are never
+    /// checked with the store's checksum: every object's sha256 is checked
+    /// against the manifest instead (multi-part objects only have a
+    /// checksum of their parts' checksums, which a reader cannot recompute).
     #[serde(default = "default_checksum")]
     pub checksum: String,
     /// First multipart part size; parts grow (x2 every 1,000 parts) so an

@@ -123,10 +123,20 @@ impl S3Server {
 
     /// Object Lock mode and retain-until date of an object, as headers.
     pub fn head(&self, bucket: &str, key: &str) -> anyhow::Result<String> {
+        self.head_with(bucket, key, "")
+    }
+
+    /// The response headers of HEAD with `x-amz-checksum-mode: ENABLED`,
+    /// which makes the store return the object's stored checksum.
+    pub fn head_with_checksum(&self, bucket: &str, key: &str) -> anyhow::Result<String> {
+        self.head_with(bucket, key, "x-amz-checksum-mode: ENABLED\r\n")
+    }
+
+    fn head_with(&self, bucket: &str, key: &str, extra: &str) -> anyhow::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.write_all(
             format!(
-                "HEAD /{bucket}/{key} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n"
+                "HEAD /{bucket}/{key} HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra}Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n"
             )
             .as_bytes(),
         )?;

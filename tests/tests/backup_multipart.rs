@@ -17,13 +17,14 @@ fn multi_part_upload_completes_and_restores_identically() {
     // 5 MiB part size after zstd.
     random_file(&data.join("big.bin"), 12 * 1024 * 1024, 7);
     let s3 = S3Server::start().expect("start moto");
-    // checksum = "when_required": with the SDK's default response checksum
-    // validation, reading a multi-part object back from moto fails with a
-    // streaming error (open defect, see the issue notes); S3-compatible
-    // stores are what this option is for.
+    // The DEFAULT checksum setting (no `checksum` key): uploads carry CRC32
+    // request checksums, so the stored object has a composite (checksum of
+    // the parts' checksums) CRC32, which moto returns without S3's `-N`
+    // suffix; the SDK's response validation then compared it with the CRC32
+    // of the whole body and failed the download with a streaming error.
     s3.create_bucket("backups", false).unwrap();
     env.write_config(&format!(
-        "[backup.targets.offsite]\nkind = \"s3\"\nbucket = \"backups\"\nprefix = \"steward\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{ACCESS_KEY_ID}\"\nsecret_access_key = \"{SECRET_ACCESS_KEY}\"\npart_size_bytes = 5242880\nchecksum = \"when_required\"\n\n\
+        "[backup.targets.offsite]\nkind = \"s3\"\nbucket = \"backups\"\nprefix = \"steward\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{ACCESS_KEY_ID}\"\nsecret_access_key = \"{SECRET_ACCESS_KEY}\"\npart_size_bytes = 5242880\n\n\
          [backup.jobs.files]\nkind = \"files\"\npaths = [\"{}\"]\ntargets = [\"offsite\"]\n",
         s3.endpoint(),
         data.display()
@@ -33,6 +34,17 @@ fn multi_part_upload_completes_and_restores_identically() {
     assert!(
         s3.list_uploads("backups").unwrap().is_empty(),
         "no multipart upload may be left open"
+    );
+    // Request checksums stay on by default: the stored data object has one.
+    let keys = s3.list_keys("backups", "steward/").unwrap();
+    let object = keys
+        .iter()
+        .find(|k| k.ends_with(".age"))
+        .unwrap_or_else(|| panic!("no stored object in {keys:?}"));
+    let head = s3.head_with_checksum("backups", object).unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("x-amz-checksum-crc32:"),
+        "the multi-part object was uploaded without a CRC32 checksum:\n{head}"
     );
 
     let out_dir = env.dir.path().join("restored");

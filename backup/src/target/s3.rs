@@ -86,21 +86,22 @@ impl S3Target {
             ));
         }
         let shared = loader.load().await;
-        let (request_checksum, response_checksum) = if config.checksum == "when_required" {
-            (
-                RequestChecksumCalculation::WhenRequired,
-                ResponseChecksumValidation::WhenRequired,
-            )
+        // Request checksums follow `checksum`. Response checksum validation
+        // is always off: Steward checks the sha256 of every stored object
+        // against the manifest end to end, and the SDK's validation breaks
+        // downloads of multi-part objects on stores that return the
+        // composite checksum (the checksum of the parts' checksums) without
+        // S3's `-<parts>` suffix (moto 5.1 does): the SDK then compares it
+        // with the checksum of the whole body and fails the stream.
+        let request_checksum = if config.checksum == "when_required" {
+            RequestChecksumCalculation::WhenRequired
         } else {
-            (
-                RequestChecksumCalculation::WhenSupported,
-                ResponseChecksumValidation::WhenSupported,
-            )
+            RequestChecksumCalculation::WhenSupported
         };
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.path_style)
             .request_checksum_calculation(request_checksum)
-            .response_checksum_validation(response_checksum);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
