@@ -1,7 +1,8 @@
 //! HTTP(S) probes of an application's endpoints (`/livez`, `/readyz`,
 //! `/health`) and of its TLS certificate, exported with blackbox_exporter's
-//! names (`probe_success`, `probe_http_status_code`, `probe_duration_seconds`,
-//! `probe_ssl_earliest_cert_expiry`, ...).
+//! http prober names (`probe_success`, `probe_http_status_code`,
+//! `probe_duration_seconds`, `probe_http_duration_seconds{phase}`,
+//! `probe_ssl_earliest_cert_expiry`, `probe_tls_version_info`, ...).
 //!
 //! blackbox_exporter answers one probe per request and Prometheus adds the
 //! target label by relabelling. Steward runs every configured probe in the
@@ -9,6 +10,7 @@
 //! `target="<url>"` instead.
 
 pub(crate) mod client;
+mod http;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::{Labels, MetricFamily};
-use client::{budget, build_client, error_chain, ClientTls};
+use client::budget;
 
 /// Redirects followed before a probe fails, like blackbox's default.
 const MAX_REDIRECTS: u32 = 10;
@@ -61,6 +63,13 @@ pub struct ProbeTarget {
     /// PEM CA bundle trusted in addition to the web PKI roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Fail when the body matches any of these regular expressions
+    /// (`probe_failed_due_to_regex` says why).
+    #[serde(default)]
+    pub fail_if_body_matches_regexp: Vec<String>,
+    /// Fail when the body does not match all of these.
+    #[serde(default)]
+    pub fail_if_body_not_matches_regexp: Vec<String>,
 }
 
 impl Default for ProbeTarget {
@@ -76,6 +85,8 @@ impl Default for ProbeTarget {
             body_size_limit_bytes: default_body_size_limit_bytes(),
             insecure_skip_verify: false,
             ca_file: None,
+            fail_if_body_matches_regexp: Vec::new(),
+            fail_if_body_not_matches_regexp: Vec::new(),
         }
     }
 }
@@ -144,6 +155,25 @@ impl ProbeTarget {
         if self.body_size_limit_bytes == 0 {
             errors.push("body_size_limit_bytes: must be at least 1".into());
         }
+        for (key, list) in [
+            (
+                "fail_if_body_matches_regexp",
+                &self.fail_if_body_matches_regexp,
+            ),
+            (
+                "fail_if_body_not_matches_regexp",
+                &self.fail_if_body_not_matches_regexp,
+            ),
+        ] {
+            for pattern in list {
+                if let Err(e) = regex::bytes::Regex::new(pattern) {
+                    let first = e.to_string().lines().last().unwrap_or("").to_string();
+                    errors.push(format!(
+                        "{key}: {pattern:?} is not a regular expression ({first})"
+                    ));
+                }
+            }
+        }
         errors
     }
 }
@@ -177,8 +207,14 @@ pub struct ProbeResult {
     pub ssl: bool,
     /// `1.1`, `2`, ...; 0 when no response arrived.
     pub http_version: f64,
-    /// notAfter of the server's certificate, unix seconds.
-    pub cert_not_after: Option<i64>,
+    /// Per-phase seconds, summed over redirects.
+    pub phases: http::Phases,
+    /// The address of the first hop and how long resolving it took.
+    pub peer: Option<http::Peer>,
+    /// TLS facts of the final hop, when it was HTTPS.
+    pub tls: Option<http::TlsState>,
+    /// A body regular expression failed the probe.
+    pub failed_due_to_regex: bool,
     /// Why the probe failed (for logs and `/health`; never a secret).
     pub failure: Option<String>,
 }
@@ -186,21 +222,27 @@ pub struct ProbeResult {
 /// Runs one probe.
 pub struct ProbeCollector {
     target: ProbeTarget,
-    client: reqwest::Client,
+    tls: http::Tls,
     headers: reqwest::header::HeaderMap,
+    must_not_match: Vec<regex::bytes::Regex>,
+    must_match: Vec<regex::bytes::Regex>,
     labels: Labels,
     last_success: AtomicBool,
 }
 
 impl ProbeCollector {
     pub fn new(target: ProbeTarget) -> Result<Self, String> {
-        let client = build_client(&ClientTls {
-            verify: !target.insecure_skip_verify,
-            ca_file: target.ca_file.as_deref(),
-            keep_alive: false,
-            capture_tls: true,
-            follow_redirects: false,
-        })?;
+        let tls = http::Tls::new(!target.insecure_skip_verify, target.ca_file.as_deref())?;
+        let compile = |list: &[String]| {
+            list.iter()
+                .map(|p| {
+                    regex::bytes::Regex::new(p)
+                        .map_err(|e| format!("{p:?} is not a regular expression: {e}"))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        let must_not_match = compile(&target.fail_if_body_matches_regexp)?;
+        let must_match = compile(&target.fail_if_body_not_matches_regexp)?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &target.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
@@ -215,8 +257,10 @@ impl ProbeCollector {
         ];
         Ok(ProbeCollector {
             target,
-            client,
+            tls,
             headers,
+            must_not_match,
+            must_match,
             labels,
             last_success: AtomicBool::new(true),
         })
@@ -249,14 +293,18 @@ impl ProbeCollector {
         };
         let mut url = reqwest::Url::parse(&self.target.url)
             .map_err(|e| format!("bad URL {:?}: {e}", self.target.url))?;
-        let response = loop {
-            let response = self
-                .client
-                .request(method.clone(), url.clone())
-                .headers(self.headers.clone())
-                .send()
-                .await
-                .map_err(|e| format!("request to {url} failed: {}", error_chain(&e)))?;
+        let mut exchange = loop {
+            let request = self.request(&method, &url)?;
+            // Only the first hop's address is exported, like blackbox,
+            // whose later hops go through Go's own dialer.
+            let mut peer = None;
+            let exchange =
+                http::exchange(&url, request, &self.tls, &mut result.phases, &mut peer).await;
+            if result.peer.is_none() {
+                result.peer = peer;
+            }
+            let exchange = exchange.map_err(|e| format!("{url}: {e}"))?;
+            let response = &exchange.response;
             let location = response
                 .headers()
                 .get(reqwest::header::LOCATION)
@@ -273,13 +321,17 @@ impl ProbeCollector {
                     url = url.join(&location).map_err(|e| {
                         format!("redirect to {location:?} from {url} is not a URL: {e}")
                     })?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err(format!("redirect to {url}, which is not http(s)"));
+                    }
                 }
-                _ => break response,
+                _ => break exchange,
             }
         };
 
+        let response = &exchange.response;
         result.status_code = response.status().as_u16();
-        result.ssl = response.url().scheme() == "https";
+        result.ssl = exchange.tls.is_some();
         result.http_version = match response.version() {
             reqwest::Version::HTTP_09 => 0.9,
             reqwest::Version::HTTP_10 => 1.0,
@@ -294,18 +346,15 @@ impl ProbeCollector {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(-1);
-        if let Some(info) = response.extensions().get::<reqwest::tls::TlsInfo>() {
-            if let Some(der) = info.peer_certificate() {
-                result.cert_not_after = Some(certificate_not_after(der)?);
-            }
-        }
+        result.tls = exchange.tls.clone();
         let status_ok = if self.target.valid_status_codes.is_empty() {
             response.status().is_success()
         } else {
             self.target.valid_status_codes.contains(&result.status_code)
         };
         let limit = usize::try_from(self.target.body_size_limit_bytes).unwrap_or(usize::MAX);
-        let body = client::read_limited(response, limit).await?;
+        let body = http::read_body(exchange.response.body_mut(), limit).await?;
+        result.phases.transfer += exchange.head_at.elapsed().as_secs_f64();
         result.body_length = body.len() as u64;
         if !status_ok {
             return Err(format!(
@@ -318,15 +367,48 @@ impl ProbeCollector {
                 }
             ));
         }
+        if let Some(re) = self.must_not_match.iter().find(|re| re.is_match(&body)) {
+            result.failed_due_to_regex = true;
+            return Err(format!("the body matches {:?}", re.as_str()));
+        }
+        if let Some(re) = self.must_match.iter().find(|re| !re.is_match(&body)) {
+            result.failed_due_to_regex = true;
+            return Err(format!("the body does not match {:?}", re.as_str()));
+        }
         Ok(())
     }
-}
 
-/// The notAfter of a DER certificate, in unix seconds.
-pub fn certificate_not_after(der: &[u8]) -> Result<i64, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the server certificate does not parse: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    /// The request of one hop: origin-form target, `Host` and `User-Agent`
+    /// unless the configuration sets them.
+    fn request(
+        &self,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+    ) -> Result<hyper::Request<http_body_util::Empty<hyper::body::Bytes>>, String> {
+        let mut target = url.path().to_string();
+        if let Some(query) = url.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(&target)
+            .header(reqwest::header::HOST, &host)
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("steward/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(http_body_util::Empty::new())
+            .map_err(|e| format!("cannot build a request for {url}: {e}"))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name, value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// The blackbox families of one probe result.
@@ -378,12 +460,74 @@ pub fn families(result: &ProbeResult, labels: &Labels) -> Vec<MetricFamily> {
             result.http_version,
         ),
     ];
-    if let Some(not_after) = result.cert_not_after {
-        out.push(gauge(
-            "probe_ssl_earliest_cert_expiry",
-            "Returns last SSL chain expiry in unixtime",
-            not_after as f64,
-        ));
+    let mut phases = MetricFamily::gauge(
+        "probe_http_duration_seconds",
+        "Duration of http request by phase, summed over all redirects",
+    );
+    let p = &result.phases;
+    for (phase, secs) in [
+        ("resolve", p.resolve),
+        ("connect", p.connect),
+        ("tls", p.tls),
+        ("processing", p.processing),
+        ("transfer", p.transfer),
+    ] {
+        let mut l = labels.clone();
+        l.push(("phase".into(), phase.to_string()));
+        phases.push_owned(l, secs);
+    }
+    out.push(phases);
+    out.push(gauge(
+        "probe_failed_due_to_regex",
+        "Indicates if probe failed due to regex",
+        if result.failed_due_to_regex { 1.0 } else { 0.0 },
+    ));
+    // blackbox registers these as soon as it resolves, 0 until known.
+    let peer = result.peer.as_ref();
+    out.push(gauge(
+        "probe_dns_lookup_time_seconds",
+        "Returns the time taken for probe dns lookup in seconds",
+        peer.map_or(0.0, |p| p.lookup_secs),
+    ));
+    out.push(gauge(
+        "probe_ip_protocol",
+        "Specifies whether probe ip protocol is IP4 or IP6",
+        match peer.map(|p| p.ip) {
+            Some(std::net::IpAddr::V4(_)) => 4.0,
+            Some(std::net::IpAddr::V6(_)) => 6.0,
+            None => 0.0,
+        },
+    ));
+    out.push(gauge(
+        "probe_ip_addr_hash",
+        "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+        peer.map_or(0.0, |p| http::ip_hash(p.ip)),
+    ));
+    if let Some(tls) = &result.tls {
+        if let Some(not_after) = tls.earliest_expiry {
+            out.push(gauge(
+                "probe_ssl_earliest_cert_expiry",
+                "Returns last SSL chain expiry in unixtime",
+                not_after as f64,
+            ));
+        }
+        // Only a verified chain has a last-chain expiry (blackbox would
+        // export year 1 for an unverified one, which helps nobody).
+        if let Some(not_after) = tls.last_chain_expiry {
+            out.push(gauge(
+                "probe_ssl_last_chain_expiry_timestamp_seconds",
+                "Returns last SSL chain expiry in timestamp",
+                not_after as f64,
+            ));
+        }
+        let mut version = MetricFamily::gauge(
+            "probe_tls_version_info",
+            "Returns the TLS version used or NaN when unknown",
+        );
+        let mut l = labels.clone();
+        l.push(("version".into(), tls.version.clone()));
+        version.push_owned(l, 1.0);
+        out.push(version);
     }
     out
 }
@@ -478,8 +622,8 @@ mod tests {
     }
 
     #[test]
-    fn garbage_certificate_is_an_error() {
-        assert!(certificate_not_after(b"\x30\x03\x02\x01\x00").is_err());
-        assert!(certificate_not_after(&[]).is_err());
+    fn garbage_certificate_is_skipped() {
+        assert!(http::Parsed::new(b"\x30\x03\x02\x01\x00").is_none());
+        assert!(http::Parsed::new(&[]).is_none());
     }
 }
