@@ -59,6 +59,8 @@ pub struct Exporter {
     compression: Compression,
     timeout: Duration,
     endpoint: String,
+    /// gzip output buffers, one per concurrent send.
+    gzip_buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 fn header_pairs(cfg: &ExporterConfig) -> Vec<(String, String)> {
@@ -171,7 +173,23 @@ impl Exporter {
             compression: cfg.compression,
             timeout,
             endpoint,
+            gzip_buffers: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    fn take_gzip_buffer(&self) -> Vec<u8> {
+        match self.gzip_buffers.lock() {
+            Ok(mut pool) => pool.pop().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn return_gzip_buffer(&self, buf: Vec<u8>) {
+        if let Ok(mut pool) = self.gzip_buffers.lock() {
+            if pool.len() < 4 {
+                pool.push(buf);
+            }
+        }
     }
 
     /// One attempt to send an encoded request.
@@ -268,26 +286,18 @@ impl Exporter {
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
         request = match self.compression {
             Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(payload.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                use std::io::Write;
-                if enc.write_all(payload).is_err() {
-                    return Outcome::Fatal {
-                        reason: "gzip".into(),
-                    };
-                }
-                match enc.finish() {
-                    Ok(body) => request
-                        .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                        .body(body),
-                    Err(_) => {
-                        return Outcome::Fatal {
-                            reason: "gzip".into(),
-                        }
-                    }
-                }
+                // A reused buffer (not zeroed per batch); the body is a
+                // copy of the compressed bytes only.
+                let mut buf = self.take_gzip_buffer();
+                let n = match crate::wire::gzip_fast(payload, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => return Outcome::Fatal { reason: e },
+                };
+                let body = Bytes::copy_from_slice(&buf[..n]);
+                self.return_gzip_buffer(buf);
+                request
+                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                    .body(body)
             }
             Compression::None => request.body(payload.to_vec()),
         };

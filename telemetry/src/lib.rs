@@ -13,5 +13,6 @@ pub mod receiver;
 pub mod spans;
 pub mod stats;
 pub mod tail;
+pub mod wire;
 
 pub use pipeline::{start, Pipeline, StartOptions};

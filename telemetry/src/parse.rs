@@ -6,6 +6,7 @@
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
 use crate::config::ParserKind;
+use crate::wire::{AttributeSink, EncodedAttributes, Value};
 
 /// OTLP severity numbers (DEBUG 5, INFO 9, NOTICE 10, WARN 13, ERROR 17,
 /// CRIT 18, ALERT 19, EMERG/FATAL 21).
@@ -49,7 +50,17 @@ pub struct Parsed {
 pub fn parse(kind: ParserKind, text: &str) -> Parsed {
     let parsed = match kind {
         ParserKind::Plain => None,
-        ParserKind::NginxCombined => nginx_combined(text),
+        ParserKind::NginxCombined => {
+            let mut attributes = Vec::with_capacity(14);
+            nginx_combined(text, &mut attributes).map(|m| Parsed {
+                time_unix_nano: m.time_unix_nano,
+                severity: m.severity,
+                severity_text: m.severity_text,
+                body: None,
+                attributes,
+                access: m.access,
+            })
+        }
         ParserKind::NginxJson => nginx_json(text),
         ParserKind::NginxError => nginx_error(text),
         ParserKind::PhpFpm => php(text),
@@ -171,12 +182,14 @@ fn parse_zone(z: &str) -> Option<i64> {
         b'-' => (-1, &z[1..]),
         _ => return None,
     };
-    let digits = digits.replace(':', "");
-    if digits.len() != 4 {
-        return None;
-    }
-    let h: i64 = digits[..2].parse().ok()?;
-    let m: i64 = digits[2..].parse().ok()?;
+    // `+0100` or `+01:00`, without allocating (this runs per line).
+    let (hh, mm) = match digits.len() {
+        4 => (digits.get(..2)?, digits.get(2..)?),
+        5 if digits.as_bytes()[2] == b':' => (digits.get(..2)?, digits.get(3..)?),
+        _ => return None,
+    };
+    let h: i64 = hh.parse().ok()?;
+    let m: i64 = mm.parse().ok()?;
     Some(sign * (h * 3600 + m * 60))
 }
 
@@ -187,35 +200,28 @@ fn parse_rfc3339(t: &str) -> Option<u64> {
 }
 
 /// Splits `"GET /a?b HTTP/1.1"` and adds method, path, query, protocol.
-fn request_line(request: &str, attrs: &mut Vec<KeyValue>) -> &'static str {
+fn request_line<S: AttributeSink>(request: &str, attrs: &mut S) -> &'static str {
     let mut parts = request.splitn(3, ' ');
     let method = parts.next().unwrap_or("");
     let target = parts.next();
     let protocol = parts.next();
     let normalized = normalize_method(method);
-    attrs.push(kv_str(
-        "http.request.method",
-        if normalized == "_OTHER" {
-            "_OTHER"
-        } else {
-            normalized
-        },
-    ));
+    attrs.attribute("http.request.method", Value::Str(normalized));
     if normalized == "_OTHER" && !method.is_empty() {
-        attrs.push(kv_str("http.request.method_original", method));
+        attrs.attribute("http.request.method_original", Value::Str(method));
     }
     if let Some(target) = target {
         match target.split_once('?') {
             Some((path, query)) => {
-                attrs.push(kv_str("url.path", path));
-                attrs.push(kv_str("url.query", query));
+                attrs.attribute("url.path", Value::Str(path));
+                attrs.attribute("url.query", Value::Str(query));
             }
-            None => attrs.push(kv_str("url.path", target)),
+            None => attrs.attribute("url.path", Value::Str(target)),
         }
     }
     if let Some(version) = protocol.and_then(|p| p.strip_prefix("HTTP/")) {
-        attrs.push(kv_str("network.protocol.name", "http"));
-        attrs.push(kv_str("network.protocol.version", version));
+        attrs.attribute("network.protocol.name", Value::Str("http"));
+        attrs.attribute("network.protocol.version", Value::Str(version));
     }
     normalized
 }
@@ -248,8 +254,20 @@ fn take_token(s: &str) -> (&str, &str) {
     }
 }
 
+/// What a parser found besides the attributes.
+#[derive(Debug, Default)]
+pub struct Meta {
+    /// 0 when unknown.
+    pub time_unix_nano: u64,
+    pub severity: i32,
+    pub severity_text: &'static str,
+    pub access: Option<AccessInfo>,
+}
+
 /// `combined` plus optional `$request_time $upstream_response_time`.
-fn nginx_combined(line: &str) -> Option<Parsed> {
+/// Attributes go to `attrs` only once the line is known to parse, so a
+/// `None` leaves it untouched.
+fn nginx_combined<S: AttributeSink>(line: &str, attrs: &mut S) -> Option<Meta> {
     let (remote_addr, rest) = take_token(line);
     let rest = rest.strip_prefix("- ")?;
     let (remote_user, rest) = take_token(rest);
@@ -262,42 +280,39 @@ fn nginx_combined(line: &str) -> Option<Parsed> {
     let status: u16 = status.parse().ok()?;
     let (bytes, rest) = take_token(rest);
     let bytes: u64 = bytes.parse().unwrap_or(0);
-    let mut attrs = Vec::with_capacity(14);
-    attrs.push(kv_str("client.address", remote_addr));
+    attrs.attribute("client.address", Value::Str(remote_addr));
     if remote_user != "-" {
-        attrs.push(kv_str("enduser.id", remote_user));
+        attrs.attribute("enduser.id", Value::Str(remote_user));
     }
-    let method = request_line(request, &mut attrs);
-    attrs.push(kv_int("http.response.status_code", status as i64));
-    attrs.push(kv_int("http.response.body.size", bytes as i64));
+    let method = request_line(request, attrs);
+    attrs.attribute("http.response.status_code", Value::Int(status as i64));
+    attrs.attribute("http.response.body.size", Value::Int(bytes as i64));
     let mut duration = None;
     let mut upstream = None;
     if let Some((referer, rest)) = take_quoted(rest) {
         if referer != "-" {
-            attrs.push(kv_str("http.request.header.referer", referer));
+            attrs.attribute("http.request.header.referer", Value::Str(referer));
         }
         if let Some((agent, rest)) = take_quoted(rest) {
             if agent != "-" {
-                attrs.push(kv_str("user_agent.original", agent));
+                attrs.attribute("user_agent.original", Value::Str(agent));
             }
             let (request_time, rest) = take_token(rest);
             duration = request_time.parse::<f64>().ok();
             if let Some(d) = duration {
-                attrs.push(kv_f64("nginx.request_time", d));
+                attrs.attribute("nginx.request_time", Value::F64(d));
             }
             upstream = parse_upstream_times(rest);
             if let Some(u) = upstream {
-                attrs.push(kv_f64("nginx.upstream_response_time", u));
+                attrs.attribute("nginx.upstream_response_time", Value::F64(u));
             }
         }
     }
     let (severity, severity_text) = status_severity(status);
-    Some(Parsed {
+    Some(Meta {
         time_unix_nano: parse_time_local(time_local).unwrap_or(0),
         severity,
         severity_text,
-        body: None,
-        attributes: attrs,
         access: Some(AccessInfo {
             method,
             status,
@@ -306,6 +321,36 @@ fn nginx_combined(line: &str) -> Option<Parsed> {
             upstream,
         }),
     })
+}
+
+/// Parses `text` like [`parse`], writing the attributes encoded into
+/// `attrs` (cleared first) instead of building messages: the tailer's
+/// path. The returned body is `None` when the text is the body.
+pub fn parse_encoded(
+    kind: ParserKind,
+    text: &str,
+    attrs: &mut EncodedAttributes,
+) -> (Meta, Option<AnyValue>) {
+    attrs.clear();
+    match kind {
+        ParserKind::Plain => (Meta::default(), None),
+        ParserKind::NginxCombined => (nginx_combined(text, attrs).unwrap_or_default(), None),
+        _ => {
+            let p = parse(kind, text);
+            for kv in &p.attributes {
+                attrs.push_message(kv);
+            }
+            (
+                Meta {
+                    time_unix_nano: p.time_unix_nano,
+                    severity: p.severity,
+                    severity_text: p.severity_text,
+                    access: p.access,
+                },
+                p.body,
+            )
+        }
+    }
 }
 
 fn json_number(v: &serde_json::Value) -> Option<f64> {

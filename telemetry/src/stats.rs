@@ -84,6 +84,14 @@ impl Histogram {
         self.sum += v;
         self.count += 1;
     }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -106,29 +114,45 @@ impl AccessMetrics {
         if requests.is_empty() {
             return;
         }
+        // Aggregate the batch first, so the shared maps (keyed by owned
+        // source names) are touched once per distinct key, not per line.
+        let mut counts: HashMap<(&'static str, u16), (u64, u64)> = HashMap::new();
+        let mut durations = Histogram::default();
+        let mut upstream = Histogram::default();
+        for r in requests {
+            let e = counts.entry((r.method, r.status)).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += r.bytes;
+            if let Some(d) = r.duration {
+                durations.observe(d);
+            }
+            if let Some(u) = r.upstream {
+                upstream.observe(u);
+            }
+        }
         let mut st = match self.0.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        for r in requests {
+        for ((method, status), (n, bytes)) in counts {
             let e = st
                 .requests
-                .entry((source.to_string(), r.method, r.status))
+                .entry((source.to_string(), method, status))
                 .or_insert((0, 0));
-            e.0 += 1;
-            e.1 += r.bytes;
-            if let Some(d) = r.duration {
-                st.durations
-                    .entry(source.to_string())
-                    .or_default()
-                    .observe(d);
-            }
-            if let Some(u) = r.upstream {
-                st.upstream
-                    .entry(source.to_string())
-                    .or_default()
-                    .observe(u);
-            }
+            e.0 += n;
+            e.1 += bytes;
+        }
+        if durations.count > 0 {
+            st.durations
+                .entry(source.to_string())
+                .or_default()
+                .merge(&durations);
+        }
+        if upstream.count > 0 {
+            st.upstream
+                .entry(source.to_string())
+                .or_default()
+                .merge(&upstream);
         }
     }
 

@@ -18,18 +18,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use regex::Regex;
 
 use crate::checkpoint::{Checkpoints, FileCheckpoint};
-use crate::config::{ParserKind, SourceConfig, StartAt};
+use crate::config::{SourceConfig, StartAt};
 use crate::parse::{self, string_value, AccessInfo};
 use crate::queue::{Entry, FilePosition, Queue, Signal};
 use crate::stats::{AccessMetrics, Stats};
+use crate::wire::{self, AttributeSink, Body, EncodedAttributes, RecordParts, ScopePart};
 
 /// Bytes hashed to fingerprint a file.
 const FINGERPRINT_BYTES: u64 = 1024;
@@ -70,15 +70,28 @@ pub struct TailContext {
 struct Source {
     config: SourceConfig,
     multiline: Option<Regex>,
-    resource: Resource,
+    /// The encoded `Resource` of every request of this source.
+    resource: Vec<u8>,
     batch: Batch,
     access_batch: Vec<AccessInfo>,
+    /// The encoded request, reused from batch to batch.
+    payload: Vec<u8>,
+}
+
+/// Records of one file in the batch, encoded as they are read.
+struct BatchFile {
+    id: u64,
+    /// The encoded `InstrumentationScope` naming the file.
+    scope: Vec<u8>,
+    /// `ScopeLogs.log_records` entries (see `wire::put_log_record`).
+    records: Vec<u8>,
 }
 
 #[derive(Default)]
 struct Batch {
-    /// file id -> (path, records)
-    files: Vec<(u64, Arc<str>, Vec<LogRecord>)>,
+    /// Kept (with their buffers) across batches; emptied files are
+    /// dropped at the next flush.
+    files: Vec<BatchFile>,
     positions: HashMap<u64, u64>,
     records: usize,
     bytes: usize,
@@ -131,6 +144,8 @@ pub struct Tailer {
     stop: Arc<AtomicBool>,
     /// Read buffer, reused.
     buf: Vec<u8>,
+    /// Attributes of the record being encoded, reused.
+    attributes: EncodedAttributes,
 }
 
 fn now_nanos() -> u64 {
@@ -200,12 +215,13 @@ impl Tailer {
                 Source {
                     config: config.clone(),
                     multiline,
-                    resource: Resource {
+                    resource: prost::Message::encode_to_vec(&Resource {
                         attributes,
                         ..Default::default()
-                    },
+                    }),
                     batch: Batch::default(),
                     access_batch: Vec::new(),
+                    payload: Vec::new(),
                 }
             })
             .collect();
@@ -219,6 +235,7 @@ impl Tailer {
             id_counter: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             buf: Vec::new(),
+            attributes: EncodedAttributes::default(),
         }
     }
 
@@ -588,7 +605,7 @@ impl Tailer {
                 .is_some_and(|p| p.updated.elapsed() >= MULTILINE_FLUSH)
             {
                 let p = f.pending.take().expect("checked");
-                self.emit_record(idx, p.text, p.end, p.truncated, now_ns);
+                self.emit_record(idx, &p.text, p.end, p.truncated, now_ns);
             }
             let f = &self.files[idx];
             if f.rotated && f.read_off >= len && f.last_growth.elapsed() >= ROTATED_GRACE {
@@ -598,20 +615,24 @@ impl Tailer {
         for idx in close.into_iter().rev() {
             let mut f = self.files.swap_remove(idx);
             if let Some(p) = f.pending.take() {
-                let source = f.source;
-                let id = f.id;
-                let label = Arc::clone(&f.label);
-                self.push_record(source, id, label, p.text, p.end, p.truncated, now_ns);
+                self.push_record(
+                    f.source,
+                    f.id,
+                    &f.label,
+                    &p.text,
+                    p.end,
+                    p.truncated,
+                    now_ns,
+                );
             }
             // An unterminated last line of a finished file is a record too.
             if !f.partial.is_empty() {
                 let text = std::mem::take(&mut f.partial);
-                let label = Arc::clone(&f.label);
                 self.push_record(
                     f.source,
                     f.id,
-                    label,
-                    text,
+                    &f.label,
+                    &text,
                     f.read_off,
                     f.partial_truncated,
                     now_ns,
@@ -692,14 +713,14 @@ impl Tailer {
         while let Some(pos) = memchr_newline(&data[start..]) {
             let end = start + pos;
             let f = &mut self.files[idx];
-            let mut line_bytes = &data[start..end];
+            let line_bytes = &data[start..end];
             let line_end_off = base + end as u64 + 1;
+            // A line wholly inside this chunk is used in place (no copy).
             let (text, truncated) = if f.partial.is_empty() && !f.partial_truncated {
                 if line_bytes.len() > max {
-                    line_bytes = &line_bytes[..max];
-                    (line_bytes.to_vec(), true)
+                    (Cow::Borrowed(&line_bytes[..max]), true)
                 } else {
-                    (Vec::new(), false)
+                    (Cow::Borrowed(line_bytes), false)
                 }
             } else {
                 let room = max.saturating_sub(f.partial.len());
@@ -707,14 +728,9 @@ impl Tailer {
                 f.partial.extend_from_slice(&line_bytes[..take]);
                 let truncated = f.partial_truncated || take < line_bytes.len();
                 f.partial_truncated = false;
-                (std::mem::take(&mut f.partial), truncated)
+                (Cow::Owned(std::mem::take(&mut f.partial)), truncated)
             };
-            let owned = if text.is_empty() && !truncated {
-                line_bytes.to_vec()
-            } else {
-                text
-            };
-            self.line(idx, owned, line_end_off, truncated, now_ns);
+            self.line(idx, text, line_end_off, truncated, now_ns);
             lines += 1;
             start = end + 1;
         }
@@ -734,17 +750,24 @@ impl Tailer {
     }
 
     /// One complete line; joins multiline records.
-    fn line(&mut self, idx: usize, mut text: Vec<u8>, end: u64, truncated: bool, now_ns: u64) {
-        if text.last() == Some(&b'\r') {
-            text.pop();
-        }
+    fn line(&mut self, idx: usize, text: Cow<'_, [u8]>, end: u64, truncated: bool, now_ns: u64) {
+        let text = match text {
+            Cow::Borrowed(b) => Cow::Borrowed(b.strip_suffix(b"\r").unwrap_or(b)),
+            Cow::Owned(mut v) => {
+                if v.last() == Some(&b'\r') {
+                    v.pop();
+                }
+                Cow::Owned(v)
+            }
+        };
         let source = self.files[idx].source;
         let Some(re) = &self.sources[source].multiline else {
             if !text.is_empty() {
-                self.emit_record(idx, text, end, truncated, now_ns);
+                self.emit_record(idx, &text, end, truncated, now_ns);
             }
             return;
         };
+        let text = text.into_owned();
         let starts = re.is_match(&String::from_utf8_lossy(&text));
         let max = self.sources[source].config.max_record_bytes;
         let f = &mut self.files[idx];
@@ -771,25 +794,26 @@ impl Tailer {
                     updated: Instant::now(),
                 });
                 if let Some(p) = previous {
-                    self.emit_record(idx, p.text, p.end, p.truncated, now_ns);
+                    self.emit_record(idx, &p.text, p.end, p.truncated, now_ns);
                 }
             }
         }
     }
 
-    fn emit_record(&mut self, idx: usize, text: Vec<u8>, end: u64, truncated: bool, now_ns: u64) {
+    fn emit_record(&mut self, idx: usize, text: &[u8], end: u64, truncated: bool, now_ns: u64) {
         let f = &self.files[idx];
         let (source, id, label) = (f.source, f.id, Arc::clone(&f.label));
-        self.push_record(source, id, label, text, end, truncated, now_ns);
+        self.push_record(source, id, &label, text, end, truncated, now_ns);
     }
 
+    /// Parses one record and encodes it into its source's batch.
     #[allow(clippy::too_many_arguments)]
     fn push_record(
         &mut self,
         source: usize,
         file_id: u64,
-        path: Arc<str>,
-        text: Vec<u8>,
+        path: &Arc<str>,
+        text: &[u8],
         end: u64,
         truncated: bool,
         now_ns: u64,
@@ -799,52 +823,57 @@ impl Tailer {
             self.ctx.stats.records_truncated.add(&[&s.config.name], 1);
         }
         // Invalid UTF-8 becomes U+FFFD; the record is kept.
-        let text = match String::from_utf8(text) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        let parsed = if s.config.parser == ParserKind::Plain {
-            parse::Parsed::default()
-        } else {
-            parse::parse(s.config.parser, &text)
-        };
-        if let (Some(a), true) = (parsed.access, s.config.access_metrics) {
+        let text = wire::text_of(text);
+        let attributes = &mut self.attributes;
+        let (meta, body) = parse::parse_encoded(s.config.parser, &text, attributes);
+        if let (Some(a), true) = (meta.access, s.config.access_metrics) {
             s.access_batch.push(a);
         }
-        let mut attributes = parsed.attributes;
         if truncated {
-            attributes.push(KeyValue {
-                key: "log.record.truncated".into(),
-                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                    value: Some(
-                        opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true),
-                    ),
-                }),
-                ..Default::default()
-            });
+            attributes.attribute("log.record.truncated", wire::Value::Bool(true));
         }
-        let size = text.len();
-        let record = LogRecord {
-            time_unix_nano: parsed.time_unix_nano,
-            observed_time_unix_nano: now_ns,
-            severity_number: parsed.severity,
-            severity_text: parsed.severity_text.to_string(),
-            body: Some(parsed.body.unwrap_or_else(|| string_value(text))),
-            attributes,
-            ..Default::default()
-        };
         let b = &mut s.batch;
         if b.started.is_none() {
             b.started = Some(Instant::now());
         }
-        match b.files.iter_mut().find(|(id, _, _)| *id == file_id) {
-            Some((_, _, records)) => records.push(record),
-            None => b.files.push((file_id, path, vec![record])),
-        }
+        let file = match b.files.iter().position(|f| f.id == file_id) {
+            Some(i) => i,
+            None => {
+                let scope = InstrumentationScope {
+                    name: "steward.filelog".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    attributes: vec![kv("log.file.path", path)],
+                    ..Default::default()
+                };
+                b.files.push(BatchFile {
+                    id: file_id,
+                    scope: prost::Message::encode_to_vec(&scope),
+                    records: Vec::new(),
+                });
+                b.files.len() - 1
+            }
+        };
+        let records = &mut b.files[file].records;
+        let before = records.len();
+        wire::put_log_record(
+            records,
+            &RecordParts {
+                time_unix_nano: meta.time_unix_nano,
+                observed_time_unix_nano: now_ns,
+                severity_number: meta.severity,
+                severity_text: meta.severity_text,
+                body: match &body {
+                    Some(any) => Body::Any(any),
+                    None => Body::Str(&text),
+                },
+                attributes: &attributes.0,
+            },
+        );
+        let size = records.len() - before;
         let p = b.positions.entry(file_id).or_insert(0);
         *p = (*p).max(end);
         b.records += 1;
-        b.bytes += size + 64;
+        b.bytes += size;
         if b.records >= self.ctx.max_batch_records || b.bytes >= self.ctx.max_batch_bytes {
             self.flush_source(source);
         }
@@ -870,57 +899,61 @@ impl Tailer {
         if s.batch.records == 0 {
             return;
         }
-        let batch = std::mem::take(&mut s.batch);
-        let items = batch.records as u32;
-        let positions = batch
-            .positions
-            .iter()
-            .map(|(&file_id, &offset)| FilePosition { file_id, offset })
-            .collect();
-        let scope_logs = batch
+        let b = &mut s.batch;
+        b.files.retain(|f| !f.records.is_empty());
+        let scopes: Vec<ScopePart<'_>> = b
             .files
-            .into_iter()
-            .map(|(_, path, log_records)| ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "steward.filelog".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    attributes: vec![kv("log.file.path", &path)],
-                    ..Default::default()
-                }),
-                log_records,
-                ..Default::default()
+            .iter()
+            .map(|f| ScopePart {
+                scope: &f.scope,
+                records: &f.records,
             })
             .collect();
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(s.resource.clone()),
-                scope_logs,
-                schema_url: String::new(),
-            }],
-        };
+        let mut payload = std::mem::take(&mut s.payload);
+        wire::put_logs_request(&mut payload, &s.resource, &scopes);
         let entry = Entry {
             signal: Signal::Logs,
-            items,
-            positions,
-            payload: request.encode_to_vec(),
+            items: b.records as u32,
+            positions: b
+                .positions
+                .iter()
+                .map(|(&file_id, &offset)| FilePosition { file_id, offset })
+                .collect(),
+            payload,
         };
+        // Buffers stay for the next batch, unless one outsized record
+        // (up to max_record_bytes) grew them far past the batch size.
+        let keep = 2 * self.ctx.max_batch_bytes.max(64 * 1024);
+        for f in &mut b.files {
+            f.records.clear();
+            f.records.shrink_to(keep);
+        }
+        b.positions.clear();
+        b.records = 0;
+        b.bytes = 0;
+        b.started = None;
         let access = std::mem::take(&mut s.access_batch);
         let name = s.config.name.clone();
         loop {
             match self.ctx.queue.append(&entry) {
                 Ok(()) => {
                     self.ctx.access.record(&name, &access);
-                    return;
+                    break;
                 }
                 Err(e) => {
                     tracing::error!(source = %name, "{e}");
                     if self.stop.load(Ordering::Relaxed) {
-                        return;
+                        break;
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
+        let s = &mut self.sources[i];
+        s.payload = entry.payload;
+        s.payload.shrink_to(keep);
+        s.access_batch = access;
+        s.access_batch.clear();
     }
 }
 
