@@ -138,41 +138,14 @@ fn scrape_timeout(headers: &HeaderMap, default_secs: f64) -> Duration {
 fn parse_filters(query: &str) -> (Vec<String>, Vec<String>) {
     let mut include = Vec::new();
     let mut exclude = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(k);
-        let value = percent_decode(v);
-        match key.as_str() {
-            "collect[]" => include.push(value),
-            "exclude[]" => exclude.push(value),
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "collect[]" => include.push(value.into_owned()),
+            "exclude[]" => exclude.push(value.into_owned()),
             _ => {}
         }
     }
     (include, exclude)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

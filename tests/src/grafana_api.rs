@@ -413,40 +413,15 @@ fn patch(st: &mut State, id: &str, body: &[u8]) -> (u16, String) {
     result.unwrap_or_else(|e| e)
 }
 
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn list(st: &State, query: &str) -> (u16, String) {
     let mut tags = Vec::new();
     let mut limit = 100usize;
     let mut from = i64::MIN;
     let mut to = i64::MAX;
     let mut dashboard_uid = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = decode(v);
-        match k {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = v.into_owned();
+        match k.as_ref() {
             "tags" => tags.push(v),
             "limit" => limit = v.parse().unwrap_or(100),
             "from" => from = v.parse().unwrap_or(i64::MIN),
