@@ -98,10 +98,13 @@ impl JobContext {
         let mut options = RunOptions::new(self.host.clone(), self.state_dir.clone(), reason);
         options.steward_version = env!("CARGO_PKG_VERSION").to_string();
         self.metrics.set_running(&self.name, true);
+        let span = crate::telemetry::backup_span(&self.name, reason);
         let result = tokio::select! {
-            r = run_job(&self.backup, &self.name, &options) => Some(r),
+            r = tracing::Instrument::instrument(run_job(&self.backup, &self.name, &options), span.clone()) => Some(r),
             _ = self.cancel.cancelled() => None,
         };
+        crate::telemetry::record_backup(&span, result.as_ref());
+        drop(span);
         self.metrics.set_running(&self.name, false);
         match result {
             None => {

@@ -83,14 +83,17 @@ async fn metrics(
     let generation = shared.generation();
     let (include, exclude) = parse_filters(query.as_deref().unwrap_or(""));
     let timeout = scrape_timeout(&headers, generation.config.agent.scrape_timeout_secs);
-    let output = generation
-        .scraper
-        .scrape(&ScrapeOptions {
+    let span = crate::telemetry::scrape_span();
+    let output = tracing::Instrument::instrument(
+        generation.scraper.scrape(&ScrapeOptions {
             include,
             exclude,
             timeout,
-        })
-        .await;
+        }),
+        span.clone(),
+    )
+    .await;
+    crate::telemetry::record_scrape(&span, &output.families);
     let text = exposition::encode(&output.families);
     let wants_gzip = headers
         .get(header::ACCEPT_ENCODING)

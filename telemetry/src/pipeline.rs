@@ -41,6 +41,26 @@ pub struct Pipeline {
     pub resource: Vec<(String, String)>,
 }
 
+/// The resource attributes of what Steward itself produces: `service.name`,
+/// `host.name`, `deployment.environment.name`, then `[telemetry.resource]`.
+pub fn resource_attributes(cfg: &TelemetryConfig, host_name: &str) -> Vec<(String, String)> {
+    let mut resource = vec![
+        ("service.name".to_string(), cfg.service_name.clone()),
+        ("host.name".to_string(), host_name.to_string()),
+    ];
+    if !cfg.environment.is_empty() {
+        resource.push((
+            "deployment.environment.name".into(),
+            cfg.environment.clone(),
+        ));
+    }
+    for (k, v) in &cfg.resource {
+        resource.retain(|(key, _)| key != k);
+        resource.push((k.clone(), v.clone()));
+    }
+    resource
+}
+
 /// Starts telemetry. Binds the receiver ports now, so a taken port is a
 /// start error naming the key to change. Must run inside a Tokio runtime.
 pub fn start(
@@ -77,20 +97,7 @@ pub fn start(
     let access = Arc::new(AccessMetrics::default());
     let exporter = Arc::new(Exporter::new(exporter_cfg)?);
 
-    let mut resource = vec![
-        ("service.name".to_string(), cfg.service_name.clone()),
-        ("host.name".to_string(), opts.host_name.clone()),
-    ];
-    if !cfg.environment.is_empty() {
-        resource.push((
-            "deployment.environment.name".into(),
-            cfg.environment.clone(),
-        ));
-    }
-    for (k, v) in &cfg.resource {
-        resource.retain(|(key, _)| key != k);
-        resource.push((k.clone(), v.clone()));
-    }
+    let resource = resource_attributes(cfg, &opts.host_name);
 
     let intake = Intake {
         queue: Arc::clone(&queue),

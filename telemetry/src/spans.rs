@@ -3,6 +3,8 @@
 //! running telemetry pipeline, so they travel like everything else. The
 //! agent installs it once (with `tracing-opentelemetry`) and points it at
 //! each configuration generation's queue; without one, spans are dropped.
+//! A one-shot command (no running pipeline, no queue of its own to write)
+//! buffers its spans instead and sends them itself before it exits.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,9 +17,25 @@ use prost::Message;
 
 use crate::queue::{Entry, Queue, Signal};
 
+enum Destination {
+    Queue(Arc<Queue>),
+    /// Encoded `ExportTraceServiceRequest`s and their span counts.
+    Buffer(Vec<(u32, Vec<u8>)>),
+}
+
 struct Target {
-    queue: Arc<Queue>,
+    destination: Destination,
     resource: opentelemetry_sdk::Resource,
+}
+
+fn resource_of(attributes: &[(String, String)]) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes(
+            attributes
+                .iter()
+                .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())),
+        )
+        .build()
 }
 
 /// Where exported spans go; empty when telemetry is off.
@@ -35,15 +53,33 @@ impl std::fmt::Debug for SpanSink {
 impl SpanSink {
     /// Sends spans to `queue` with these resource attributes from now on.
     pub fn connect(&self, queue: Arc<Queue>, attributes: &[(String, String)]) {
-        let resource = opentelemetry_sdk::Resource::builder_empty()
-            .with_attributes(
-                attributes
-                    .iter()
-                    .map(|(k, v)| opentelemetry::KeyValue::new(k.clone(), v.clone())),
-            )
-            .build();
         if let Ok(mut t) = self.target.lock() {
-            *t = Some(Target { queue, resource });
+            *t = Some(Target {
+                destination: Destination::Queue(queue),
+                resource: resource_of(attributes),
+            });
+        }
+    }
+
+    /// Keeps spans in memory from now on, for [`SpanSink::take_buffered`].
+    pub fn buffer(&self, attributes: &[(String, String)]) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = Some(Target {
+                destination: Destination::Buffer(Vec::new()),
+                resource: resource_of(attributes),
+            });
+        }
+    }
+
+    /// The buffered requests (span count, encoded request), emptied.
+    pub fn take_buffered(&self) -> Vec<(u32, Vec<u8>)> {
+        let mut guard = match self.target.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match guard.as_mut().map(|t| &mut t.destination) {
+            Some(Destination::Buffer(b)) => std::mem::take(b),
+            _ => Vec::new(),
         }
     }
 
@@ -55,11 +91,11 @@ impl SpanSink {
     }
 
     fn write(&self, spans: Vec<SpanData>) {
-        let guard = match self.target.lock() {
+        let mut guard = match self.target.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let Some(target) = guard.as_ref() else { return };
+        let Some(target) = guard.as_mut() else { return };
         let items = spans.len() as u32;
         if items == 0 {
             return;
@@ -68,15 +104,21 @@ impl SpanSink {
         let request = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, &resource),
         };
-        let entry = Entry {
-            signal: Signal::Traces,
-            items,
-            positions: Vec::new(),
-            payload: request.encode_to_vec(),
-        };
-        if let Err(e) = target.queue.append(&entry) {
-            // Not through tracing: this runs inside the span pipeline.
-            eprintln!("steward: cannot queue own spans: {e}");
+        let payload = request.encode_to_vec();
+        match &mut target.destination {
+            Destination::Queue(queue) => {
+                let entry = Entry {
+                    signal: Signal::Traces,
+                    items,
+                    positions: Vec::new(),
+                    payload,
+                };
+                if let Err(e) = queue.append(&entry) {
+                    // Not through tracing: this runs inside the span pipeline.
+                    eprintln!("steward: cannot queue own spans: {e}");
+                }
+            }
+            Destination::Buffer(b) => b.push((items, payload)),
         }
     }
 }

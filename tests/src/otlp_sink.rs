@@ -61,6 +61,7 @@ pub struct SpanSeen {
     pub name: String,
     pub trace_id: Vec<u8>,
     pub resource: BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -157,6 +158,7 @@ impl Shared {
                         name: s.name,
                         trace_id: s.trace_id,
                         resource: resource.clone(),
+                        attributes: attrs(&s.attributes),
                     });
                 }
             }

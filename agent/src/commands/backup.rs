@@ -135,7 +135,18 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
             }
         })
     });
-    let result = run::run_job(&config.backup, &args.job, &options).await;
+    let spans = crate::telemetry::CommandSpans::start(config);
+    let span = crate::telemetry::backup_span(&args.job, &args.reason);
+    let result = tracing::Instrument::instrument(
+        run::run_job(&config.backup, &args.job, &options),
+        span.clone(),
+    )
+    .await;
+    crate::telemetry::record_backup(&span, Some(&result));
+    drop(span);
+    if let Some(spans) = spans {
+        spans.finish().await;
+    }
     if let Some(t) = ticker {
         t.abort();
         eprint!("\r\x1b[2K");

@@ -63,6 +63,19 @@ pub struct DrillArgs {
 }
 
 pub async fn run(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
+    let spans = crate::telemetry::CommandSpans::start(&loaded.config);
+    let span = crate::telemetry::command_span("drill");
+    span.record("steward.jobs", args.jobs.join(",").as_str());
+    let result = tracing::Instrument::instrument(run_drill(args, loaded), span.clone()).await;
+    crate::telemetry::record_command(&span, &result);
+    drop(span);
+    if let Some(spans) = spans {
+        spans.finish().await;
+    }
+    result
+}
+
+async fn run_drill(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
     let config = &loaded.config;
     let identity = args
         .source

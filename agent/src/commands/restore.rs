@@ -263,7 +263,21 @@ pub async fn run(args: RestoreArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
             let job = args.job.ok_or_else(|| {
                 anyhow::anyhow!("name the job to restore (see `steward restore list`)")
             })?;
-            restore_job(&args.source, loaded, &job, &args.snapshot, &args.options).await
+            let spans = crate::telemetry::CommandSpans::start(&loaded.config);
+            let span = crate::telemetry::command_span("restore");
+            span.record("steward.job", job.as_str());
+            span.record("steward.snapshot.id", args.snapshot.as_str());
+            let result = tracing::Instrument::instrument(
+                restore_job(&args.source, loaded, &job, &args.snapshot, &args.options),
+                span.clone(),
+            )
+            .await;
+            crate::telemetry::record_command(&span, &result);
+            drop(span);
+            if let Some(spans) = spans {
+                spans.finish().await;
+            }
+            result
         }
     }
 }
@@ -440,6 +454,9 @@ async fn restore_job(
     let src = open_source(source, loaded, Some(job)).await?;
     let located = restore::locate(&src.targets, &src.host, job, snapshot).await?;
     let m = located.manifest.clone();
+    let span = tracing::Span::current();
+    span.record("steward.snapshot.id", m.snapshot_id.as_str());
+    span.record("steward.target", located.target.name());
     let progress = Arc::new(TermProgress::new(source.quiet));
     let dyn_progress: Arc<dyn Progress> = progress.clone();
     let job_config = if source.from.is_none() {
