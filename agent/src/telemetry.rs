@@ -299,3 +299,25 @@ pub fn record_command(span: &Span, result: &anyhow::Result<std::process::ExitCod
         Err(e) => fail(span, "failed", &format!("{e:#}")),
     }
 }
+
+/// How a scheduled drill ended: the jobs drilled, and the problems found.
+pub fn record_drill(span: &Span, result: &anyhow::Result<steward_backup::drill::DrillReport>) {
+    match result {
+        Ok(report) => {
+            let jobs: Vec<&str> = report.jobs.iter().map(|j| j.job.as_str()).collect();
+            span.record("steward.jobs", jobs.join(",").as_str());
+            if report.success {
+                span.record("steward.outcome", "success");
+            } else {
+                let problems: Vec<String> = report
+                    .jobs
+                    .iter()
+                    .filter(|j| !j.success())
+                    .map(|j| format!("{}: {}", j.job, j.problems().join("; ")))
+                    .collect();
+                fail(span, "failed", &problems.join(" | "));
+            }
+        }
+        Err(e) => fail(span, "not_run", &format!("{e:#}")),
+    }
+}

@@ -221,7 +221,11 @@ async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationT
         // `[grafana]`), so drills show next to deployments on dashboards.
         let annotator = crate::grafana::Annotator::from_config(&config);
         let kind = crate::grafana::AnnotationKind::Drill;
-        match scheduled_drill(&config).await {
+        let span = crate::telemetry::command_span("drill");
+        let result = tracing::Instrument::instrument(scheduled_drill(&config), span.clone()).await;
+        crate::telemetry::record_drill(&span, &result);
+        drop(span);
+        match result {
             Ok(report) if report.success => {
                 tracing::info!(jobs = report.jobs.len(), "scheduled drill passed");
                 annotator.annotate_in_background(
