@@ -2,9 +2,7 @@
 //! because the anchors' dashboards need untyped families and counters without
 //! `_total`, and label values must be escaped correctly.
 
-use std::fmt::Write;
-
-use crate::metrics::{format_float, MetricFamily};
+use crate::metrics::{write_float, MetricFamily};
 
 /// The `Content-Type` of text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -13,7 +11,28 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// by name (see [`crate::scrape::merge_families`]) so each family's lines are
 /// contiguous.
 pub fn encode(families: &[MetricFamily]) -> String {
-    let mut out = String::with_capacity(families.len() * 256);
+    // Sized up front from the families: growing a 50 kB buffer by doubling
+    // copied it several times per scrape.
+    let estimate: usize = families
+        .iter()
+        .map(|f| {
+            f.help.len()
+                + 32
+                + f.name.len() * 2
+                + f.samples
+                    .iter()
+                    .map(|s| {
+                        f.name.len()
+                            + 28
+                            + s.labels
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len() + 4)
+                                .sum::<usize>()
+                    })
+                    .sum::<usize>()
+        })
+        .sum();
+    let mut out = String::with_capacity(estimate);
     for family in families {
         encode_family(&mut out, family);
     }
@@ -51,12 +70,17 @@ fn encode_family(out: &mut String, family: &MetricFamily) {
             out.push('}');
         }
         out.push(' ');
-        let _ = write!(out, "{}", format_float(sample.value));
+        write_float(out, sample.value);
         out.push('\n');
     }
 }
 
 fn escape_help(out: &mut String, help: &str) {
+    // Nearly every text needs no escaping: copy it whole.
+    if !help.bytes().any(|b| b == b'\\' || b == b'\n') {
+        out.push_str(help);
+        return;
+    }
     for c in help.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -67,6 +91,10 @@ fn escape_help(out: &mut String, help: &str) {
 }
 
 fn escape_label_value(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| b == b'\\' || b == b'"' || b == b'\n') {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -2,7 +2,8 @@
 //! deadline, merge their families by name, drop duplicate series, and add
 //! the per-collector `*_scrape_collector_{success,duration_seconds}` metrics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use futures::future::join_all;
 use serde::Serialize;
 
 use crate::collector::{CollectContext, CollectError, Collector};
-use crate::metrics::MetricFamily;
+use crate::metrics::{MetricFamily, Sample};
 
 /// Which collectors to run and how long they may take.
 #[derive(Debug, Clone, Default)]
@@ -195,47 +196,102 @@ impl Scraper {
 /// Prometheus reject the whole scrape), drops families whose type conflicts
 /// with an earlier one, and sorts by name for stable output.
 pub fn merge_families(families: Vec<MetricFamily>) -> Vec<MetricFamily> {
-    let mut by_name: HashMap<String, usize> = HashMap::new();
-    let mut merged: Vec<MetricFamily> = Vec::new();
-    let mut seen: Vec<HashSet<String>> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::with_capacity(families.len());
+    let mut merged: Vec<MetricFamily> = Vec::with_capacity(families.len());
     for family in families {
-        let idx = match by_name.get(&family.name) {
+        match by_name.get(&family.name) {
             Some(&i) => {
                 if merged[i].kind != family.kind {
                     tracing::debug!(family = %family.name, "dropping family with conflicting type");
                     continue;
                 }
-                i
+                merged[i].samples.extend(family.samples);
             }
             None => {
                 by_name.insert(family.name.clone(), merged.len());
-                merged.push(MetricFamily {
-                    name: family.name.clone(),
-                    help: family.help.clone(),
-                    kind: family.kind,
-                    samples: Vec::with_capacity(family.samples.len()),
-                });
-                seen.push(HashSet::new());
-                merged.len() - 1
-            }
-        };
-        for sample in family.samples {
-            let mut key = String::from(sample.suffix);
-            let mut labels: Vec<_> = sample.labels.iter().collect();
-            labels.sort();
-            for (k, v) in labels {
-                key.push('\u{1}');
-                key.push_str(k);
-                key.push('\u{2}');
-                key.push_str(v);
-            }
-            if seen[idx].insert(key) {
-                merged[idx].samples.push(sample);
+                merged.push(family);
             }
         }
     }
+    for family in &mut merged {
+        drop_duplicate_series(&mut family.samples);
+    }
     merged.sort_by(|a, b| a.name.cmp(&b.name));
     merged
+}
+
+/// Keeps the first sample of each series (suffix + label set, in any label
+/// order). Series are told apart by a fingerprint, compared in full only
+/// when fingerprints collide, so the common no-duplicate case allocates
+/// one table per family and no string per sample.
+fn drop_duplicate_series(samples: &mut Vec<Sample>) {
+    if samples.len() < 2 {
+        return;
+    }
+    let mut first_by_fingerprint: HashMap<u64, usize, BuildHasherDefault<Prehashed>> =
+        HashMap::with_capacity_and_hasher(samples.len(), Default::default());
+    let all = std::mem::take(samples);
+    samples.reserve(all.len());
+    for sample in all {
+        let fingerprint = series_fingerprint(&sample);
+        let duplicate = match first_by_fingerprint.get(&fingerprint) {
+            None => false,
+            Some(&i) => {
+                same_series(&samples[i], &sample)
+                    // A collision of two different series: look at all.
+                    || samples.iter().any(|kept| same_series(kept, &sample))
+            }
+        };
+        if !duplicate {
+            first_by_fingerprint
+                .entry(fingerprint)
+                .or_insert(samples.len());
+            samples.push(sample);
+        }
+    }
+}
+
+/// FNV-1a over the suffix, plus an order-independent sum over the label
+/// pairs so `{a,b}` and `{b,a}` give the same fingerprint.
+fn series_fingerprint(sample: &Sample) -> u64 {
+    fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+    const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut fingerprint = fnv(SEED, sample.suffix.as_bytes());
+    for (name, value) in &sample.labels {
+        let pair = fnv(fnv(fnv(SEED, name.as_bytes()), &[0xff]), value.as_bytes());
+        fingerprint = fingerprint.wrapping_add(pair.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    }
+    fingerprint
+}
+
+fn same_series(a: &Sample, b: &Sample) -> bool {
+    a.suffix == b.suffix
+        && a.labels.len() == b.labels.len()
+        && a.labels.iter().all(|pair| b.labels.contains(pair))
+}
+
+/// A `Hasher` for keys that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 #[cfg(test)]
@@ -314,5 +370,24 @@ mod tests {
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].samples.len(), 2);
         assert_eq!(merged[0].samples[0].value, 1.0);
+    }
+
+    #[test]
+    fn duplicates_are_found_whatever_the_label_order_and_suffix() {
+        let mut f = MetricFamily::gauge("m", "h");
+        f.push([("a", "1"), ("b", "2")], 1.0);
+        f.push([("b", "2"), ("a", "1")], 2.0);
+        f.push([("a", "2"), ("b", "1")], 3.0);
+        f.push([("a", "1")], 4.0);
+        f.push([("a", "12")], 5.0);
+        f.push([("a1", "2")], 6.0);
+        f.samples.push(Sample {
+            suffix: "_sum",
+            labels: vec![("a".into(), "1".to_string())],
+            value: 7.0,
+        });
+        let merged = merge_families(vec![f]);
+        let values: Vec<f64> = merged[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![1.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
     }
 }

@@ -24,7 +24,7 @@ fn hex(s: &str) -> f64 {
 
 /// Reads a file that may legitimately be missing: `Ok(None)` when absent.
 fn read_optional(path: &Path) -> Result<Option<String>, CollectError> {
-    match std::fs::read_to_string(path) {
+    match super::read_pseudo_file(std::fs::File::open(path), 4096) {
         Ok(s) => Ok(Some(s)),
         Err(e) if is_absent(&e) => Ok(None),
         Err(e) => Err(CollectError::failed(format!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{gauge, is_absent, read_attr, Settings};
+use super::{gauge, is_absent, read_attr, AttrDir, Settings};
 use crate::collector::CollectError;
 use crate::metrics::{MetricFamily, MetricType};
 
@@ -95,10 +95,16 @@ pub(crate) fn netclass_from(
         "Network device link speed in bytes per second (-125000 when unknown).",
     );
     for (name, path) in entries {
-        if ignored.is_match(&name) || !path.join("ifindex").exists() {
+        if ignored.is_match(&name) {
             continue;
         }
-        let attr = |a: &str| read_attr(&path.join(a));
+        let Some(dir) = AttrDir::open(&path) else {
+            continue;
+        };
+        if !dir.has("ifindex") {
+            continue;
+        }
+        let attr = |a: &str| dir.attr(a);
         let operstate = attr("operstate").unwrap_or_default();
         up.push(
             [("device", name.as_str())],
