@@ -110,6 +110,28 @@ pub async fn delete(target: &dyn Target, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Why a snapshot cannot be deleted yet: the latest Object Lock
+/// retain-until date among its objects, as one line; `None` when nothing
+/// stops the delete. Checked before deleting, so a locked snapshot stays
+/// whole and listed instead of being hidden behind delete markers.
+pub async fn lock(target: &dyn Target, manifest: &Manifest) -> Result<Option<String>> {
+    let prefix = layout::snapshot_prefix(&manifest.host, &manifest.job, &manifest.snapshot_id);
+    let mut latest: Option<(String, chrono::DateTime<chrono::Utc>)> = None;
+    for o in target.list(&prefix).await? {
+        if let Some((mode, until)) = target.locked_until(&o.key).await? {
+            if latest.as_ref().is_none_or(|(_, t)| until > *t) {
+                latest = Some((mode, until));
+            }
+        }
+    }
+    Ok(latest.map(|(mode, until)| {
+        format!(
+            "under Object Lock ({mode}) until {}; the store refuses to delete it before then",
+            until.format("%Y-%m-%d %H:%M UTC")
+        )
+    }))
+}
+
 /// Snapshot ids under `<host>/<job>/` that have objects but no manifest
 /// (failed or killed runs), with their keys; `except` is left alone (the
 /// run in progress).

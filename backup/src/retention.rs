@@ -75,6 +75,21 @@ pub struct Decision {
     pub keep: bool,
     /// Why it is kept (one entry per rule that keeps it), or why it goes.
     pub reasons: Vec<String>,
+    /// Not kept by the policy but still there: under Object Lock until
+    /// the date given (an expected outcome, not an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<String>,
+    /// Not kept by the policy, but deleting it failed (the snapshot is
+    /// either whole, or without its manifest and removed by the next run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Decision {
+    /// Policy said remove, and it is gone.
+    pub fn removed(&self) -> bool {
+        !self.keep && self.locked.is_none() && self.error.is_none()
+    }
 }
 
 /// Applies `policy` to `snapshots` (any order); returns one decision per
@@ -93,6 +108,8 @@ pub fn decide(
             time: c.time,
             keep: false,
             reasons: Vec::new(),
+            locked: None,
+            error: None,
         })
         .collect();
     if policy.keeps_everything() {

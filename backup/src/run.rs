@@ -222,7 +222,10 @@ async fn run_locked(
         let Some(t) = &s.target else { continue };
         let policy = config.retention(job_name, &s.report.target);
         match apply_retention(t.as_ref(), &options.host, job_name, &policy, false).await {
-            Ok(decisions) => s.report.retention = decisions,
+            Ok(decisions) => {
+                s.report.retention_error = retention_failures(&decisions);
+                s.report.retention = decisions;
+            }
             Err(e) => s.report.retention_error = Some(e.to_string()),
         }
     }
@@ -476,15 +479,47 @@ pub async fn apply_retention(
             time: s.manifest.started_at,
         })
         .collect();
-    let decisions = retention::decide(&candidates, policy, Utc::now());
-    if !dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            if let Some(s) = snapshots.iter().find(|s| s.manifest.snapshot_id == d.id) {
-                catalog::delete(target, &s.manifest).await?;
+    let mut decisions = retention::decide(&candidates, policy, Utc::now());
+    // Each snapshot on its own: a locked or undeletable one is reported and
+    // the others are still pruned. The Object Lock check is also done on a
+    // dry run, so it shows what a real prune would leave.
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        let Some(s) = snapshots.iter().find(|s| s.manifest.snapshot_id == d.id) else {
+            continue;
+        };
+        match catalog::lock(target, &s.manifest).await {
+            Ok(Some(lock)) => {
+                d.locked = Some(lock);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                d.error = Some(e.to_string());
+                continue;
+            }
+        }
+        if !dry_run {
+            if let Err(e) = catalog::delete(target, &s.manifest).await {
+                d.error = Some(e.to_string());
             }
         }
     }
     Ok(decisions)
+}
+
+/// One line about the snapshots retention could not delete, if any.
+pub fn retention_failures(decisions: &[Decision]) -> Option<String> {
+    let failed: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| d.error.as_ref().map(|e| format!("{}: {e}", d.id)))
+        .collect();
+    (!failed.is_empty()).then(|| {
+        format!(
+            "could not remove {} snapshot(s): {}",
+            failed.len(),
+            failed.join("; ")
+        )
+    })
 }
 
 /// The result of pruning one job on one target.

@@ -193,9 +193,17 @@ fn print_report(r: &RunReport) {
             (Some(e), _) => println!("  {}: FAILED: {e}", t.target),
             (None, false) => println!("  {}: nothing stored", t.target),
         }
-        let removed = t.retention.iter().filter(|d| !d.keep).count();
+        let removed = t.retention.iter().filter(|d| d.removed()).count();
         if removed > 0 {
             println!("  {}: retention removed {removed} snapshot(s)", t.target);
+        }
+        for d in t.retention.iter().filter(|d| d.locked.is_some()) {
+            println!(
+                "  {}: retention kept {}: {}",
+                t.target,
+                d.id,
+                d.locked.as_deref().unwrap_or_default()
+            );
         }
         if let Some(e) = &t.retention_error {
             println!("  {}: retention failed: {e}", t.target);
@@ -398,19 +406,31 @@ async fn prune(args: PruneArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
             for d in &r.decisions {
                 let verb = match (d.keep, args.dry_run) {
                     (true, _) => "keep",
+                    _ if d.locked.is_some() => "locked",
+                    _ if d.error.is_some() => "NOT REMOVED",
                     (false, true) => "would remove",
                     (false, false) => "removed",
                 };
+                // A snapshot that stays says why in one line: the lock's
+                // date, or the store's error.
+                let why = match (&d.locked, &d.error) {
+                    (Some(lock), _) => format!("{}; not removed: {lock}", d.reasons.join("; ")),
+                    (None, Some(e)) => format!("{}; deleting failed: {e}", d.reasons.join("; ")),
+                    (None, None) => d.reasons.join("; "),
+                };
                 println!(
-                    "  {verb:<12} {}  {}  {}",
+                    "  {verb:<12} {}  {}  {why}",
                     d.id,
                     d.time.format("%Y-%m-%d %H:%M"),
-                    d.reasons.join("; ")
                 );
             }
         }
     }
-    let failed = results.iter().any(|r| r.error.is_some());
+    // Locked snapshots are an expected outcome (exit 0); a delete that
+    // failed is not.
+    let failed = results
+        .iter()
+        .any(|r| r.error.is_some() || r.decisions.iter().any(|d| d.error.is_some()));
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -66,6 +66,14 @@ pub trait Target: Send + Sync {
     /// `prefix` is being written.
     async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>>;
 
+    /// The Object Lock retention that still protects `key` from deletion:
+    /// its mode (`GOVERNANCE`, `COMPLIANCE`) and retain-until date, or
+    /// `None` when nothing stops a delete (targets without Object Lock).
+    async fn locked_until(&self, key: &str) -> Result<Option<(String, DateTime<Utc>)>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Stores a small in-memory object (manifests).
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<u64> {
         self.put(key, Box::pin(std::io::Cursor::new(bytes))).await

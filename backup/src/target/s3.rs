@@ -19,7 +19,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
-    ServerSideEncryption, StorageClass,
+    ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -145,6 +145,52 @@ impl S3Target {
         ))
     }
 
+    /// Sets the configured retention on a completed multi-part object that
+    /// does not carry one: S3 applies the Object Lock headers of
+    /// CreateMultipartUpload, but some S3-compatible stores (moto among
+    /// them) drop them, which would leave the largest objects unprotected.
+    async fn ensure_retention(&self, key: &str, full: &str) -> Result<()> {
+        let Some((mode, until)) = self.lock_until() else {
+            return Ok(());
+        };
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(format!(
+                    "checking the Object Lock retention of {key}: {}",
+                    describe(&e)
+                ))
+            })?;
+        if head.object_lock_retain_until_date().is_some() {
+            return Ok(());
+        }
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(full)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(ObjectLockRetentionMode::from(mode.as_str()))
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(format!(
+                    "setting the Object Lock retention of {key}: {}; is Object Lock enabled on bucket {}?",
+                    describe(&e),
+                    self.bucket
+                ))
+            })?;
+        Ok(())
+    }
+
     async fn put_single(&self, key: &str, full: &str, data: Bytes) -> Result<u64> {
         let len = data.len() as u64;
         let mut req = self
@@ -242,6 +288,7 @@ impl S3Target {
                         self.err(format!("completing the upload of {key}: {}", describe(&e)))
                     })?;
                 guard.upload_id = None;
+                self.ensure_retention(key, full).await?;
                 Ok(total)
             }
             Err(e) => {
@@ -564,6 +611,35 @@ impl Target for S3Target {
             .await
             .map_err(|e| self.err(format!("deleting {key}: {}", describe(&e))))?;
         Ok(())
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<Option<(String, DateTime<Utc>)>> {
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
+            Err(e) => {
+                return Err(self.err(format!(
+                    "reading the Object Lock retention of {key}: {}",
+                    describe(&e)
+                )))
+            }
+        };
+        let until = head
+            .object_lock_retain_until_date()
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
+        Ok(match (head.object_lock_mode(), until) {
+            (Some(mode), Some(until)) if until > Utc::now() => {
+                Some((mode.as_str().to_string(), until))
+            }
+            _ => None,
+        })
     }
 
     async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>> {
