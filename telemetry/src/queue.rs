@@ -166,37 +166,68 @@ pub struct Recovered {
     pub items: u64,
 }
 
-fn crc(body: &[u8]) -> u32 {
-    crc32fast::hash(body)
-}
+/// Bytes of the body before the positions: id, signal, items, n.
+const META: usize = 8 + 1 + 4 + 2;
 
-fn encode(id: u64, entry: &Entry) -> Vec<u8> {
-    let body_len = 8 + 1 + 4 + 2 + entry.positions.len() * 16 + entry.payload.len();
-    let mut buf = Vec::with_capacity(HEADER + body_len);
+/// A record's frame up to (not including) its payload; the checksum covers
+/// the rest of the frame and the payload, which is written from the
+/// caller's buffer as it is (not copied into the frame).
+fn encode_head(id: u64, entry: &Entry) -> Vec<u8> {
+    let n = entry.positions.len().min(u16::MAX as usize);
+    let body_len = META + n * 16 + entry.payload.len();
+    let mut buf = Vec::with_capacity(HEADER + META + n * 16);
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&id.to_le_bytes());
     buf.push(entry.signal.to_byte());
     buf.extend_from_slice(&entry.items.to_le_bytes());
-    let n = entry.positions.len().min(u16::MAX as usize);
     buf.extend_from_slice(&(n as u16).to_le_bytes());
     for p in entry.positions.iter().take(n) {
         buf.extend_from_slice(&p.file_id.to_le_bytes());
         buf.extend_from_slice(&p.offset.to_le_bytes());
     }
-    buf.extend_from_slice(&entry.payload);
-    let sum = crc(&buf[HEADER..]);
+    let mut sum = crc32fast::Hasher::new();
+    sum.update(&buf[HEADER..]);
+    sum.update(&entry.payload);
+    let sum = sum.finalize();
     buf[4..8].copy_from_slice(&sum.to_le_bytes());
     buf
 }
 
-fn decode(body: &[u8]) -> Option<(u64, Entry)> {
+/// Writes `head` then `payload` (one record) with as few system calls as
+/// the kernel allows.
+fn write_record(file: &mut File, head: &[u8], payload: &[u8]) -> std::io::Result<()> {
+    let mut parts = [head, payload];
+    while !parts[0].is_empty() || !parts[1].is_empty() {
+        let n = file.write_vectored(&[
+            std::io::IoSlice::new(parts[0]),
+            std::io::IoSlice::new(parts[1]),
+        ])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let first = n.min(parts[0].len());
+        parts[0] = &parts[0][first..];
+        parts[1] = &parts[1][n - first..];
+    }
+    Ok(())
+}
+
+/// A record's body read back: the part before the payload, and the payload
+/// in its own buffer (handed to the exporter without another copy).
+struct RawRecord {
+    head: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn decode(record: RawRecord) -> Option<(u64, Entry)> {
+    let body = &record.head;
     let take = |range: std::ops::Range<usize>| body.get(range);
     let id = u64::from_le_bytes(take(0..8)?.try_into().ok()?);
     let signal = Signal::from_byte(*body.get(8)?)?;
     let items = u32::from_le_bytes(take(9..13)?.try_into().ok()?);
     let n = u16::from_le_bytes(take(13..15)?.try_into().ok()?) as usize;
-    let mut at = 15;
+    let mut at = META;
     let mut positions = Vec::with_capacity(n);
     for _ in 0..n {
         let file_id = u64::from_le_bytes(take(at..at + 8)?.try_into().ok()?);
@@ -204,41 +235,62 @@ fn decode(body: &[u8]) -> Option<(u64, Entry)> {
         positions.push(FilePosition { file_id, offset });
         at += 16;
     }
-    let payload = body.get(at..)?.to_vec();
     Some((
         id,
         Entry {
             signal,
             items,
             positions,
-            payload,
+            payload: record.payload,
         },
     ))
 }
 
+/// Reads `len` bytes at `off` into a new buffer without zeroing it first.
+fn read_exact_new(file: &File, off: u64, len: usize) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(off)).ok()?;
+    let mut buf = Vec::with_capacity(len);
+    reader.take(len as u64).read_to_end(&mut buf).ok()?;
+    (buf.len() == len).then_some(buf)
+}
+
 /// Reads the record at `off` of `file`: `Ok(None)` at a clean end,
 /// `Err(())` for a torn or corrupt record.
-fn read_record(file: &File, off: u64, file_len: u64) -> Result<Option<(Vec<u8>, u64)>, ()> {
+fn read_record(file: &File, off: u64, file_len: u64) -> Result<Option<(RawRecord, u64)>, ()> {
     if off == file_len {
         return Ok(None);
     }
-    if off + HEADER as u64 > file_len {
+    if off + (HEADER + META) as u64 > file_len {
         return Err(());
     }
-    let mut header = [0u8; HEADER];
+    let mut header = [0u8; HEADER + META];
     file.read_exact_at(&mut header, off).map_err(|_| ())?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let sum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD || off + (HEADER + len) as u64 > file_len {
+    let n = u16::from_le_bytes([header[HEADER + 13], header[HEADER + 14]]) as usize;
+    let head_len = META + n * 16;
+    if len > MAX_RECORD || len < head_len || off + (HEADER + len) as u64 > file_len {
         return Err(());
     }
-    let mut body = vec![0u8; len];
-    file.read_exact_at(&mut body, off + HEADER as u64)
-        .map_err(|_| ())?;
-    if crc(&body) != sum {
+    let head = if n == 0 {
+        header[HEADER..].to_vec()
+    } else {
+        read_exact_new(file, off + HEADER as u64, head_len).ok_or(())?
+    };
+    let payload =
+        read_exact_new(file, off + (HEADER + head_len) as u64, len - head_len).ok_or(())?;
+    let mut check = crc32fast::Hasher::new();
+    check.update(&head);
+    check.update(&payload);
+    if check.finalize() != sum {
         return Err(());
     }
-    Ok(Some((body, off + (HEADER + len) as u64)))
+    Ok(Some((
+        RawRecord { head, payload },
+        off + (HEADER + len) as u64,
+    )))
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -308,7 +360,7 @@ impl Queue {
                 match read_record(&file, off, len) {
                     Ok(None) => break,
                     Ok(Some((body, end))) => {
-                        if let Some((id, entry)) = decode(&body) {
+                        if let Some((id, entry)) = decode(body) {
                             if id >= ledger.acked_id {
                                 if seg.first_id == u64::MAX {
                                     seg.first_id = id;
@@ -421,8 +473,8 @@ impl Queue {
             anyhow::bail!("the telemetry queue is closed");
         }
         let id = st.next_id;
-        let buf = encode(id, entry);
-        let len = buf.len() as u64;
+        let head = encode_head(id, entry);
+        let len = (head.len() + entry.payload.len()) as u64;
         // Keep the bound: drop whole oldest segments, counting what they held.
         while st.total_bytes + len > self.opts.max_bytes && st.segments.len() > 1 {
             self.drop_oldest(&mut st);
@@ -434,7 +486,7 @@ impl Queue {
                 self.drop_oldest(&mut st);
             }
         }
-        st.writer.write_all(&buf).map_err(|e| {
+        write_record(&mut st.writer, &head, &entry.payload).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write to the telemetry queue in {}: {e}; check free space",
                 self.dir.display()
@@ -591,7 +643,7 @@ impl Queue {
             match result {
                 Ok(Some((body, end))) => {
                     st.read_off = end;
-                    let Some((id, entry)) = decode(&body) else {
+                    let Some((id, entry)) = decode(body) else {
                         continue;
                     };
                     if id < st.acked_id {
