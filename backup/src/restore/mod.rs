@@ -10,6 +10,7 @@ pub mod identity;
 pub mod mysql;
 pub mod postgres;
 pub mod stream;
+pub mod tables;
 pub mod tool;
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use crate::manifest::{DatabaseInfo, Manifest, ObjectEntry, ObjectRole};
 use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, Progress};
 use crate::restore::tool::{feed, find_tool, run_capture, FeedError};
-use crate::restore::{Check, Located, RestoredItem};
+use crate::restore::{tables, Check, Located, RestoredItem};
 
 /// How to reach the server to restore into.
 #[derive(Debug, Clone, Default)]
@@ -295,90 +295,23 @@ pub fn check_tables(
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
-    let mut checks = Vec::new();
-    let Some(expected) = expected.filter(|e| !e.tables.is_empty()) else {
-        checks.push(Check::ok(
-            "tables",
-            format!(
-                "{} tables restored (the manifest has no table statistics to compare)",
-                actual.len()
-            ),
-        ));
-        return Ok(checks);
-    };
-    let wanted: Vec<&str> = expected.tables.iter().map(|t| t.name.as_str()).collect();
-    let missing: Vec<&&str> = wanted
-        .iter()
-        .filter(|t| !actual.iter().any(|a| a == **t))
-        .collect();
-    let extra: Vec<&String> = actual
-        .iter()
-        .filter(|a| !wanted.contains(&a.as_str()))
-        .collect();
-    if missing.is_empty() && extra.is_empty() {
-        checks.push(Check::ok(
-            "tables",
-            format!("{} tables, as in the manifest", actual.len()),
-        ));
-    } else {
-        checks.push(Check::failed(
-            "tables",
-            format!("missing {missing:?}, unexpected {extra:?}"),
-        ));
-    }
-    let present: Vec<&crate::manifest::TableStat> = expected
-        .tables
-        .iter()
-        .filter(|t| actual.contains(&t.name))
-        .collect();
-    if present.is_empty() {
-        return Ok(checks);
-    }
-    let sql = present
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "SELECT {i}, COUNT(*) FROM {}.{}",
-                quote_ident(db),
-                quote_ident(&t.name)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
-        + ";\n";
-    let counted = conn.sql(&sql)?;
-    let mut mismatches = Vec::new();
-    let mut total = 0u64;
-    for line in counted.lines() {
-        let Some((i, n)) = line.split_once('\t') else {
-            continue;
-        };
-        let (Ok(i), Ok(n)) = (i.trim().parse::<usize>(), n.trim().parse::<u64>()) else {
-            continue;
-        };
-        total += n;
-        if let Some(t) = present.get(i) {
-            if t.rows != n {
-                mismatches.push(format!(
-                    "{} has {n} rows, the manifest records {}",
-                    t.name, t.rows
-                ));
-            }
-        }
-    }
-    if mismatches.is_empty() {
-        checks.push(Check::ok(
-            "row counts",
-            format!(
-                "{total} rows in {} tables, as in the manifest",
-                present.len()
-            ),
-        ));
-    } else {
-        checks.push(Check::failed("row counts", mismatches.join("; ")));
-    }
-    Ok(checks)
+    tables::compare_with_manifest(&actual, expected, |present| {
+        // One query counting every table.
+        let sql = present
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "SELECT {i}, COUNT(*) FROM {}.{}",
+                    quote_ident(db),
+                    quote_ident(&t.name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+            + ";\n";
+        Ok(tables::parse_counts(&conn.sql(&sql)?, '\t'))
+    })
 }
 
 /// A dump stream without its top-level `CREATE DATABASE ...;` and

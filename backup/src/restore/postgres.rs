@@ -12,7 +12,7 @@ use crate::manifest::{DatabaseInfo, Manifest, ObjectEntry, ObjectRole};
 use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, Progress};
 use crate::restore::tool::{feed, find_tool, run_capture, FeedError};
-use crate::restore::{Check, Located, RestoredItem};
+use crate::restore::{tables, Check, Located, RestoredItem};
 
 /// How to reach the server to restore into. Unset fields fall back to
 /// libpq's own environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`).
@@ -446,88 +446,26 @@ pub fn check_tables(
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect();
-    let mut checks = Vec::new();
-    let Some(expected) = expected.filter(|e| !e.tables.is_empty()) else {
-        checks.push(Check::ok(
-            "tables",
-            format!(
-                "{} tables restored (the manifest has no table statistics to compare)",
-                actual.len()
-            ),
-        ));
-        return Ok(checks);
-    };
-    let wanted: Vec<String> = expected.tables.iter().map(|t| t.name.clone()).collect();
-    let missing: Vec<&String> = wanted.iter().filter(|t| !actual.contains(t)).collect();
-    let extra: Vec<&String> = actual.iter().filter(|t| !wanted.contains(t)).collect();
-    if missing.is_empty() && extra.is_empty() {
-        checks.push(Check::ok(
-            "tables",
-            format!("{} tables, as in the manifest", actual.len()),
-        ));
-    } else {
-        checks.push(Check::failed(
-            "tables",
-            format!("missing {missing:?}, unexpected {extra:?}"),
-        ));
-    }
-    let present: Vec<&crate::manifest::TableStat> = expected
-        .tables
-        .iter()
-        .filter(|t| actual.contains(&t.name))
-        .collect();
-    if present.is_empty() {
-        return Ok(checks);
-    }
-    // One query counting every table; identifiers quoted by the server.
-    let mut sql = String::new();
-    for (i, t) in present.iter().enumerate() {
-        let (schema, table) = t
-            .name
-            .split_once('.')
-            .unwrap_or(("public", t.name.as_str()));
-        if i > 0 {
-            sql.push_str(" UNION ALL ");
-        }
-        sql.push_str(&format!(
-            "SELECT {i}, count(*) FROM {}.{}",
-            quote_ident(schema),
-            quote_ident(table)
-        ));
-    }
-    sql.push_str(";\n");
-    let counted = conn.sql(db, &[], &sql)?;
-    let mut mismatches = Vec::new();
-    let mut rows_total = 0u64;
-    for line in counted.lines() {
-        let Some((i, n)) = line.split_once('|') else {
-            continue;
-        };
-        let (Ok(i), Ok(n)) = (i.parse::<usize>(), n.parse::<u64>()) else {
-            continue;
-        };
-        rows_total += n;
-        if let Some(t) = present.get(i) {
-            if t.rows != n {
-                mismatches.push(format!(
-                    "{} has {n} rows, the manifest records {}",
-                    t.name, t.rows
-                ));
+    tables::compare_with_manifest(&actual, expected, |present| {
+        // One query counting every table; identifiers quoted by the server.
+        let mut sql = String::new();
+        for (i, t) in present.iter().enumerate() {
+            let (schema, table) = t
+                .name
+                .split_once('.')
+                .unwrap_or(("public", t.name.as_str()));
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
             }
+            sql.push_str(&format!(
+                "SELECT {i}, count(*) FROM {}.{}",
+                quote_ident(schema),
+                quote_ident(table)
+            ));
         }
-    }
-    if mismatches.is_empty() {
-        checks.push(Check::ok(
-            "row counts",
-            format!(
-                "{rows_total} rows in {} tables, as in the manifest",
-                present.len()
-            ),
-        ));
-    } else {
-        checks.push(Check::failed("row counts", mismatches.join("; ")));
-    }
-    Ok(checks)
+        sql.push_str(";\n");
+        Ok(tables::parse_counts(&conn.sql(db, &[], &sql)?, '|'))
+    })
 }
 
 /// PostgreSQL identifier quoting: `"` doubled inside double quotes.
