@@ -65,7 +65,15 @@ impl std::fmt::Debug for S3Target {
 
 impl S3Target {
     pub async fn new(name: &str, config: &S3TargetConfig) -> Result<Self> {
+        // rustls with ring: one TLS stack and one crypto library in the
+        // binary (the SDK's default client would add aws-lc-rs).
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
             .region(Region::new(config.region.clone()))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
