@@ -4,6 +4,7 @@
 //! `node_scrape_collector_*{collector=...}` read as with node_exporter.
 
 mod procfs;
+mod rtnetlink;
 mod syscalls;
 mod sysfs;
 

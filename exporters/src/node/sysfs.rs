@@ -29,15 +29,31 @@ fn sys_num(v: &str) -> Option<f64> {
 // ---------------------------------------------------------------- netclass
 
 pub(crate) fn netclass(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> {
-    netclass_from(&s.sys_path("class/net"), &s.netclass_ignored)
+    // rtnetlink answers for this process's network namespace, sysfs for the
+    // one it was mounted in: the dump is only used with the host's own
+    // /sys, and only when it lists the same interfaces (netclass_from).
+    let links = if s.sys == Path::new("/sys") {
+        super::rtnetlink::links()
+            .map_err(|e| tracing::debug!(error = %e, "rtnetlink dump failed; reading sysfs only"))
+            .ok()
+    } else {
+        None
+    };
+    netclass_from(&s.sys_path("class/net"), &s.netclass_ignored, links)
 }
 
 /// `node_network_*{device}` gauges and counters from the attribute files of
 /// /sys/class/net/<iface>. An attribute the kernel refuses to read (a down
 /// interface answers EINVAL for `carrier`) is left out, as node_exporter does.
+///
+/// `links` (an rtnetlink dump) supplies the attributes link messages carry
+/// with the text sysfs would print, so only six files per interface are
+/// read (flags, speed, duplex, dev_id, addr_assign_type, name_assign_type);
+/// it is ignored unless it names exactly the interfaces of `dir`.
 pub(crate) fn netclass_from(
     dir: &Path,
     ignored: &regex::Regex,
+    links: Option<Vec<super::rtnetlink::Link>>,
 ) -> Result<Vec<MetricFamily>, CollectError> {
     // (attribute file, family suffix, type)
     const NUMERIC: [(&str, &str, MetricType); 16] = [
@@ -70,8 +86,23 @@ pub(crate) fn netclass_from(
         ("tx_queue_len", "transmit_queue_length", MetricType::Gauge),
         ("type", "protocol_type", MetricType::Gauge),
     ];
-    let entries = read_dir_sorted(dir)
-        .map_err(|e| CollectError::failed(format!("cannot list {}: {e}", dir.display())))?;
+    let cannot_list =
+        |e: std::io::Error| CollectError::failed(format!("cannot list {}: {e}", dir.display()));
+    // (name, path, is a symlink): interfaces are the symlinks of class/net
+    // (`bonding_masters` is a file); the type comes with the listing.
+    let mut entries: Vec<(String, std::path::PathBuf, bool)> = std::fs::read_dir(dir)
+        .map_err(cannot_list)?
+        .filter_map(Result::ok)
+        .map(|e| {
+            let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path(),
+                is_link,
+            )
+        })
+        .collect();
+    entries.sort();
     let mut families: Vec<MetricFamily> = NUMERIC
         .iter()
         .map(|(attr, suffix, kind)| {
@@ -94,17 +125,29 @@ pub(crate) fn netclass_from(
         "node_network_speed_bytes",
         "Network device link speed in bytes per second (-125000 when unknown).",
     );
-    for (name, path) in entries {
+    let links: std::collections::HashMap<String, super::rtnetlink::Link> = links
+        .map(|links| links.into_iter().map(|l| (l.name.clone(), l)).collect())
+        .unwrap_or_default();
+    let same_interfaces = !links.is_empty()
+        && links.len() == entries.iter().filter(|(.., is_link)| *is_link).count()
+        && entries
+            .iter()
+            .all(|(n, _, is_link)| !is_link || links.contains_key(n));
+    for (name, path, _) in entries {
         if ignored.is_match(&name) {
             continue;
         }
         let Some(dir) = AttrDir::open(&path) else {
             continue;
         };
-        if !dir.has("ifindex") {
+        let link = links.get(&name).filter(|_| same_interfaces);
+        if link.is_none() && !dir.has("ifindex") {
             continue;
         }
-        let attr = |a: &str| dir.attr(a);
+        let attr = |a: &str| match link.and_then(|l| l.sysfs_attr(a)) {
+            Some(value) => value,
+            None => dir.attr(a),
+        };
         let operstate = attr("operstate").unwrap_or_default();
         up.push(
             [("device", name.as_str())],
@@ -539,7 +582,7 @@ mod tests {
         write(&ifb.join("ifindex"), "2\n");
         write(&ifb.join("operstate"), "down\n");
         write(&dir.path().join("bonding_masters"), "\n");
-        let families = netclass_from(dir.path(), &regex::Regex::new("^$").unwrap()).unwrap();
+        let families = netclass_from(dir.path(), &regex::Regex::new("^$").unwrap(), None).unwrap();
         let out = encode(&crate::scrape::merge_families(families));
         assert!(
             out.contains("node_network_up{device=\"eth0\"} 1\n"),
