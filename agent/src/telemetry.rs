@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use steward_telemetry::spans::{QueueSpanExporter, SpanSink};
 use steward_telemetry::StartOptions;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +27,17 @@ static SELF_TRACES: OnceLock<SelfTraces> = OnceLock::new();
 fn self_traces() -> &'static SelfTraces {
     SELF_TRACES.get_or_init(|| {
         let sink = Arc::new(SpanSink::default());
+        // Steward makes a few spans a minute (one per scrape, one per
+        // backup): 256 queued between exports is plenty, and the SDK's
+        // default of 2048 preallocates 750 KB of channel slots.
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(256)
+            .build();
+        let processor = BatchSpanProcessor::builder(QueueSpanExporter::new(Arc::clone(&sink)))
+            .with_batch_config(batch)
+            .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(QueueSpanExporter::new(Arc::clone(&sink)))
+            .with_span_processor(processor)
             .build();
         SelfTraces { sink, provider }
     })
@@ -40,12 +49,24 @@ pub fn span_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let tracer = self_traces().provider.tracer("steward");
+    let traces = self_traces();
+    let tracer = traces.provider.tracer("steward");
+    let sink = Arc::clone(&traces.sink);
     tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target().starts_with("steward") && *meta.level() <= tracing::Level::INFO
-        }))
+        .with_filter(
+            // Per span, not cached per callsite: no OpenTelemetry span is
+            // built while telemetry is off, and a reload can turn it on.
+            tracing_subscriber::filter::dynamic_filter_fn(move |_, _| sink.is_active())
+                .with_callsite_filter(|meta| {
+                    if meta.target().starts_with("steward") && *meta.level() <= tracing::Level::INFO
+                    {
+                        tracing::subscriber::Interest::sometimes()
+                    } else {
+                        tracing::subscriber::Interest::never()
+                    }
+                }),
+        )
 }
 
 /// Starts telemetry for one configuration generation; stops when `cancel`
@@ -54,6 +75,13 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
     let section = &config.telemetry;
     if !section.is_enabled() {
         return Ok(Subsystem::default());
+    }
+    let traces = self_traces();
+    // A reload starts the new generation while the old one still runs:
+    // a failed start must not cut the old one's spans off.
+    let was_active = traces.sink.is_active();
+    if section.self_traces {
+        traces.sink.activate();
     }
     let span = tracing::info_span!("telemetry_start", sources = section.sources.len());
     let _entered = span.enter();
@@ -64,8 +92,12 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
             host_name: config.agent.effective_hostname(),
         },
         cancel.clone(),
-    )?;
-    let traces = self_traces();
+    )
+    .inspect_err(|_| {
+        if !was_active {
+            traces.sink.disconnect();
+        }
+    })?;
     if section.self_traces {
         traces
             .sink

@@ -42,6 +42,9 @@ fn resource_of(attributes: &[(String, String)]) -> opentelemetry_sdk::Resource {
 #[derive(Default)]
 pub struct SpanSink {
     target: Mutex<Option<Target>>,
+    /// Whether spans go anywhere: read on every span start (see
+    /// [`SpanSink::is_active`]), so an atomic rather than the lock.
+    active: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SpanSink {
@@ -58,7 +61,27 @@ impl SpanSink {
                 destination: Destination::Queue(queue),
                 resource: resource_of(attributes),
             });
+            self.set_active(true);
         }
+    }
+
+    /// Whether spans have a destination now. The agent's tracing layer
+    /// checks this before building an OpenTelemetry span at all, so a host
+    /// without telemetry pays nothing per scrape for its spans.
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks spans as wanted before [`SpanSink::connect`]: a span that
+    /// starts before its destination exists (telemetry's own start) is
+    /// still exported when it ends after the connection.
+    pub fn activate(&self) {
+        self.set_active(true);
+    }
+
+    fn set_active(&self, active: bool) {
+        self.active
+            .store(active, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Keeps spans in memory from now on, for [`SpanSink::take_buffered`].
@@ -68,6 +91,7 @@ impl SpanSink {
                 destination: Destination::Buffer(Vec::new()),
                 resource: resource_of(attributes),
             });
+            self.set_active(true);
         }
     }
 
@@ -87,6 +111,7 @@ impl SpanSink {
     pub fn disconnect(&self) {
         if let Ok(mut t) = self.target.lock() {
             *t = None;
+            self.set_active(false);
         }
     }
 
