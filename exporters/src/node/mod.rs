@@ -3,6 +3,7 @@
 //! [`Collector`] with the same name, so `collect[]`/`exclude[]` filters and
 //! `node_scrape_collector_*{collector=...}` read as with node_exporter.
 
+mod hardware;
 mod procfs;
 mod rtnetlink;
 mod syscalls;
@@ -10,7 +11,7 @@ mod sysfs;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,9 +25,13 @@ use crate::metrics::MetricFamily;
 /// unless `[node] collectors` narrows the list or `disable` removes some.
 pub const COLLECTORS: &[&str] = &[
     "arp",
+    "bonding",
     "conntrack",
     "cpu",
+    "cpufreq",
     "diskstats",
+    "dmi",
+    "edac",
     "entropy",
     "filefd",
     "filesystem",
@@ -37,13 +42,18 @@ pub const COLLECTORS: &[&str] = &[
     "netclass",
     "netdev",
     "netstat",
+    "nvme",
     "os",
+    "powersupplyclass",
     "pressure",
+    "rapl",
+    "schedstat",
     "selinux",
     "sockstat",
     "softnet",
     "stat",
     "textfile",
+    "thermal_zone",
     "time",
     "timex",
     "udp_queues",
@@ -66,6 +76,8 @@ pub const DEFAULT_NETCLASS_IGNORED_DEVICES: &str = "^$";
 pub const DEFAULT_NETSTAT_FIELDS: &str = "^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
 /// node_exporter 1.5's `--collector.vmstat.fields`.
 pub const DEFAULT_VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
+/// node_exporter 1.5's `--collector.powersupply.ignored-supplies`.
+pub const DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES: &str = "^$";
 /// Debian's default `--collector.textfile.directory`.
 pub const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
 
@@ -123,6 +135,15 @@ pub struct NodeConfig {
     /// (node_exporter's textfile collector).
     #[serde(default = "default_textfile_directory")]
     pub textfile_directory: PathBuf,
+    /// Power supplies (regex on the /sys/class/power_supply name) the
+    /// powersupplyclass collector skips.
+    #[serde(default = "default_powersupply_ignored_supplies")]
+    pub powersupply_ignored_supplies: String,
+    /// One `node_rapl_joules_total{rapl_zone=...}` family instead of one
+    /// `node_rapl_<zone>_joules_total` per zone
+    /// (`--collector.rapl.enable-zone-label`).
+    #[serde(default)]
+    pub rapl_enable_zone_label: bool,
 }
 
 impl Default for NodeConfig {
@@ -143,6 +164,8 @@ impl Default for NodeConfig {
             netstat_fields: default_netstat_fields(),
             vmstat_fields: default_vmstat_fields(),
             textfile_directory: default_textfile_directory(),
+            powersupply_ignored_supplies: default_powersupply_ignored_supplies(),
+            rapl_enable_zone_label: false,
         }
     }
 }
@@ -179,7 +202,7 @@ impl NodeConfig {
         errors
     }
 
-    fn patterns(&self) -> [(&'static str, &str); 7] {
+    fn patterns(&self) -> [(&'static str, &str); 8] {
         [
             (
                 "filesystem_mount_points_exclude",
@@ -194,6 +217,10 @@ impl NodeConfig {
             ("netclass_ignored_devices", &self.netclass_ignored_devices),
             ("netstat_fields", &self.netstat_fields),
             ("vmstat_fields", &self.vmstat_fields),
+            (
+                "powersupply_ignored_supplies",
+                &self.powersupply_ignored_supplies,
+            ),
         ]
     }
 }
@@ -237,6 +264,9 @@ fn default_netstat_fields() -> String {
 fn default_vmstat_fields() -> String {
     DEFAULT_VMSTAT_FIELDS.into()
 }
+fn default_powersupply_ignored_supplies() -> String {
+    DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES.into()
+}
 fn default_textfile_directory() -> PathBuf {
     PathBuf::from(DEFAULT_TEXTFILE_DIRECTORY)
 }
@@ -257,6 +287,10 @@ pub(crate) struct Settings {
     pub vmstat_fields: Regex,
     pub statfs_timeout: Duration,
     pub textfile_directory: PathBuf,
+    pub powersupply_ignored: Regex,
+    pub rapl_zone_label: bool,
+    /// `node_dmi_info`'s labels, read on the first scrape that asks.
+    pub dmi: OnceLock<Vec<(&'static str, String)>>,
     /// Mount points with a statfs still in flight: skipped until it returns.
     pub stuck_mounts: Arc<Mutex<HashSet<String>>>,
 }
@@ -303,6 +337,12 @@ impl Settings {
                 },
             ),
             textfile_directory: config.textfile_directory.clone(),
+            powersupply_ignored: compile(
+                &config.powersupply_ignored_supplies,
+                DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES,
+            ),
+            rapl_zone_label: config.rapl_enable_zone_label,
+            dmi: OnceLock::new(),
             stuck_mounts: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -343,9 +383,13 @@ impl Collector for NodeCollector {
             // The only one that can block for long: statfs on its own thread.
             "filesystem" => return syscalls::filesystem(Arc::clone(&self.settings), ctx).await,
             "arp" => procfs::arp(s)?,
+            "bonding" => hardware::bonding(s)?,
             "conntrack" => procfs::conntrack(s)?,
             "cpu" => procfs::cpu(s)?,
+            "cpufreq" => hardware::cpufreq(s)?,
             "diskstats" => procfs::diskstats(s)?,
+            "dmi" => hardware::dmi(s),
+            "edac" => hardware::edac(s)?,
             "entropy" => procfs::entropy(s)?,
             "filefd" => procfs::filefd(s)?,
             "hwmon" => sysfs::hwmon(s)?,
@@ -355,13 +399,18 @@ impl Collector for NodeCollector {
             "netclass" => sysfs::netclass(s)?,
             "netdev" => procfs::netdev(s)?,
             "netstat" => procfs::netstat(s)?,
+            "nvme" => hardware::nvme(s)?,
             "os" => procfs::os(s)?,
+            "powersupplyclass" => hardware::powersupplyclass(s)?,
             "pressure" => procfs::pressure(s)?,
+            "rapl" => hardware::rapl(s)?,
+            "schedstat" => procfs::schedstat(s)?,
             "selinux" => sysfs::selinux(s)?,
             "sockstat" => procfs::sockstat(s)?,
             "softnet" => procfs::softnet(s)?,
             "stat" => procfs::stat(s)?,
             "textfile" => return Ok(procfs::textfile(s)),
+            "thermal_zone" => hardware::thermal_zone(s)?,
             "time" => syscalls::time(s)?,
             "timex" => syscalls::timex()?,
             "udp_queues" => procfs::udp_queues(s)?,
@@ -458,6 +507,23 @@ impl AttrDir {
         .map_err(std::io::Error::from)
         .map(std::fs::File::from);
         trim_attr(read_pseudo_file(fd, 64).ok()?)
+    }
+
+    /// The attribute as text with invalid UTF-8 replaced (DMI strings come
+    /// from firmware), trimmed at the end like [`AttrDir::attr`].
+    pub(crate) fn attr_lossy(&self, name: &str) -> Option<String> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Read;
+        let fd = rustix::fs::openat(
+            &self.0,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut bytes = Vec::with_capacity(64);
+        std::fs::File::from(fd).read_to_end(&mut bytes).ok()?;
+        trim_attr(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Whether the directory has an entry `name`.
