@@ -1,5 +1,5 @@
 //! Node collectors for hardware this machine lacks (thermal zones, cpufreq,
-//! schedstat, power supplies, NVMe, EDAC, RAPL, DMI, bonding), checked
+//! schedstat, power supplies, NVMe, EDAC, RAPL, DMI, bonding, XFS), checked
 //! against Debian's prometheus-node-exporter 1.5: both read the same
 //! fixture /proc and /sys trees written here in the kernel's formats, and
 //! every series of those collectors must have the same type, labels and
@@ -24,6 +24,7 @@ const COLLECTORS: &[&str] = &[
     "rapl",
     "schedstat",
     "thermal_zone",
+    "xfs",
 ];
 
 fn put(root: &Path, rel: &str, content: impl AsRef<[u8]>) {
@@ -357,6 +358,51 @@ fn hardware_tree(root: &Path) {
         "up\n",
     );
     put(&sys, "class/net/bond2/bonding/slaves", "\n");
+
+    // xfs: the global stats directory (not a filesystem), a filesystem
+    // with every line of a 5.x kernel, and an older one without `vnodes`'
+    // 8th number nor the v2 B-tree lines.
+    put(&sys, "fs/xfs/stats/stats", "extent_alloc 1 2 3 4\n");
+    put(
+        &sys,
+        "fs/xfs/sda1/stats/stats",
+        "extent_alloc 92447 97589 92448 93751\n\
+         abt 0 0 0 0\n\
+         blk_map 1767055 188820 184891 92447 92448 2140766 0\n\
+         bmbt 0 0 0 0\n\
+         dir 185039 92447 92444 136422\n\
+         trans 706 944304 0\n\
+         ig 185045 58807 0 126238 0 33637 22\n\
+         log 2883 113448 9 17360 739\n\
+         push_ail 945014 0 134260 15483 0 3940 464 159985 0 40\n\
+         xstrat 92447 0\n\
+         rw 107739 94045\n\
+         attr 4 0 0 0\n\
+         icluster 8677 7849 135802\n\
+         vnodes 92601 0 0 0 92444 92444 92444 0\n\
+         buf 2666287 7122 2659202 3599 2 7085 0 10297 7085\n\
+         abtb2 184 227 13 12 0 0 0 0 0 0 0 0 0 0 2\n\
+         abtc2 345 295 67 66 0 0 0 0 0 0 0 0 0 0 3\n\
+         bmbt2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
+         ibt2 343 304 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
+         fibt2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
+         rmapbt 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
+         refcntbt 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n\
+         qm 0 0 0 0 0 0 0 0\n\
+         xpc 399724544 92823103 86219234\n\
+         debug 0\n",
+    );
+    put(
+        &sys,
+        "fs/xfs/dm-0/stats/stats",
+        "extent_alloc 1 2 3 4\n\
+         abt 5 6 7 8\n\
+         blk_map 9 10 11 12 13 14 4294967295\n\
+         dir 15 16 17 18\n\
+         ig 19 20 21 22 23 24 25\n\
+         rw 26 27\n\
+         vnodes 28 29 30 31 32 33 34\n",
+    );
 }
 
 struct NodeExporter {
@@ -508,6 +554,7 @@ fn hardware_collectors_match_node_exporter_on_a_fixture_tree() {
         ("rapl", "node_rapl_package_joules_total"),
         ("schedstat", "node_schedstat_timeslices_total"),
         ("thermal_zone", "node_cooling_device_cur_state"),
+        ("xfs", "node_xfs_read_calls_total"),
     ] {
         assert!(
             ne_s.series_of(family).count() >= 2 || family == "node_dmi_info",
@@ -522,6 +569,7 @@ fn hardware_collectors_match_node_exporter_on_a_fixture_tree() {
     }
     assert_eq!(families_with_prefix(&st_s, "node_power_supply_").len(), 17);
     assert_eq!(families_with_prefix(&st_s, "node_rapl_").len(), 4);
+    assert_eq!(families_with_prefix(&st_s, "node_xfs_").len(), 39);
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub const COLLECTORS: &[&str] = &[
     "udp_queues",
     "uname",
     "vmstat",
+    "xfs",
 ];
 
 /// node_exporter 1.5's `--collector.filesystem.mount-points-exclude`.
@@ -416,6 +417,7 @@ impl Collector for NodeCollector {
             "udp_queues" => procfs::udp_queues(s)?,
             "uname" => syscalls::uname()?,
             "vmstat" => procfs::vmstat(s)?,
+            "xfs" => hardware::xfs(s)?,
             other => {
                 return Err(CollectError::Unsupported(format!(
                     "no node collector named {other:?}"
