@@ -1,5 +1,6 @@
 //! Node collectors for hardware this machine lacks (thermal zones, cpufreq,
-//! schedstat, power supplies, NVMe, EDAC, RAPL, DMI, bonding, XFS), checked
+//! schedstat, power supplies, NVMe, EDAC, RAPL, DMI, bonding, XFS, the NFS
+//! client), checked
 //! against Debian's prometheus-node-exporter 1.5: both read the same
 //! fixture /proc and /sys trees written here in the kernel's formats, and
 //! every series of those collectors must have the same type, labels and
@@ -19,6 +20,7 @@ const COLLECTORS: &[&str] = &[
     "cpufreq",
     "dmi",
     "edac",
+    "nfs",
     "nvme",
     "powersupplyclass",
     "rapl",
@@ -359,6 +361,17 @@ fn hardware_tree(root: &Path) {
     );
     put(&sys, "class/net/bond2/bonding/slaves", "\n");
 
+    // nfs: a 5.x client without NFSv2 (its procedures count as zeros) and
+    // with more NFSv4 procedures than node_exporter names.
+    put(
+        &proc,
+        "net/rpc/nfs",
+        "net 18628 0 18628 6\n\
+         rpc 4329785 3 4338291\n\
+         proc3 22 1 4084749 29200 94754 32580 186 47747 7840 4572 5 0 0 0 3 0 0 0 0 12 2 2 0\n\
+         proc4 69 0 37 74 111 148 185 222 259 296 333 370 407 444 481 518 555 592 629 666 703 740 777 814 851 888 925 962 999 36 73 110 147 184 221 258 295 332 369 406 443 480 517 554 591 628 665 702 739 776 813 850 887 924 961 998 35 72 109 146 183 220 257 294 331 368 405 442 479 516\n",
+    );
+
     // xfs: the global stats directory (not a filesystem), a filesystem
     // with every line of a 5.x kernel, and an older one without `vnodes`'
     // 8th number nor the v2 B-tree lines.
@@ -549,6 +562,7 @@ fn hardware_collectors_match_node_exporter_on_a_fixture_tree() {
         ("cpufreq", "node_cpu_scaling_frequency_hertz"),
         ("dmi", "node_dmi_info"),
         ("edac", "node_edac_csrow_correctable_errors_total"),
+        ("nfs", "node_nfs_requests_total"),
         ("nvme", "node_nvme_info"),
         ("powersupplyclass", "node_power_supply_info"),
         ("rapl", "node_rapl_package_joules_total"),
