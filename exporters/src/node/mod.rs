@@ -9,9 +9,9 @@ mod rtnetlink;
 mod syscalls;
 mod sysfs;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -273,6 +273,57 @@ fn default_textfile_directory() -> PathBuf {
     PathBuf::from(DEFAULT_TEXTFILE_DIRECTORY)
 }
 
+/// A field-name filter (`netstat_fields`, `vmstat_fields`) that remembers
+/// its answers. The kernel's field names do not change while it runs, yet
+/// the netstat and vmstat collectors test some 500 of them per scrape: after
+/// the first scrape each name costs a hash lookup instead of a regex search
+/// (the searches were about a tenth of a node scrape's user CPU).
+#[derive(Debug)]
+pub(crate) struct FieldFilter {
+    regex: Regex,
+    answers: Mutex<HashMap<String, bool>>,
+}
+
+/// Names remembered at most; a source that keeps inventing names (a
+/// fixture, a strange kernel) falls back to searching, never grows memory.
+const MAX_REMEMBERED_FIELDS: usize = 4096;
+
+impl FieldFilter {
+    pub(crate) fn new(regex: Regex) -> FieldFilter {
+        FieldFilter {
+            regex,
+            answers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One pass over a file: the lock is taken once, not per name.
+    pub(crate) fn pass(&self) -> FieldPass<'_> {
+        FieldPass {
+            regex: &self.regex,
+            answers: self.answers.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+/// See [`FieldFilter::pass`].
+pub(crate) struct FieldPass<'a> {
+    regex: &'a Regex,
+    answers: MutexGuard<'a, HashMap<String, bool>>,
+}
+
+impl FieldPass<'_> {
+    pub(crate) fn is_match(&mut self, name: &str) -> bool {
+        if let Some(&hit) = self.answers.get(name) {
+            return hit;
+        }
+        let hit = self.regex.is_match(name);
+        if self.answers.len() < MAX_REMEMBERED_FIELDS {
+            self.answers.insert(name.to_owned(), hit);
+        }
+        hit
+    }
+}
+
 /// What the node collectors share: paths, compiled filters, and the mount
 /// points whose statfs has not returned yet.
 #[derive(Debug)]
@@ -285,8 +336,8 @@ pub(crate) struct Settings {
     pub disk_exclude: Regex,
     pub netdev_exclude: Regex,
     pub netclass_ignored: Regex,
-    pub netstat_fields: Regex,
-    pub vmstat_fields: Regex,
+    pub netstat_fields: FieldFilter,
+    pub vmstat_fields: FieldFilter,
     pub statfs_timeout: Duration,
     pub textfile_directory: PathBuf,
     pub powersupply_ignored: Regex,
@@ -329,8 +380,11 @@ impl Settings {
                 &config.netclass_ignored_devices,
                 DEFAULT_NETCLASS_IGNORED_DEVICES,
             ),
-            netstat_fields: compile(&config.netstat_fields, DEFAULT_NETSTAT_FIELDS),
-            vmstat_fields: compile(&config.vmstat_fields, DEFAULT_VMSTAT_FIELDS),
+            netstat_fields: FieldFilter::new(compile(
+                &config.netstat_fields,
+                DEFAULT_NETSTAT_FIELDS,
+            )),
+            vmstat_fields: FieldFilter::new(compile(&config.vmstat_fields, DEFAULT_VMSTAT_FIELDS)),
             statfs_timeout: Duration::from_secs_f64(
                 if config.filesystem_statfs_timeout_secs > 0.0 {
                     config.filesystem_statfs_timeout_secs.min(300.0)
@@ -609,5 +663,24 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(collectors(&off).is_empty());
+    }
+
+    #[test]
+    fn field_filter_remembers_answers_and_stays_bounded() {
+        let filter = FieldFilter::new(Regex::new("^(Tcp_.*|Ip_Forwarding)$").unwrap());
+        for _ in 0..2 {
+            let mut pass = filter.pass();
+            assert!(pass.is_match("Tcp_InErrs"));
+            assert!(!pass.is_match("Udp_InErrors"));
+            assert!(pass.is_match("Ip_Forwarding"));
+            assert!(!pass.is_match("Ip_ForwardingX"));
+        }
+        let mut pass = filter.pass();
+        for i in 0..MAX_REMEMBERED_FIELDS {
+            assert!(pass.is_match(&format!("Tcp_{i}")));
+            assert!(!pass.is_match(&format!("Udp_{i}")));
+        }
+        assert_eq!(pass.answers.len(), MAX_REMEMBERED_FIELDS);
+        assert!(pass.is_match("Tcp_new"), "past the cap it still answers");
     }
 }

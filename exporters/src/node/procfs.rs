@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{counter, gauge, is_absent, read_text, Settings};
+use super::{counter, gauge, is_absent, read_text, FieldFilter, Settings};
 use crate::collector::{CollectError, Collected};
 use crate::metrics::{MetricFamily, MetricType};
 
@@ -186,7 +186,8 @@ pub(crate) fn vmstat(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> {
 }
 
 /// Untyped `node_vmstat_<field>` for the fields the regex selects.
-pub(crate) fn vmstat_from(text: &str, fields: &regex::Regex) -> Vec<MetricFamily> {
+pub(crate) fn vmstat_from(text: &str, fields: &FieldFilter) -> Vec<MetricFamily> {
+    let mut fields = fields.pass();
     text.lines()
         .filter_map(|line| line.split_once(' '))
         .filter(|(k, _)| fields.is_match(k))
@@ -591,7 +592,8 @@ fn netstat_family(proto: &str, field: &str, value: &str) -> MetricFamily {
 
 /// /proc/net/{netstat,snmp}: a header line of names then a line of values
 /// per protocol.
-pub(crate) fn netstat_pairs_from(text: &str, fields: &regex::Regex, out: &mut Vec<MetricFamily>) {
+pub(crate) fn netstat_pairs_from(text: &str, fields: &FieldFilter, out: &mut Vec<MetricFamily>) {
+    let mut fields = fields.pass();
     let mut lines = text.lines();
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
         let (Some((proto, names)), Some((_, values))) =
@@ -616,15 +618,21 @@ pub(crate) fn netstat_pairs_from(text: &str, fields: &regex::Regex, out: &mut Ve
 }
 
 /// /proc/net/snmp6: `Ip6InOctets 128` lines; the protocol ends at the `6`.
-pub(crate) fn snmp6_from(text: &str, fields: &regex::Regex, out: &mut Vec<MetricFamily>) {
+pub(crate) fn snmp6_from(text: &str, fields: &FieldFilter, out: &mut Vec<MetricFamily>) {
+    let mut fields = fields.pass();
+    let mut key = String::with_capacity(48);
     for line in text.lines() {
         let mut parts = line.split_ascii_whitespace();
-        let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
             continue;
         };
-        let Some(six) = key.find('6') else { continue };
-        let (proto, field) = key.split_at(six + 1);
-        if fields.is_match(&format!("{proto}_{field}")) {
+        let Some(six) = name.find('6') else { continue };
+        let (proto, field) = name.split_at(six + 1);
+        key.clear();
+        key.push_str(proto);
+        key.push('_');
+        key.push_str(field);
+        if fields.is_match(&key) {
             out.push(netstat_family(proto, field, value));
         }
     }
@@ -1558,7 +1566,7 @@ intr 342609 0 9 0\nctxt 484929\nbtime 1795459536\nprocesses 19334\nprocs_running
         let fixture = "nr_free_pages 5\npgpgin 2178977\npgfault 8162838\npgmajfault 1815\noom_kill 0\npswpin 0\nworkingset 1\n";
         let out = text(&vmstat_from(
             fixture,
-            &re(crate::node::DEFAULT_VMSTAT_FIELDS),
+            &FieldFilter::new(re(crate::node::DEFAULT_VMSTAT_FIELDS)),
         ));
         assert!(
             out.contains("# TYPE node_vmstat_pgpgin untyped\nnode_vmstat_pgpgin 2.178977e+06\n"),
@@ -1655,7 +1663,7 @@ md2 : inactive sdf1[0](S)\n      3000 blocks\n\nunused devices: <none>\n";
         let netstat = "TcpExt: SyncookiesSent ListenDrops TCPTimeouts PruneCalled\nTcpExt: 0 3 2 9\nIpExt: InOctets OutOctets InMcastPkts\nIpExt: 155496767 261840 4\n";
         let snmp = "Ip: Forwarding DefaultTTL InReceives\nIp: 2 64 100\nTcp: RtoMin ActiveOpens CurrEstab InErrs\nTcp: 200 34 4 0\nUdpLite: InDatagrams InErrors\nUdpLite: 0 0\n";
         let snmp6 = "Ip6InReceives                   \t1\nIp6InOctets 128\nIcmp6InMsgs 1\nUdpLite6InErrors 0\nUdp6NoPorts 0\n";
-        let fields = re(crate::node::DEFAULT_NETSTAT_FIELDS);
+        let fields = FieldFilter::new(re(crate::node::DEFAULT_NETSTAT_FIELDS));
         let mut fams = Vec::new();
         netstat_pairs_from(netstat, &fields, &mut fams);
         netstat_pairs_from(snmp, &fields, &mut fams);
