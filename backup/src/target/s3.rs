@@ -1,9 +1,9 @@
 //! S3 (and S3-compatible stores) as a target, with aws-sdk-s3.
 //!
 //! Uploads of unknown length go multipart: parts start at
-//! `part_size_bytes` and double every 1,000 parts (8 MiB parts would cap an
-//! object at ~78 GiB; growing ones reach S3's 5 TiB object limit within
-//! 10,000 parts), at most `upload_concurrency` in flight, so memory is
+//! `part_size_bytes` and double every 1,000 parts (fixed 5 MiB parts would
+//! cap an object at ~49 GiB; growing ones hold 4.8 TiB within 10,000
+//! parts, and S3's 5 TiB from 6 MiB), at most `upload_concurrency` in flight, so memory is
 //! about part size x (concurrency + 1): those buffers are allocated once
 //! and reused for every part (the SDK gets them as shared `Bytes`, not
 //! copies). Any failure aborts the upload; an
@@ -753,5 +753,9 @@ mod tests {
         let total: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n)).sum();
         assert!(total > 5 * 1024u64.pow(4), "{total}");
         assert!((1..=MAX_PARTS).all(|n| part_size(base, n) <= MAX_PART_BYTES));
+        // The default (S3's smallest part) still holds 4.8 TiB.
+        let base = 5 * 1024 * 1024;
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n)).sum();
+        assert!(total > 48 * 1024u64.pow(4) / 10, "{total}");
     }
 }
