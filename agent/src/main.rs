@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod grafana;
 mod logging;
+mod memory;
 mod scheduler;
 mod self_metrics;
 mod server;
@@ -62,6 +63,7 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::limit_malloc_arenas();
     let cli = Cli::parse();
     match commands::dispatch(cli) {
         Ok(code) => code,
