@@ -324,7 +324,7 @@ fn go_int(s: &str) -> Option<i64> {
 /// parse or that the driver refuses (EINVAL, EOPNOTSUPP) is left out.
 pub(crate) fn powersupplyclass_from(
     dir: &Path,
-    ignored: &regex::Regex,
+    ignored: &super::NameFilter,
 ) -> Result<Vec<MetricFamily>, CollectError> {
     let Some(entries) = names(dir)? else {
         return Ok(Vec::new());
@@ -892,7 +892,7 @@ mod tests {
     fn absent_sources_export_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let none = dir.path().join("none");
-        let never = regex::Regex::new("^$").unwrap();
+        let never = crate::node::NameFilter::new("^$").unwrap();
         assert!(thermal_zone_from(&none).unwrap().is_empty());
         assert!(cpufreq_from(&none).unwrap().is_empty());
         assert!(powersupplyclass_from(&none, &never).unwrap().is_empty());

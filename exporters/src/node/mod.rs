@@ -10,12 +10,12 @@ mod syscalls;
 mod sysfs;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::collector::{CollectContext, CollectError, Collected, Collector};
@@ -187,7 +187,7 @@ impl NodeConfig {
             }
         }
         for (key, pattern) in self.patterns() {
-            if let Err(e) = Regex::new(pattern) {
+            if let Err(e) = regex_lite::Regex::new(pattern) {
                 let first = e.to_string();
                 let first = first.lines().last().unwrap_or("").trim().to_string();
                 errors.push(format!("{key}: invalid regular expression: {first}"));
@@ -273,54 +273,86 @@ fn default_textfile_directory() -> PathBuf {
     PathBuf::from(DEFAULT_TEXTFILE_DIRECTORY)
 }
 
-/// A field-name filter (`netstat_fields`, `vmstat_fields`) that remembers
-/// its answers. The kernel's field names do not change while it runs, yet
-/// the netstat and vmstat collectors test some 500 of them per scrape: after
-/// the first scrape each name costs a hash lookup instead of a regex search
-/// (the searches were about a tenth of a node scrape's user CPU).
+/// A name filter from the config (`*_exclude`, `*_fields`, ...) that
+/// remembers its answers. The names it sees (kernel fields, devices, mount
+/// points, file system types) rarely change while the agent runs, yet a
+/// node scrape tests some 550 of them: after the first scrape each costs a
+/// hash lookup instead of a regex search (the searches were about a tenth
+/// of a scrape's user CPU). The patterns compile with `regex-lite`, whose
+/// programs and search state are a few KiB where `regex`'s lazy DFAs kept
+/// hundreds of KiB resident for searches that now run once per name.
 #[derive(Debug)]
-pub(crate) struct FieldFilter {
-    regex: Regex,
-    answers: Mutex<HashMap<String, bool>>,
+pub(crate) struct NameFilter {
+    regex: regex_lite::Regex,
+    answers: Mutex<HashMap<String, bool, BuildHasherDefault<Fnv1a>>>,
 }
 
 /// Names remembered at most; a source that keeps inventing names (a
-/// fixture, a strange kernel) falls back to searching, never grows memory.
-const MAX_REMEMBERED_FIELDS: usize = 4096;
+/// container host mounting and unmounting) falls back to searching for the
+/// names past the cap, and memory stays bounded.
+const MAX_REMEMBERED_NAMES: usize = 4096;
 
-impl FieldFilter {
-    pub(crate) fn new(regex: Regex) -> FieldFilter {
-        FieldFilter {
-            regex,
-            answers: Mutex::new(HashMap::new()),
-        }
+impl NameFilter {
+    pub(crate) fn new(pattern: &str) -> Result<NameFilter, regex_lite::Error> {
+        Ok(NameFilter {
+            regex: regex_lite::Regex::new(pattern)?,
+            answers: Mutex::new(HashMap::default()),
+        })
+    }
+
+    pub(crate) fn is_match(&self, name: &str) -> bool {
+        self.pass().is_match(name)
     }
 
     /// One pass over a file: the lock is taken once, not per name.
-    pub(crate) fn pass(&self) -> FieldPass<'_> {
-        FieldPass {
+    pub(crate) fn pass(&self) -> NamePass<'_> {
+        NamePass {
             regex: &self.regex,
             answers: self.answers.lock().unwrap_or_else(PoisonError::into_inner),
         }
     }
 }
 
-/// See [`FieldFilter::pass`].
-pub(crate) struct FieldPass<'a> {
-    regex: &'a Regex,
-    answers: MutexGuard<'a, HashMap<String, bool>>,
+/// See [`NameFilter::pass`].
+pub(crate) struct NamePass<'a> {
+    regex: &'a regex_lite::Regex,
+    answers: MutexGuard<'a, HashMap<String, bool, BuildHasherDefault<Fnv1a>>>,
 }
 
-impl FieldPass<'_> {
+impl NamePass<'_> {
     pub(crate) fn is_match(&mut self, name: &str) -> bool {
         if let Some(&hit) = self.answers.get(name) {
             return hit;
         }
         let hit = self.regex.is_match(name);
-        if self.answers.len() < MAX_REMEMBERED_FIELDS {
+        if self.answers.len() < MAX_REMEMBERED_NAMES {
             self.answers.insert(name.to_owned(), hit);
         }
         hit
+    }
+}
+
+/// FNV-1a: a few multiplications for a short name where SipHash costs
+/// dozens. Collision resistance is not needed here: the table is capped,
+/// so crafted names can at worst make some lookups linear in a small set.
+#[derive(Default)]
+pub(crate) struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 
@@ -331,16 +363,16 @@ pub(crate) struct Settings {
     pub proc: PathBuf,
     pub sys: PathBuf,
     pub rootfs: PathBuf,
-    pub mount_points_exclude: Regex,
-    pub fs_types_exclude: Regex,
-    pub disk_exclude: Regex,
-    pub netdev_exclude: Regex,
-    pub netclass_ignored: Regex,
-    pub netstat_fields: FieldFilter,
-    pub vmstat_fields: FieldFilter,
+    pub mount_points_exclude: NameFilter,
+    pub fs_types_exclude: NameFilter,
+    pub disk_exclude: NameFilter,
+    pub netdev_exclude: NameFilter,
+    pub netclass_ignored: NameFilter,
+    pub netstat_fields: NameFilter,
+    pub vmstat_fields: NameFilter,
     pub statfs_timeout: Duration,
     pub textfile_directory: PathBuf,
-    pub powersupply_ignored: Regex,
+    pub powersupply_ignored: NameFilter,
     pub rapl_zone_label: bool,
     /// `node_dmi_info`'s labels, read on the first scrape that asks.
     pub dmi: OnceLock<Vec<(&'static str, String)>>,
@@ -354,9 +386,9 @@ impl Settings {
         // through (a library caller that skipped validation), the anchor's
         // default keeps the collector working instead of failing the build.
         let compile = |pattern: &str, default: &str| {
-            Regex::new(pattern).unwrap_or_else(|e| {
+            NameFilter::new(pattern).unwrap_or_else(|e| {
                 tracing::warn!(pattern, error = %e, "invalid node filter; using the default");
-                Regex::new(default).unwrap_or_else(|_| never_matching())
+                NameFilter::new(default).unwrap_or_else(|_| never_matching())
             })
         };
         Settings {
@@ -380,11 +412,8 @@ impl Settings {
                 &config.netclass_ignored_devices,
                 DEFAULT_NETCLASS_IGNORED_DEVICES,
             ),
-            netstat_fields: FieldFilter::new(compile(
-                &config.netstat_fields,
-                DEFAULT_NETSTAT_FIELDS,
-            )),
-            vmstat_fields: FieldFilter::new(compile(&config.vmstat_fields, DEFAULT_VMSTAT_FIELDS)),
+            netstat_fields: compile(&config.netstat_fields, DEFAULT_NETSTAT_FIELDS),
+            vmstat_fields: compile(&config.vmstat_fields, DEFAULT_VMSTAT_FIELDS),
             statfs_timeout: Duration::from_secs_f64(
                 if config.filesystem_statfs_timeout_secs > 0.0 {
                     config.filesystem_statfs_timeout_secs.min(300.0)
@@ -412,9 +441,9 @@ impl Settings {
     }
 }
 
-fn never_matching() -> Regex {
+fn never_matching() -> NameFilter {
     // `$^` cannot match a non-empty name, and names are never empty.
-    Regex::new("$^").expect("constant pattern compiles")
+    NameFilter::new("$^").expect("constant pattern compiles")
 }
 
 /// One node_exporter collector.
@@ -666,8 +695,8 @@ mod tests {
     }
 
     #[test]
-    fn field_filter_remembers_answers_and_stays_bounded() {
-        let filter = FieldFilter::new(Regex::new("^(Tcp_.*|Ip_Forwarding)$").unwrap());
+    fn name_filter_remembers_answers_and_stays_bounded() {
+        let filter = NameFilter::new("^(Tcp_.*|Ip_Forwarding)$").unwrap();
         for _ in 0..2 {
             let mut pass = filter.pass();
             assert!(pass.is_match("Tcp_InErrs"));
@@ -676,11 +705,11 @@ mod tests {
             assert!(!pass.is_match("Ip_ForwardingX"));
         }
         let mut pass = filter.pass();
-        for i in 0..MAX_REMEMBERED_FIELDS {
+        for i in 0..MAX_REMEMBERED_NAMES {
             assert!(pass.is_match(&format!("Tcp_{i}")));
             assert!(!pass.is_match(&format!("Udp_{i}")));
         }
-        assert_eq!(pass.answers.len(), MAX_REMEMBERED_FIELDS);
+        assert_eq!(pass.answers.len(), MAX_REMEMBERED_NAMES);
         assert!(pass.is_match("Tcp_new"), "past the cap it still answers");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{counter, gauge, is_absent, read_text, FieldFilter, Settings};
+use super::{counter, gauge, is_absent, read_text, NameFilter, Settings};
 use crate::collector::{CollectError, Collected};
 use crate::metrics::{MetricFamily, MetricType};
 
@@ -186,7 +186,7 @@ pub(crate) fn vmstat(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> {
 }
 
 /// Untyped `node_vmstat_<field>` for the fields the regex selects.
-pub(crate) fn vmstat_from(text: &str, fields: &FieldFilter) -> Vec<MetricFamily> {
+pub(crate) fn vmstat_from(text: &str, fields: &NameFilter) -> Vec<MetricFamily> {
     let mut fields = fields.pass();
     text.lines()
         .filter_map(|line| line.split_once(' '))
@@ -227,7 +227,7 @@ fn read_udev(path: &Path) -> BTreeMap<String, String> {
 
 pub(crate) fn diskstats_from(
     text: &str,
-    exclude: &regex::Regex,
+    exclude: &NameFilter,
     udev: impl Fn(&str, &str) -> BTreeMap<String, String>,
 ) -> Vec<MetricFamily> {
     // (column after the device name, family, help, kind, scale)
@@ -517,7 +517,7 @@ pub(crate) fn netdev(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> {
 /// path does.
 pub(crate) fn netdev_from(
     text: &str,
-    exclude: &regex::Regex,
+    exclude: &NameFilter,
     nohandler: impl Fn(&str) -> Option<f64>,
 ) -> Vec<MetricFamily> {
     const NAMES: [&str; 16] = [
@@ -592,7 +592,7 @@ fn netstat_family(proto: &str, field: &str, value: &str) -> MetricFamily {
 
 /// /proc/net/{netstat,snmp}: a header line of names then a line of values
 /// per protocol.
-pub(crate) fn netstat_pairs_from(text: &str, fields: &FieldFilter, out: &mut Vec<MetricFamily>) {
+pub(crate) fn netstat_pairs_from(text: &str, fields: &NameFilter, out: &mut Vec<MetricFamily>) {
     let mut fields = fields.pass();
     let mut lines = text.lines();
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
@@ -618,7 +618,7 @@ pub(crate) fn netstat_pairs_from(text: &str, fields: &FieldFilter, out: &mut Vec
 }
 
 /// /proc/net/snmp6: `Ip6InOctets 128` lines; the protocol ends at the `6`.
-pub(crate) fn snmp6_from(text: &str, fields: &FieldFilter, out: &mut Vec<MetricFamily>) {
+pub(crate) fn snmp6_from(text: &str, fields: &NameFilter, out: &mut Vec<MetricFamily>) {
     let mut fields = fields.pass();
     let mut key = String::with_capacity(48);
     for line in text.lines() {
@@ -1456,8 +1456,8 @@ mod tests {
         encode(&crate::scrape::merge_families(families.to_vec()))
     }
 
-    fn re(p: &str) -> regex::Regex {
-        regex::Regex::new(p).unwrap()
+    fn re(p: &str) -> NameFilter {
+        NameFilter::new(p).unwrap()
     }
 
     #[test]
@@ -1566,7 +1566,7 @@ intr 342609 0 9 0\nctxt 484929\nbtime 1795459536\nprocesses 19334\nprocs_running
         let fixture = "nr_free_pages 5\npgpgin 2178977\npgfault 8162838\npgmajfault 1815\noom_kill 0\npswpin 0\nworkingset 1\n";
         let out = text(&vmstat_from(
             fixture,
-            &FieldFilter::new(re(crate::node::DEFAULT_VMSTAT_FIELDS)),
+            &re(crate::node::DEFAULT_VMSTAT_FIELDS),
         ));
         assert!(
             out.contains("# TYPE node_vmstat_pgpgin untyped\nnode_vmstat_pgpgin 2.178977e+06\n"),
@@ -1663,7 +1663,7 @@ md2 : inactive sdf1[0](S)\n      3000 blocks\n\nunused devices: <none>\n";
         let netstat = "TcpExt: SyncookiesSent ListenDrops TCPTimeouts PruneCalled\nTcpExt: 0 3 2 9\nIpExt: InOctets OutOctets InMcastPkts\nIpExt: 155496767 261840 4\n";
         let snmp = "Ip: Forwarding DefaultTTL InReceives\nIp: 2 64 100\nTcp: RtoMin ActiveOpens CurrEstab InErrs\nTcp: 200 34 4 0\nUdpLite: InDatagrams InErrors\nUdpLite: 0 0\n";
         let snmp6 = "Ip6InReceives                   \t1\nIp6InOctets 128\nIcmp6InMsgs 1\nUdpLite6InErrors 0\nUdp6NoPorts 0\n";
-        let fields = FieldFilter::new(re(crate::node::DEFAULT_NETSTAT_FIELDS));
+        let fields = re(crate::node::DEFAULT_NETSTAT_FIELDS);
         let mut fams = Vec::new();
         netstat_pairs_from(netstat, &fields, &mut fams);
         netstat_pairs_from(snmp, &fields, &mut fams);

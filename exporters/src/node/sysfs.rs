@@ -52,7 +52,7 @@ pub(crate) fn netclass(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> 
 /// it is ignored unless it names exactly the interfaces of `dir`.
 pub(crate) fn netclass_from(
     dir: &Path,
-    ignored: &regex::Regex,
+    ignored: &super::NameFilter,
     links: Option<Vec<super::rtnetlink::Link>>,
 ) -> Result<Vec<MetricFamily>, CollectError> {
     // (attribute file, family suffix, type)
@@ -582,7 +582,12 @@ mod tests {
         write(&ifb.join("ifindex"), "2\n");
         write(&ifb.join("operstate"), "down\n");
         write(&dir.path().join("bonding_masters"), "\n");
-        let families = netclass_from(dir.path(), &regex::Regex::new("^$").unwrap(), None).unwrap();
+        let families = netclass_from(
+            dir.path(),
+            &crate::node::NameFilter::new("^$").unwrap(),
+            None,
+        )
+        .unwrap();
         let out = encode(&crate::scrape::merge_families(families));
         assert!(
             out.contains("node_network_up{device=\"eth0\"} 1\n"),
