@@ -6,6 +6,7 @@
 mod hardware;
 mod procfs;
 mod rtnetlink;
+mod sockdiag;
 mod syscalls;
 mod sysfs;
 

@@ -740,9 +740,29 @@ pub(crate) fn udp_queues(s: &Settings) -> Result<Vec<MetricFamily>, CollectError
         "node_udp_queues",
         "Number of allocated memory in the kernel for UDP datagrams in bytes.",
     );
-    for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
-        if let Some(text) = read_optional(&s.proc_path(file))? {
-            let (tx, rx) = udp_queues_from(&text);
+    use super::sockdiag::{udp_queue_totals, Family};
+    // sock_diag answers for this process's network namespace, procfs for
+    // the one it was mounted in: the dump is only used with the host's own
+    // /proc, for a family whose file exists (no IPv6, no v6 series, as
+    // node_exporter), and the file is read when the dump fails.
+    let host_proc = s.proc == Path::new("/proc");
+    for (file, ip, family) in [
+        ("net/udp", "v4", Family::V4),
+        ("net/udp6", "v6", Family::V6),
+    ] {
+        let path = s.proc_path(file);
+        let dumped = if host_proc && path.exists() {
+            udp_queue_totals(family)
+                .map_err(|e| tracing::debug!(error = %e, "sock_diag dump failed; reading {file}"))
+                .ok()
+        } else {
+            None
+        };
+        let totals = match dumped {
+            Some(totals) => Some(totals),
+            None => read_optional(&path)?.map(|text| udp_queues_from(&text)),
+        };
+        if let Some((tx, rx)) = totals {
             f.push([("ip", ip), ("queue", "rx")], rx);
             f.push([("ip", ip), ("queue", "tx")], tx);
         }

@@ -177,11 +177,11 @@ fn dump_request(sequence: u32) -> Vec<u8> {
     m
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
@@ -222,7 +222,7 @@ fn parse_messages(mut data: &[u8], sequence: u32, links: &mut Vec<Link>) -> io::
 
 const RTM_NEWLINK: u16 = 16;
 
-fn align4(n: usize) -> usize {
+pub(super) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
