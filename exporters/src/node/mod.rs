@@ -4,6 +4,7 @@
 //! `node_scrape_collector_*{collector=...}` read as with node_exporter.
 
 mod hardware;
+mod netlink;
 mod procfs;
 mod rtnetlink;
 mod sockdiag;

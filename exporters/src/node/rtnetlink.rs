@@ -4,13 +4,9 @@
 
 use std::io;
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use super::netlink::{self, align4, u16_at, u32_at};
 
 const RTM_GETLINK: u16 = 18;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_BROADCAST: u16 = 2;
@@ -34,7 +30,6 @@ const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
 const IFF_DORMANT: u32 = 0x20000;
 
-const NLMSG_HEADER_LEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
 /// One interface of the dump, with what sysfs would show for it.
@@ -127,104 +122,43 @@ fn mac_text(bytes: &[u8]) -> String {
 
 /// Every interface of this process's network namespace.
 pub(crate) fn links() -> io::Result<Vec<Link>> {
-    let socket = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
-    let kernel = rustix::net::netlink::SocketAddrNetlink::new(0, 0);
-    let sequence: u32 = 1;
-    rustix::net::sendto(
-        &socket,
-        &dump_request(sequence),
-        SendFlags::empty(),
-        &kernel,
-    )?;
-
     let mut links = Vec::new();
-    let mut buffer = vec![0u8; 32 * 1024];
-    loop {
-        let (_, len) = rustix::net::recv(&socket, &mut buffer[..], RecvFlags::empty())?;
-        if len > buffer.len() {
-            return Err(io::Error::other("rtnetlink message larger than the buffer"));
+    netlink::dump(None, "rtnetlink", &dump_request(), |kind, body| {
+        if kind == RTM_NEWLINK {
+            links.push(parse_link(body)?);
         }
-        if len == 0 {
-            return Err(io::Error::other(
-                "rtnetlink socket closed before the dump ended",
-            ));
-        }
-        if parse_messages(&buffer[..len], sequence, &mut links)? {
-            return Ok(links);
-        }
-    }
+        Ok(())
+    })?;
+    Ok(links)
 }
 
 /// RTM_GETLINK with NLM_F_DUMP, all address families, statistics skipped.
-fn dump_request(sequence: u32) -> Vec<u8> {
+fn dump_request() -> Vec<u8> {
     let attribute_len: usize = 4 + 4;
-    let total = NLMSG_HEADER_LEN + IFINFOMSG_LEN + attribute_len;
-    let mut m = Vec::with_capacity(total);
-    m.extend_from_slice(&(total as u32).to_ne_bytes());
-    m.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&sequence.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    m.extend_from_slice(&[0u8; IFINFOMSG_LEN]); // AF_UNSPEC, any interface
-    m.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
-    m.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
-    m.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-    m
-}
-
-pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    let mut payload = Vec::with_capacity(IFINFOMSG_LEN + attribute_len);
+    payload.extend_from_slice(&[0u8; IFINFOMSG_LEN]); // AF_UNSPEC, any interface
+    payload.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
+    payload.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
+    payload.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+    netlink::dump_request(RTM_GETLINK, &payload)
 }
 
 fn malformed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed rtnetlink reply: {what}"),
-    )
+    netlink::malformed("rtnetlink", what)
 }
 
 /// Appends the links of one datagram of the dump; true once the dump is done.
-fn parse_messages(mut data: &[u8], sequence: u32, links: &mut Vec<Link>) -> io::Result<bool> {
-    while data.len() >= NLMSG_HEADER_LEN {
-        let len = u32_at(data, 0).ok_or_else(|| malformed("header"))? as usize;
-        let kind = u16_at(data, 4).ok_or_else(|| malformed("header"))?;
-        let seq = u32_at(data, 8).ok_or_else(|| malformed("header"))?;
-        if len < NLMSG_HEADER_LEN || len > data.len() {
-            return Err(malformed("message length"));
+#[cfg(test)]
+fn parse_messages(data: &[u8], sequence: u32, links: &mut Vec<Link>) -> io::Result<bool> {
+    netlink::walk_messages(data, sequence, "rtnetlink", &mut |kind, body| {
+        if kind == RTM_NEWLINK {
+            links.push(parse_link(body)?);
         }
-        let body = &data[NLMSG_HEADER_LEN..len];
-        if seq == sequence {
-            match kind {
-                NLMSG_DONE => return Ok(true),
-                NLMSG_ERROR => {
-                    let errno = u32_at(body, 0).ok_or_else(|| malformed("error message"))? as i32;
-                    if errno != 0 {
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
-                }
-                RTM_NEWLINK => links.push(parse_link(body)?),
-                _ => {}
-            }
-        }
-        data = &data[align4(len).min(data.len())..];
-    }
-    Ok(false)
+        Ok(())
+    })
 }
 
 const RTM_NEWLINK: u16 = 16;
-
-pub(super) fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 fn parse_link(body: &[u8]) -> io::Result<Link> {
     if body.len() < IFINFOMSG_LEN {
@@ -279,6 +213,7 @@ fn parse_link(body: &[u8]) -> io::Result<Link> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::netlink::{NLMSG_DONE, NLMSG_ERROR, NLMSG_HEADER_LEN};
 
     fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut a = Vec::new();

@@ -7,20 +7,10 @@
 
 use std::io;
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
-
-use super::rtnetlink::{align4, u16_at, u32_at};
+use super::netlink::{self, u32_at};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HEADER_LEN: usize = 16;
 const IPPROTO_UDP: u8 = 17;
-/// `struct inet_diag_req_v2`: family, protocol, extensions, pad, states,
-/// then a 48-byte `inet_diag_sockid` left zero (any address, any port).
-const REQUEST_LEN: usize = 56;
 /// Offsets in `struct inet_diag_msg` (4 bytes of family/state/timer/
 /// retransmits, the 48-byte socket id, then expires, rqueue, wqueue).
 const RQUEUE_AT: usize = 56;
@@ -37,90 +27,35 @@ pub(crate) enum Family {
 /// `sk_wmem_alloc_get` / `udp_rqueue_get` values /proc/net/udp prints as
 /// `tx_queue:rx_queue`.
 pub(crate) fn udp_queue_totals(family: Family) -> io::Result<(f64, f64)> {
-    let socket = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        Some(rustix::net::netlink::SOCK_DIAG),
-    )?;
-    let kernel = rustix::net::netlink::SocketAddrNetlink::new(0, 0);
-    let sequence: u32 = 1;
-    rustix::net::sendto(
-        &socket,
-        &dump_request(family, sequence),
-        SendFlags::empty(),
-        &kernel,
-    )?;
     let mut totals = (0.0, 0.0);
-    let mut buffer = vec![0u8; 32 * 1024];
-    loop {
-        let (_, len) = rustix::net::recv(&socket, &mut buffer[..], RecvFlags::empty())?;
-        if len > buffer.len() {
-            return Err(io::Error::other("sock_diag message larger than the buffer"));
-        }
-        if len == 0 {
-            return Err(io::Error::other(
-                "sock_diag socket closed before the dump ended",
-            ));
-        }
-        if add_messages(&buffer[..len], sequence, &mut totals)? {
-            return Ok(totals);
-        }
+    netlink::dump(
+        Some(rustix::net::netlink::SOCK_DIAG),
+        "sock_diag",
+        &dump_request(family),
+        |kind, body| add_socket(kind, body, &mut totals),
+    )?;
+    Ok(totals)
+}
+
+/// `struct inet_diag_req_v2`: family, protocol, extensions, pad, states
+/// (all), then a 48-byte `inet_diag_sockid` left zero (any address, port).
+fn dump_request(family: Family) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(56);
+    payload.extend_from_slice(&[family as u8, IPPROTO_UDP, 0, 0]);
+    payload.extend_from_slice(&u32::MAX.to_ne_bytes());
+    payload.extend_from_slice(&[0u8; 48]);
+    netlink::dump_request(SOCK_DIAG_BY_FAMILY, &payload)
+}
+
+fn add_socket(kind: u16, body: &[u8], totals: &mut (f64, f64)) -> io::Result<()> {
+    if kind == SOCK_DIAG_BY_FAMILY {
+        let malformed = || netlink::malformed("sock_diag", "socket message");
+        let rx = u32_at(body, RQUEUE_AT).ok_or_else(malformed)?;
+        let tx = u32_at(body, WQUEUE_AT).ok_or_else(malformed)?;
+        totals.0 += f64::from(tx);
+        totals.1 += f64::from(rx);
     }
-}
-
-fn dump_request(family: Family, sequence: u32) -> Vec<u8> {
-    let total = NLMSG_HEADER_LEN + REQUEST_LEN;
-    let mut m = Vec::with_capacity(total);
-    m.extend_from_slice(&(total as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&sequence.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    m.extend_from_slice(&[family as u8, IPPROTO_UDP, 0, 0]);
-    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every socket state
-    m.extend_from_slice(&[0u8; 48]);
-    m
-}
-
-fn malformed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed sock_diag reply: {what}"),
-    )
-}
-
-/// Adds the sockets of one datagram of the dump; true once the dump is done.
-fn add_messages(mut data: &[u8], sequence: u32, totals: &mut (f64, f64)) -> io::Result<bool> {
-    while data.len() >= NLMSG_HEADER_LEN {
-        let len = u32_at(data, 0).ok_or_else(|| malformed("header"))? as usize;
-        let kind = u16_at(data, 4).ok_or_else(|| malformed("header"))?;
-        let seq = u32_at(data, 8).ok_or_else(|| malformed("header"))?;
-        if len < NLMSG_HEADER_LEN || len > data.len() {
-            return Err(malformed("message length"));
-        }
-        let body = &data[NLMSG_HEADER_LEN..len];
-        if seq == sequence {
-            match kind {
-                NLMSG_DONE => return Ok(true),
-                NLMSG_ERROR => {
-                    let errno = u32_at(body, 0).ok_or_else(|| malformed("error message"))? as i32;
-                    if errno != 0 {
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    let rx = u32_at(body, RQUEUE_AT).ok_or_else(|| malformed("socket message"))?;
-                    let tx = u32_at(body, WQUEUE_AT).ok_or_else(|| malformed("socket message"))?;
-                    totals.0 += f64::from(tx);
-                    totals.1 += f64::from(rx);
-                }
-                _ => {}
-            }
-        }
-        data = &data[align4(len).min(data.len())..];
-    }
-    Ok(false)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,14 +86,15 @@ mod tests {
     #[test]
     fn garbage_replies_are_errors_not_panics() {
         let mut totals = (0.0, 0.0);
-        assert!(add_messages(&[0xff; 20], 1, &mut totals).is_err());
+        let mut add = |kind: u16, body: &[u8]| add_socket(kind, body, &mut totals);
+        assert!(netlink::walk_messages(&[0xff; 20], 1, "sock_diag", &mut add).is_err());
         let mut short = Vec::new();
         short.extend_from_slice(&20u32.to_ne_bytes());
         short.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         short.extend_from_slice(&[0, 0]);
         short.extend_from_slice(&1u32.to_ne_bytes());
         short.extend_from_slice(&[0; 8]);
-        assert!(add_messages(&short, 1, &mut totals).is_err());
+        assert!(netlink::walk_messages(&short, 1, "sock_diag", &mut add).is_err());
         assert_eq!(totals, (0.0, 0.0));
     }
 }
