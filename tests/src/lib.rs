@@ -7,6 +7,7 @@ pub mod backup_env;
 pub mod grafana_api;
 pub mod mariadb;
 pub mod nginx;
+pub mod node_exporter;
 pub mod otlp_sink;
 pub mod phpfpm;
 pub mod postgres;

@@ -5,11 +5,12 @@
 //! with node_exporter's collector names.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use steward_tests::node_exporter::NodeExporter;
 use steward_tests::promtext::{promtool_problems, Prometheus, Scrape, Series};
-use steward_tests::{free_port, http_get, wait_for_http, ChildGuard, StewardAgent};
+use steward_tests::{http_get, StewardAgent};
 
 /// Families node_exporter exposes that Steward deliberately does not, each
 /// with its reason. Everything else node_exporter exposes must match.
@@ -62,37 +63,6 @@ fn excepted(family: &str) -> bool {
         .any(|(prefix, _)| family.starts_with(prefix))
 }
 
-struct NodeExporter {
-    // Held for its Drop: stops node_exporter when the test ends.
-    _guard: ChildGuard,
-    port: u16,
-}
-
-impl NodeExporter {
-    fn start() -> NodeExporter {
-        let port = free_port();
-        let mut cmd = Command::new("prometheus-node-exporter");
-        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let guard = ChildGuard::spawn("prometheus-node-exporter", &mut cmd)
-            .unwrap_or_else(|e| panic!("{e}; install the Debian package prometheus-node-exporter"));
-        wait_for_http(port, "/metrics", Duration::from_secs(30))
-            .expect("node_exporter did not start");
-        NodeExporter {
-            _guard: guard,
-            port,
-        }
-    }
-
-    fn scrape(&self) -> String {
-        let (status, _, body) = http_get(self.port, "/metrics", &[]).expect("scrape node_exporter");
-        assert_eq!(status, 200);
-        String::from_utf8(body).expect("utf-8")
-    }
-}
-
 fn steward() -> StewardAgent {
     // Defaults only: node metrics are on with node_exporter's defaults.
     StewardAgent::start("", "").expect("steward agent starts")
@@ -114,7 +84,7 @@ fn scrapes(ne: &NodeExporter, st: &StewardAgent) -> (String, String) {
 
 #[test]
 fn families_types_and_labels_match_node_exporter() {
-    let ne = NodeExporter::start();
+    let ne = NodeExporter::start(&[]);
     let st = steward();
     let (ne_text, st_text) = scrapes(&ne, &st);
     let (ne_scrape, st_scrape) = (Scrape::parse(&ne_text), Scrape::parse(&st_text));
@@ -171,7 +141,7 @@ fn families_types_and_labels_match_node_exporter() {
 
 #[test]
 fn series_and_values_agree_with_node_exporter() {
-    let ne = NodeExporter::start();
+    let ne = NodeExporter::start(&[]);
     let st = steward();
     let (ne_text, st_text) = scrapes(&ne, &st);
     let (ne_s, st_s) = (Scrape::parse(&ne_text), Scrape::parse(&st_text));
@@ -318,7 +288,7 @@ fn series_and_values_agree_with_node_exporter() {
 
 #[test]
 fn promtool_finds_nothing_new_and_prometheus_scrapes_steward() {
-    let ne = NodeExporter::start();
+    let ne = NodeExporter::start(&[]);
     let st = steward();
     let (ne_text, st_text) = scrapes(&ne, &st);
     let ne_problems = promtool_problems(&ne_text).expect("promtool on node_exporter's scrape");

@@ -8,11 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use steward_tests::node_exporter::NodeExporter;
 use steward_tests::promtext::{promtool_problems, Scrape, Series};
-use steward_tests::{free_port, http_get, wait_for_http, ChildGuard, StewardAgent};
+use steward_tests::{http_get, StewardAgent};
 
 /// The collectors under test, by node_exporter name.
 const COLLECTORS: &[&str] = &[
@@ -418,44 +417,16 @@ fn hardware_tree(root: &Path) {
     );
 }
 
-struct NodeExporter {
-    _guard: ChildGuard,
-    port: u16,
-}
-
-impl NodeExporter {
-    /// node_exporter with only `collectors` on, reading the fixture tree.
-    fn start(root: &Path, collectors: &[&str], extra: &[&str]) -> NodeExporter {
-        let port = free_port();
-        let mut cmd = Command::new("prometheus-node-exporter");
-        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--path.procfs={}", root.join("proc").display()))
-            .arg(format!("--path.sysfs={}", root.join("sys").display()))
-            .arg("--collector.disable-defaults")
-            .args(collectors.iter().map(|c| format!("--collector.{c}")))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let guard = ChildGuard::spawn("prometheus-node-exporter", &mut cmd)
-            .unwrap_or_else(|e| panic!("{e}; install the Debian package prometheus-node-exporter"));
-        wait_for_http(port, "/metrics", Duration::from_secs(30))
-            .expect("node_exporter did not start");
-        NodeExporter {
-            _guard: guard,
-            port,
-        }
-    }
-
-    fn scrape_text(&self) -> String {
-        let (status, _, body) = http_get(self.port, "/metrics", &[]).expect("scrape node_exporter");
-        assert_eq!(status, 200);
-        String::from_utf8(body).expect("utf-8")
-    }
-
-    fn scrape(&self) -> Scrape {
-        Scrape::parse(&self.scrape_text())
-    }
+/// node_exporter with only `collectors` on, reading the fixture tree.
+fn node_exporter(root: &Path, collectors: &[&str], extra: &[&str]) -> NodeExporter {
+    let mut args = vec![
+        format!("--path.procfs={}", root.join("proc").display()),
+        format!("--path.sysfs={}", root.join("sys").display()),
+        "--collector.disable-defaults".to_string(),
+    ];
+    args.extend(collectors.iter().map(|c| format!("--collector.{c}")));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    NodeExporter::start(&args)
 }
 
 fn steward(root: &Path, collectors: &[&str], extra: &str) -> StewardAgent {
@@ -537,9 +508,9 @@ fn families_with_prefix<'a>(s: &'a Scrape, prefix: &str) -> BTreeSet<&'a str> {
 fn hardware_collectors_match_node_exporter_on_a_fixture_tree() {
     let dir = tempfile::tempdir().unwrap();
     hardware_tree(dir.path());
-    let ne = NodeExporter::start(dir.path(), COLLECTORS, &[]);
+    let ne = node_exporter(dir.path(), COLLECTORS, &[]);
     let st = steward(dir.path(), COLLECTORS, "");
-    let (ne_text, st_text) = (ne.scrape_text(), st.scrape().unwrap());
+    let (ne_text, st_text) = (ne.scrape(), st.scrape().unwrap());
     let (ne_s, st_s) = (Scrape::parse(&ne_text), Scrape::parse(&st_text));
 
     // Nothing promtool would flag that it does not flag for node_exporter.
@@ -591,7 +562,7 @@ fn options_match_node_exporter_flags() {
     let dir = tempfile::tempdir().unwrap();
     hardware_tree(dir.path());
     let collectors = ["powersupplyclass", "rapl"];
-    let ne = NodeExporter::start(
+    let ne = node_exporter(
         dir.path(),
         &collectors,
         &[
@@ -604,7 +575,10 @@ fn options_match_node_exporter_flags() {
         &collectors,
         "rapl_enable_zone_label = true\npowersupply_ignored_supplies = \"^(AC|ucsi-.*)$\"\n",
     );
-    let (ne_s, st_s) = (ne.scrape(), Scrape::parse(&st.scrape().unwrap()));
+    let (ne_s, st_s) = (
+        Scrape::parse(&ne.scrape()),
+        Scrape::parse(&st.scrape().unwrap()),
+    );
     let problems = differences(&ne_s, &st_s);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert_eq!(st_s.series_of("node_rapl_joules_total").count(), 8);
