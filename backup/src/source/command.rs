@@ -67,9 +67,11 @@ impl Source for CommandSource {
             .command
             .take()
             .ok_or_else(|| Error::Other(format!("{} was already started", self.description)))?;
+        let (pipe, stdout_end) = PipeReader::pipe()
+            .map_err(|e| Error::Source(format!("{}: cannot make a pipe: {e}", self.description)))?;
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::from(stdout_end))
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|e| {
@@ -78,10 +80,10 @@ impl Source for CommandSource {
                 self.description, self.program
             ))
         })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Other("child stdout missing".into()))?;
+        // The command still holds the pipe's write end: drop it, or the
+        // stream would never end.
+        drop(command);
+        let stdout = pipe.spawn();
         if let Some(mut stderr) = child.stderr.take() {
             self.stderr = Some(tokio::spawn(async move {
                 // Keep the tail only: a chatty tool must not grow memory.
@@ -172,6 +174,106 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
+/// Reads a dump tool's stdout in large pieces, on a blocking thread.
+///
+/// pg_dump and mariadb-dump write through stdio, 4 KiB at a time. Two
+/// things would turn each of those writes into a wake-up of this process
+/// (some 230,000 for a 1 GB dump, costing more CPU on a small host than
+/// the sha256 of the whole stream):
+/// - a pipe that was ever registered with epoll (tokio's `ChildStdout`)
+///   wakes its poller on every write, not only when it was empty;
+/// - a reader that is always waiting takes each write as it comes.
+///
+/// So the pipe is made here, never polled, enlarged to [`PIPE_BYTES`],
+/// and read with blocking reads; after a short read the next one waits
+/// [`NAP`] while the tool keeps writing (1 MiB holds several milliseconds
+/// of any dump tool's output), so the next read takes all of it at once.
+/// When the pipe cannot be enlarged (a lower `fs.pipe-max-size`) there is
+/// no nap: a 64 KiB pipe would fill during one and stall the tool.
+struct PipeReader {
+    file: std::fs::File,
+    nap_after_short_reads: bool,
+}
+
+/// The pipe size asked for (the default `fs.pipe-max-size`).
+const PIPE_BYTES: usize = 1024 * 1024;
+/// Pieces handed to the pipeline.
+const PIECE_BYTES: usize = 256 * 1024;
+/// A read shorter than this was a reader that came too early.
+const SHORT_READ_BYTES: usize = 64 * 1024;
+/// How long to let the pipe fill after a short read.
+const NAP: std::time::Duration = std::time::Duration::from_millis(1);
+/// Pieces in flight between the reading thread and the pipeline.
+const PIECES_IN_FLIGHT: usize = 4;
+
+impl PipeReader {
+    /// A pipe whose write end goes to the child as its stdout.
+    fn pipe() -> std::io::Result<(PipeReader, std::os::fd::OwnedFd)> {
+        let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let nap_after_short_reads = matches!(
+            rustix::pipe::fcntl_setpipe_size(&read_end, PIPE_BYTES),
+            Ok(size) if size >= PIPE_BYTES
+        );
+        let reader = PipeReader {
+            file: std::fs::File::from(read_end),
+            nap_after_short_reads,
+        };
+        Ok((reader, write_end))
+    }
+
+    /// Starts the reading thread; the returned reader ends at the pipe's
+    /// end (every writer closed it) or with the read error.
+    fn spawn(self) -> impl AsyncRead + Send + Unpin + 'static {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(PIECES_IN_FLIGHT);
+        tokio::task::spawn_blocking(move || self.pump(tx));
+        let pieces = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        tokio_util::io::StreamReader::new(Box::pin(pieces))
+    }
+
+    fn pump(mut self, tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>) {
+        use std::io::Read;
+        loop {
+            let mut piece = vec![0u8; PIECE_BYTES];
+            let mut filled = 0;
+            let mut end = false;
+            while filled < PIECE_BYTES {
+                match self.file.read(&mut piece[filled..]) {
+                    Ok(0) => {
+                        end = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        filled += n;
+                        if self.nap_after_short_reads
+                            && n < SHORT_READ_BYTES
+                            && filled < PIECE_BYTES
+                        {
+                            std::thread::sleep(NAP);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            piece.truncate(filled);
+            if filled > 0 && tx.blocking_send(Ok(bytes::Bytes::from(piece))).is_err() {
+                // The pipeline stopped reading; dropping the pipe lets the
+                // tool see EPIPE instead of blocking forever.
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    }
+}
+
 /// Passes bytes through and keeps the last [`TAIL_BYTES`] of them.
 struct TailKeeper<R> {
     inner: R,
@@ -235,4 +337,71 @@ pub async fn run_capture(what: &str, mut command: Command) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(source: &mut CommandSource) -> Vec<u8> {
+        let mut reader = source.open().await.expect("the command starts");
+        let mut out = Vec::new();
+        reader
+            .read_to_end(&mut out)
+            .await
+            .expect("the stream reads");
+        out
+    }
+
+    fn shell(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[tokio::test]
+    async fn many_small_writes_arrive_whole_and_in_order() {
+        // 20,000 writes of one line each, as a dump tool's stdio does.
+        let mut source = CommandSource::new(
+            "test",
+            shell("i=0; while [ $i -lt 20000 ]; do echo \"row $i\"; i=$((i+1)); done"),
+        );
+        let got = read_all(&mut source).await;
+        source.finish().await.expect("sh exits 0");
+        let want: String = (0..20000).map(|i| format!("row {i}\n")).collect();
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_slow_writer_is_read_to_its_end() {
+        // Each write is short and followed by a pause longer than the nap.
+        let mut source = CommandSource::new(
+            "test",
+            shell("printf a; sleep 0.2; printf b; sleep 0.2; printf c"),
+        );
+        assert_eq!(read_all(&mut source).await, b"abc");
+        source.finish().await.expect("sh exits 0");
+    }
+
+    #[tokio::test]
+    async fn a_tool_killed_mid_stream_is_a_failure_not_an_end() {
+        let mut source = CommandSource::new("test", shell("echo partial; kill -9 $$"));
+        assert_eq!(read_all(&mut source).await, b"partial\n");
+        let err = source.finish().await.expect_err("a killed tool fails");
+        assert!(err.to_string().contains("killed by signal 9"), "{err}");
+    }
+
+    #[test]
+    fn the_pipe_is_enlarged_when_the_system_allows() {
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let (reader, _write_end) = PipeReader::pipe().expect("a pipe");
+        let size = rustix::pipe::fcntl_getpipe_size(&reader.file).expect("F_GETPIPE_SZ");
+        assert_eq!(reader.nap_after_short_reads, max >= PIPE_BYTES);
+        if max >= PIPE_BYTES {
+            assert!(size >= PIPE_BYTES, "pipe is {size} bytes");
+        }
+    }
 }
