@@ -316,6 +316,12 @@ fn compress_stage(
             // worker) within the memory budget: 1 MiB jobs measured 6.5 MiB
             // less peak RSS than 2 MiB ones, at the same speed.
             encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(1024 * 1024))?;
+            // Each job first loads the tail of the previous one as history;
+            // by default a quarter of a 1 MiB job (window / 8), which cost
+            // 4 % of the CPU of a backup in perf. A 64 KiB tail (window / 32)
+            // costs a quarter of that and measured no worse ratio (218.4 vs
+            // 219.0 MiB stored from a 903 MiB dump).
+            encoder.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(4))?;
         }
         encoder.include_checksum(true)?;
         let mut hasher = Sha256::new();
