@@ -584,34 +584,30 @@ impl AttrDir {
         .map(AttrDir)
     }
 
-    /// [`read_attr`] for a file of this directory.
-    pub(crate) fn attr(&self, name: &str) -> Option<String> {
+    /// Opens a file of this directory for reading.
+    fn open_file(&self, name: &str) -> std::io::Result<std::fs::File> {
         use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::openat(
+        rustix::fs::openat(
             &self.0,
             name,
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )
+        .map(std::fs::File::from)
         .map_err(std::io::Error::from)
-        .map(std::fs::File::from);
-        trim_attr(read_pseudo_file(fd, 64).ok()?)
+    }
+
+    /// [`read_attr`] for a file of this directory.
+    pub(crate) fn attr(&self, name: &str) -> Option<String> {
+        trim_attr(read_pseudo_file(self.open_file(name), 64).ok()?)
     }
 
     /// The attribute as text with invalid UTF-8 replaced (DMI strings come
     /// from firmware), trimmed at the end like [`AttrDir::attr`].
     pub(crate) fn attr_lossy(&self, name: &str) -> Option<String> {
-        use rustix::fs::{Mode, OFlags};
         use std::io::Read;
-        let fd = rustix::fs::openat(
-            &self.0,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
         let mut bytes = Vec::with_capacity(64);
-        std::fs::File::from(fd).read_to_end(&mut bytes).ok()?;
+        self.open_file(name).ok()?.read_to_end(&mut bytes).ok()?;
         trim_attr(String::from_utf8_lossy(&bytes).into_owned())
     }
 
