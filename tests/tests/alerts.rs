@@ -91,7 +91,7 @@ fn promtool_check_rules_is_clean() {
 }
 
 fn check_rules(dir: &Path) {
-    let rule_files: Vec<String> = files(&dir, ".rules.yml")
+    let rule_files: Vec<String> = files(dir, ".rules.yml")
         .iter()
         .map(|p| p.display().to_string())
         .collect();
