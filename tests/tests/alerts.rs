@@ -272,7 +272,7 @@ fn alertmanager_example_passes_amtool_and_routes_by_severity() {
     }
 }
 
-/// Runs `alerts/render` with `args`; (exit status success, stderr).
+/// Runs `alerts/render` with `args`; (exit status success, its output).
 fn render(args: &[&str]) -> (bool, String) {
     let script = alerts_dir().join("render");
     let mut all = vec![script.to_str().expect("UTF-8 path")];
