@@ -2,360 +2,149 @@
 //! /proc, /sys and system calls. Each node_exporter collector is one
 //! [`Collector`] with the same name, so `collect[]`/`exclude[]` filters and
 //! `node_scrape_collector_*{collector=...}` read as with node_exporter.
+//!
+//! Each collector lives in its own module (one per source family: `stat`
+//! holds cpu and stat, which both read /proc/stat) and is registered by one
+//! line of [`REGISTRY`], as node_exporter's `registerCollector` does. Most
+//! are a plain read function over [`Settings`]; the modules keep the
+//! parsing in pure `*_from` functions tested on fixtures.
 
-mod hardware;
+// What the collectors share: configuration, name filters, file reading,
+// and the netlink readers (rtnetlink for netclass, sock_diag for udp_queues).
+mod config;
+mod filter;
 mod netlink;
-mod procfs;
+mod read;
 mod rtnetlink;
 mod sockdiag;
-mod syscalls;
-mod sysfs;
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+// The collectors, one module per source family.
+mod arp;
+mod bonding;
+mod conntrack;
+mod cpufreq;
+mod diskstats;
+mod dmi;
+mod edac;
+mod entropy;
+mod filefd;
+mod filesystem;
+mod hwmon;
+mod loadavg;
+mod mdadm;
+mod meminfo;
+mod netclass;
+mod netdev;
+mod netstat;
+mod nfs;
+mod nvme;
+mod os;
+mod powersupplyclass;
+mod pressure;
+mod rapl;
+mod schedstat;
+mod selinux;
+mod sockstat;
+mod softnet;
+mod stat;
+mod textfile;
+mod thermal_zone;
+mod time;
+mod timex;
+mod udp_queues;
+mod uname;
+mod vmstat;
+mod xfs;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::MetricFamily;
 
-/// Every node collector Steward has, by node_exporter name. All of them run
-/// unless `[node] collectors` narrows the list or `disable` removes some.
-pub const COLLECTORS: &[&str] = &[
-    "arp",
-    "bonding",
-    "conntrack",
-    "cpu",
-    "cpufreq",
-    "diskstats",
-    "dmi",
-    "edac",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "hwmon",
-    "loadavg",
-    "mdadm",
-    "meminfo",
-    "netclass",
-    "netdev",
-    "netstat",
-    "nfs",
-    "nvme",
-    "os",
-    "powersupplyclass",
-    "pressure",
-    "rapl",
-    "schedstat",
-    "selinux",
-    "sockstat",
-    "softnet",
-    "stat",
-    "textfile",
-    "thermal_zone",
-    "time",
-    "timex",
-    "udp_queues",
-    "uname",
-    "vmstat",
-    "xfs",
+pub use config::{
+    NodeConfig, DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE,
+    DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETCLASS_IGNORED_DEVICES, DEFAULT_NETDEV_DEVICE_EXCLUDE,
+    DEFAULT_NETSTAT_FIELDS, DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES, DEFAULT_TEXTFILE_DIRECTORY,
+    DEFAULT_VMSTAT_FIELDS,
+};
+pub(crate) use filter::NameFilter;
+
+/// How a registered node collector produces its families.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A function that reads /proc or /sys or asks the kernel, quickly: it
+    /// runs on the scrape task, one plain call per scrape.
+    Read(fn(&Settings) -> Result<Vec<MetricFamily>, CollectError>),
+    /// A collector with a [`Collector`] implementation of its own, for work
+    /// a plain call cannot do (filesystem awaits statfs on blocking
+    /// threads); built once from its name and the shared settings.
+    Own(fn(&'static str, Arc<Settings>) -> Arc<dyn Collector>),
+}
+
+/// Every node collector, by node_exporter name, in alphabetical order (the
+/// order of [`COLLECTORS`] and of the scrape). Adding one is its module plus
+/// one line here.
+const REGISTRY: &[(&str, Kind)] = &[
+    ("arp", Kind::Read(arp::arp)),
+    ("bonding", Kind::Read(bonding::bonding)),
+    ("conntrack", Kind::Read(conntrack::conntrack)),
+    ("cpu", Kind::Read(stat::cpu)),
+    ("cpufreq", Kind::Read(cpufreq::cpufreq)),
+    ("diskstats", Kind::Read(diskstats::diskstats)),
+    ("dmi", Kind::Read(dmi::dmi)),
+    ("edac", Kind::Read(edac::edac)),
+    ("entropy", Kind::Read(entropy::entropy)),
+    ("filefd", Kind::Read(filefd::filefd)),
+    ("filesystem", Kind::Own(filesystem::collector)),
+    ("hwmon", Kind::Read(hwmon::hwmon)),
+    ("loadavg", Kind::Read(loadavg::loadavg)),
+    ("mdadm", Kind::Read(mdadm::mdadm)),
+    ("meminfo", Kind::Read(meminfo::meminfo)),
+    ("netclass", Kind::Read(netclass::netclass)),
+    ("netdev", Kind::Read(netdev::netdev)),
+    ("netstat", Kind::Read(netstat::netstat)),
+    ("nfs", Kind::Read(nfs::nfs)),
+    ("nvme", Kind::Read(nvme::nvme)),
+    ("os", Kind::Read(os::os)),
+    (
+        "powersupplyclass",
+        Kind::Read(powersupplyclass::powersupplyclass),
+    ),
+    ("pressure", Kind::Read(pressure::pressure)),
+    ("rapl", Kind::Read(rapl::rapl)),
+    ("schedstat", Kind::Read(schedstat::schedstat)),
+    ("selinux", Kind::Read(selinux::selinux)),
+    ("sockstat", Kind::Read(sockstat::sockstat)),
+    ("softnet", Kind::Read(softnet::softnet)),
+    ("stat", Kind::Read(stat::stat)),
+    ("textfile", Kind::Read(textfile::textfile)),
+    ("thermal_zone", Kind::Read(thermal_zone::thermal_zone)),
+    ("time", Kind::Read(time::time)),
+    ("timex", Kind::Read(timex::timex)),
+    ("udp_queues", Kind::Read(udp_queues::udp_queues)),
+    ("uname", Kind::Read(uname::uname)),
+    ("vmstat", Kind::Read(vmstat::vmstat)),
+    ("xfs", Kind::Read(xfs::xfs)),
 ];
 
-/// node_exporter 1.5's `--collector.filesystem.mount-points-exclude`.
-pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
-    "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
-/// node_exporter 1.5's `--collector.filesystem.fs-types-exclude`.
-pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
-/// node_exporter 1.5's `--collector.diskstats.device-exclude`.
-pub const DEFAULT_DISK_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
-/// Debian's node_exporter 1.5 default for `--collector.netdev.device-exclude`.
-pub const DEFAULT_NETDEV_DEVICE_EXCLUDE: &str = "^lo$";
-/// node_exporter 1.5's `--collector.netclass.ignored-devices`.
-pub const DEFAULT_NETCLASS_IGNORED_DEVICES: &str = "^$";
-/// node_exporter 1.5's `--collector.netstat.fields`.
-pub const DEFAULT_NETSTAT_FIELDS: &str = "^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
-/// node_exporter 1.5's `--collector.vmstat.fields`.
-pub const DEFAULT_VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
-/// node_exporter 1.5's `--collector.powersupply.ignored-supplies`.
-pub const DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES: &str = "^$";
-/// Debian's default `--collector.textfile.directory`.
-pub const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
+/// Every node collector Steward has, by node_exporter name. All of them run
+/// unless `[node] collectors` narrows the list or `disable` removes some.
+pub const COLLECTORS: &[&str] = &registered_names::<{ REGISTRY.len() }>();
 
-/// `[node]`: host metrics.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Export host metrics at all.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Collectors to run, by node_exporter name (default: all of
-    /// [`COLLECTORS`]).
-    #[serde(default = "default_collectors")]
-    pub collectors: Vec<String>,
-    /// Collectors not to run (node_exporter's `--no-collector.<name>`).
-    #[serde(default)]
-    pub disable: Vec<String>,
-    /// Where procfs is mounted (`--path.procfs`); e.g. `/host/proc` in a
-    /// container.
-    #[serde(default = "default_procfs")]
-    pub procfs_path: PathBuf,
-    /// Where sysfs is mounted (`--path.sysfs`).
-    #[serde(default = "default_sysfs")]
-    pub sysfs_path: PathBuf,
-    /// Prefix of mount points for statfs (`--path.rootfs`).
-    #[serde(default = "default_rootfs")]
-    pub rootfs_path: PathBuf,
-    /// Mount points (regex) the filesystem collector skips.
-    #[serde(default = "default_mount_points_exclude")]
-    pub filesystem_mount_points_exclude: String,
-    /// Filesystem types (regex) the filesystem collector skips.
-    #[serde(default = "default_fs_types_exclude")]
-    pub filesystem_fs_types_exclude: String,
-    /// How long one statfs may take before its mount point is reported
-    /// with `node_filesystem_device_error 1` and left alone until it
-    /// answers (a stale NFS or FUSE mount hangs statfs).
-    #[serde(default = "default_statfs_timeout_secs")]
-    pub filesystem_statfs_timeout_secs: f64,
-    /// Block devices (regex) the diskstats collector skips.
-    #[serde(default = "default_disk_device_exclude")]
-    pub diskstats_device_exclude: String,
-    /// Network devices (regex) the netdev collector skips.
-    #[serde(default = "default_netdev_device_exclude")]
-    pub netdev_device_exclude: String,
-    /// Network devices (regex) the netclass collector skips.
-    #[serde(default = "default_netclass_ignored_devices")]
-    pub netclass_ignored_devices: String,
-    /// `Protocol_Field` names (regex) of /proc/net/{netstat,snmp,snmp6} to export.
-    #[serde(default = "default_netstat_fields")]
-    pub netstat_fields: String,
-    /// /proc/vmstat field names (regex) to export.
-    #[serde(default = "default_vmstat_fields")]
-    pub vmstat_fields: String,
-    /// Directory of `*.prom` files whose metrics are added to the scrape
-    /// (node_exporter's textfile collector).
-    #[serde(default = "default_textfile_directory")]
-    pub textfile_directory: PathBuf,
-    /// Power supplies (regex on the /sys/class/power_supply name) the
-    /// powersupplyclass collector skips.
-    #[serde(default = "default_powersupply_ignored_supplies")]
-    pub powersupply_ignored_supplies: String,
-    /// One `node_rapl_joules_total{rapl_zone=...}` family instead of one
-    /// `node_rapl_<zone>_joules_total` per zone
-    /// (`--collector.rapl.enable-zone-label`).
-    #[serde(default)]
-    pub rapl_enable_zone_label: bool,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            enabled: true,
-            collectors: default_collectors(),
-            disable: Vec::new(),
-            procfs_path: default_procfs(),
-            sysfs_path: default_sysfs(),
-            rootfs_path: default_rootfs(),
-            filesystem_mount_points_exclude: default_mount_points_exclude(),
-            filesystem_fs_types_exclude: default_fs_types_exclude(),
-            filesystem_statfs_timeout_secs: default_statfs_timeout_secs(),
-            diskstats_device_exclude: default_disk_device_exclude(),
-            netdev_device_exclude: default_netdev_device_exclude(),
-            netclass_ignored_devices: default_netclass_ignored_devices(),
-            netstat_fields: default_netstat_fields(),
-            vmstat_fields: default_vmstat_fields(),
-            textfile_directory: default_textfile_directory(),
-            powersupply_ignored_supplies: default_powersupply_ignored_supplies(),
-            rapl_enable_zone_label: false,
-        }
+/// The names of [`REGISTRY`], at compile time, so the two never disagree.
+const fn registered_names<const N: usize>() -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = REGISTRY[i].0;
+        i += 1;
     }
-}
-
-impl NodeConfig {
-    /// Semantic checks; each message starts with the key it is about.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for (key, list) in [("collectors", &self.collectors), ("disable", &self.disable)] {
-            for (i, name) in list.iter().enumerate() {
-                if !COLLECTORS.contains(&name.as_str()) {
-                    errors.push(format!(
-                        "{key}[{i}]: unknown node collector {name:?}; known: {}",
-                        COLLECTORS.join(", ")
-                    ));
-                }
-            }
-        }
-        for (key, pattern) in self.patterns() {
-            if let Err(e) = regex_lite::Regex::new(pattern) {
-                let first = e.to_string();
-                let first = first.lines().last().unwrap_or("").trim().to_string();
-                errors.push(format!("{key}: invalid regular expression: {first}"));
-            }
-        }
-        if !(self.filesystem_statfs_timeout_secs > 0.0
-            && self.filesystem_statfs_timeout_secs <= 300.0)
-        {
-            errors.push(format!(
-                "filesystem_statfs_timeout_secs: {} is out of range; use a value in (0, 300]",
-                self.filesystem_statfs_timeout_secs
-            ));
-        }
-        errors
-    }
-
-    fn patterns(&self) -> [(&'static str, &str); 8] {
-        [
-            (
-                "filesystem_mount_points_exclude",
-                &self.filesystem_mount_points_exclude,
-            ),
-            (
-                "filesystem_fs_types_exclude",
-                &self.filesystem_fs_types_exclude,
-            ),
-            ("diskstats_device_exclude", &self.diskstats_device_exclude),
-            ("netdev_device_exclude", &self.netdev_device_exclude),
-            ("netclass_ignored_devices", &self.netclass_ignored_devices),
-            ("netstat_fields", &self.netstat_fields),
-            ("vmstat_fields", &self.vmstat_fields),
-            (
-                "powersupply_ignored_supplies",
-                &self.powersupply_ignored_supplies,
-            ),
-        ]
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_collectors() -> Vec<String> {
-    COLLECTORS.iter().map(|s| s.to_string()).collect()
-}
-fn default_procfs() -> PathBuf {
-    PathBuf::from("/proc")
-}
-fn default_sysfs() -> PathBuf {
-    PathBuf::from("/sys")
-}
-fn default_rootfs() -> PathBuf {
-    PathBuf::from("/")
-}
-fn default_mount_points_exclude() -> String {
-    DEFAULT_MOUNT_POINTS_EXCLUDE.into()
-}
-fn default_fs_types_exclude() -> String {
-    DEFAULT_FS_TYPES_EXCLUDE.into()
-}
-fn default_statfs_timeout_secs() -> f64 {
-    5.0
-}
-fn default_disk_device_exclude() -> String {
-    DEFAULT_DISK_DEVICE_EXCLUDE.into()
-}
-fn default_netdev_device_exclude() -> String {
-    DEFAULT_NETDEV_DEVICE_EXCLUDE.into()
-}
-fn default_netclass_ignored_devices() -> String {
-    DEFAULT_NETCLASS_IGNORED_DEVICES.into()
-}
-fn default_netstat_fields() -> String {
-    DEFAULT_NETSTAT_FIELDS.into()
-}
-fn default_vmstat_fields() -> String {
-    DEFAULT_VMSTAT_FIELDS.into()
-}
-fn default_powersupply_ignored_supplies() -> String {
-    DEFAULT_POWERSUPPLY_IGNORED_SUPPLIES.into()
-}
-fn default_textfile_directory() -> PathBuf {
-    PathBuf::from(DEFAULT_TEXTFILE_DIRECTORY)
-}
-
-/// A name filter from the config (`*_exclude`, `*_fields`, ...) that
-/// remembers its answers. The names it sees (kernel fields, devices, mount
-/// points, file system types) rarely change while the agent runs, yet a
-/// node scrape tests some 550 of them: after the first scrape each costs a
-/// hash lookup instead of a regex search (the searches were about a tenth
-/// of a scrape's user CPU). The patterns compile with `regex-lite`, whose
-/// programs and search state are a few KiB where `regex`'s lazy DFAs kept
-/// hundreds of KiB resident for searches that now run once per name.
-#[derive(Debug)]
-pub(crate) struct NameFilter {
-    regex: regex_lite::Regex,
-    answers: Mutex<HashMap<String, bool, BuildHasherDefault<Fnv1a>>>,
-}
-
-/// Names remembered at most; a source that keeps inventing names (a
-/// container host mounting and unmounting) falls back to searching for the
-/// names past the cap, and memory stays bounded.
-const MAX_REMEMBERED_NAMES: usize = 4096;
-
-impl NameFilter {
-    pub(crate) fn new(pattern: &str) -> Result<NameFilter, regex_lite::Error> {
-        Ok(NameFilter {
-            regex: regex_lite::Regex::new(pattern)?,
-            answers: Mutex::new(HashMap::default()),
-        })
-    }
-
-    pub(crate) fn is_match(&self, name: &str) -> bool {
-        self.pass().is_match(name)
-    }
-
-    /// One pass over a file: the lock is taken once, not per name.
-    pub(crate) fn pass(&self) -> NamePass<'_> {
-        NamePass {
-            regex: &self.regex,
-            answers: self.answers.lock().unwrap_or_else(PoisonError::into_inner),
-        }
-    }
-}
-
-/// See [`NameFilter::pass`].
-pub(crate) struct NamePass<'a> {
-    regex: &'a regex_lite::Regex,
-    answers: MutexGuard<'a, HashMap<String, bool, BuildHasherDefault<Fnv1a>>>,
-}
-
-impl NamePass<'_> {
-    pub(crate) fn is_match(&mut self, name: &str) -> bool {
-        if let Some(&hit) = self.answers.get(name) {
-            return hit;
-        }
-        let hit = self.regex.is_match(name);
-        if self.answers.len() < MAX_REMEMBERED_NAMES {
-            self.answers.insert(name.to_owned(), hit);
-        }
-        hit
-    }
-}
-
-/// FNV-1a: a few multiplications for a short name where SipHash costs
-/// dozens. Collision resistance is not needed here: the table is capped,
-/// so crafted names can at worst make some lookups linear in a small set.
-#[derive(Default)]
-pub(crate) struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
+    names
 }
 
 /// What the node collectors share: paths, compiled filters, and the mount
@@ -420,7 +209,7 @@ impl Settings {
                 if config.filesystem_statfs_timeout_secs > 0.0 {
                     config.filesystem_statfs_timeout_secs.min(300.0)
                 } else {
-                    default_statfs_timeout_secs()
+                    config::default_statfs_timeout_secs()
                 },
             ),
             textfile_directory: config.textfile_directory.clone(),
@@ -448,9 +237,10 @@ fn never_matching() -> NameFilter {
     NameFilter::new("$^").expect("constant pattern compiles")
 }
 
-/// One node_exporter collector.
+/// A node collector that is a read function (see [`Kind::Read`]).
 struct NodeCollector {
     name: &'static str,
+    read: fn(&Settings) -> Result<Vec<MetricFamily>, CollectError>,
     settings: Arc<Settings>,
 }
 
@@ -464,54 +254,8 @@ impl Collector for NodeCollector {
         "node"
     }
 
-    async fn collect(&self, ctx: CollectContext) -> Result<Collected, CollectError> {
-        let s = &*self.settings;
-        let families = match self.name {
-            // The only one that can block for long: statfs on its own thread.
-            "filesystem" => return syscalls::filesystem(Arc::clone(&self.settings), ctx).await,
-            "arp" => procfs::arp(s)?,
-            "bonding" => hardware::bonding(s)?,
-            "conntrack" => procfs::conntrack(s)?,
-            "cpu" => procfs::cpu(s)?,
-            "cpufreq" => hardware::cpufreq(s)?,
-            "diskstats" => procfs::diskstats(s)?,
-            "dmi" => hardware::dmi(s),
-            "edac" => hardware::edac(s)?,
-            "entropy" => procfs::entropy(s)?,
-            "filefd" => procfs::filefd(s)?,
-            "hwmon" => sysfs::hwmon(s)?,
-            "loadavg" => procfs::loadavg(s)?,
-            "mdadm" => procfs::mdadm(s)?,
-            "meminfo" => procfs::meminfo(s)?,
-            "netclass" => sysfs::netclass(s)?,
-            "netdev" => procfs::netdev(s)?,
-            "netstat" => procfs::netstat(s)?,
-            "nfs" => procfs::nfs(s)?,
-            "nvme" => hardware::nvme(s)?,
-            "os" => procfs::os(s)?,
-            "powersupplyclass" => hardware::powersupplyclass(s)?,
-            "pressure" => procfs::pressure(s)?,
-            "rapl" => hardware::rapl(s)?,
-            "schedstat" => procfs::schedstat(s)?,
-            "selinux" => sysfs::selinux(s)?,
-            "sockstat" => procfs::sockstat(s)?,
-            "softnet" => procfs::softnet(s)?,
-            "stat" => procfs::stat(s)?,
-            "textfile" => return Ok(procfs::textfile(s)),
-            "thermal_zone" => hardware::thermal_zone(s)?,
-            "time" => syscalls::time(s)?,
-            "timex" => syscalls::timex()?,
-            "udp_queues" => procfs::udp_queues(s)?,
-            "uname" => syscalls::uname()?,
-            "vmstat" => procfs::vmstat(s)?,
-            "xfs" => hardware::xfs(s)?,
-            other => {
-                return Err(CollectError::Unsupported(format!(
-                    "no node collector named {other:?}"
-                )))
-            }
-        };
-        Ok(families.into())
+    async fn collect(&self, _ctx: CollectContext) -> Result<Collected, CollectError> {
+        Ok((self.read)(&self.settings)?.into())
     }
 }
 
@@ -521,116 +265,19 @@ pub fn collectors(config: &NodeConfig) -> Vec<Arc<dyn Collector>> {
         return Vec::new();
     }
     let settings = Arc::new(Settings::from_config(config));
-    COLLECTORS
+    REGISTRY
         .iter()
-        .filter(|name| config.collectors.iter().any(|c| c == *name))
-        .filter(|name| !config.disable.iter().any(|c| c == *name))
-        .map(|name| {
-            Arc::new(NodeCollector {
+        .filter(|(name, _)| config.collectors.iter().any(|c| c == name))
+        .filter(|(name, _)| !config.disable.iter().any(|c| c == name))
+        .map(|&(name, kind)| match kind {
+            Kind::Read(read) => Arc::new(NodeCollector {
                 name,
+                read,
                 settings: Arc::clone(&settings),
-            }) as Arc<dyn Collector>
+            }) as Arc<dyn Collector>,
+            Kind::Own(build) => build(name, Arc::clone(&settings)),
         })
         .collect()
-}
-
-/// Reads a whole /proc or /sys file, naming the path on failure.
-pub(crate) fn read_text(path: &Path) -> Result<String, CollectError> {
-    read_pseudo_file(std::fs::File::open(path), 4096)
-        .map_err(|e| CollectError::failed(format!("cannot read {}: {e}", path.display())))
-}
-
-/// Reads an opened /proc or /sys file to its end. `std::fs::read_to_string`
-/// asks for the file's size first, which these files report as 0 or 4096
-/// whatever they hold: one wasted statx per file, hundreds per scrape.
-pub(crate) fn read_pseudo_file(
-    file: std::io::Result<std::fs::File>,
-    capacity: usize,
-) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::with_capacity(capacity);
-    // `take` hides the size hint, so the read loop just reads.
-    file?.take(u64::MAX).read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// Reads a one-line sysfs/procfs attribute, trimmed; `None` when absent or
-/// unreadable (sysfs answers EINVAL for attributes of a down interface).
-pub(crate) fn read_attr(path: &Path) -> Option<String> {
-    trim_attr(read_pseudo_file(std::fs::File::open(path), 64).ok()?)
-}
-
-fn trim_attr(mut s: String) -> Option<String> {
-    let trimmed = s.trim_end_matches(['\n', ' ', '\0']).len();
-    s.truncate(trimmed);
-    Some(s)
-}
-
-/// A directory of attribute files (e.g. /sys/class/net/eth0) held open, so
-/// each attribute is opened relative to it instead of walking the whole
-/// path (and its symlinks) again: the path walk was the largest kernel cost
-/// of a scrape.
-pub(crate) struct AttrDir(rustix::fd::OwnedFd);
-
-impl AttrDir {
-    pub(crate) fn open(path: &Path) -> Option<AttrDir> {
-        use rustix::fs::{Mode, OFlags};
-        rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
-        .map(AttrDir)
-    }
-
-    /// Opens a file of this directory for reading.
-    fn open_file(&self, name: &str) -> std::io::Result<std::fs::File> {
-        use rustix::fs::{Mode, OFlags};
-        rustix::fs::openat(
-            &self.0,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map(std::fs::File::from)
-        .map_err(std::io::Error::from)
-    }
-
-    /// [`read_attr`] for a file of this directory.
-    pub(crate) fn attr(&self, name: &str) -> Option<String> {
-        trim_attr(read_pseudo_file(self.open_file(name), 64).ok()?)
-    }
-
-    /// The attribute as text with invalid UTF-8 replaced (DMI strings come
-    /// from firmware), trimmed at the end like [`AttrDir::attr`].
-    pub(crate) fn attr_lossy(&self, name: &str) -> Option<String> {
-        use std::io::Read;
-        let mut bytes = Vec::with_capacity(64);
-        self.open_file(name).ok()?.read_to_end(&mut bytes).ok()?;
-        trim_attr(String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    /// Whether the directory has an entry `name`.
-    pub(crate) fn has(&self, name: &str) -> bool {
-        rustix::fs::accessat(
-            &self.0,
-            name,
-            rustix::fs::Access::EXISTS,
-            rustix::fs::AtFlags::empty(),
-        )
-        .is_ok()
-    }
-}
-
-/// True when the error means the source does not exist on this host (no
-/// md arrays, no hwmon chips, no netfilter): such a collector exports
-/// nothing and still succeeds, so `/health` stays green on a VM.
-pub(crate) fn is_absent(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-    )
 }
 
 /// Shorthand for a one-sample unlabelled gauge.
@@ -657,20 +304,16 @@ mod tests {
     }
 
     #[test]
-    fn validate_reports_every_problem_with_its_key() {
-        let c = NodeConfig {
-            collectors: vec!["cpu".into(), "bogus".into()],
-            disable: vec!["nope".into()],
-            netstat_fields: "(".into(),
-            filesystem_statfs_timeout_secs: 0.0,
-            ..NodeConfig::default()
-        };
-        let errors = c.validate();
-        assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(errors[0].starts_with("collectors[1]: unknown node collector \"bogus\""));
-        assert!(errors[1].starts_with("disable[0]:"));
-        assert!(errors[2].starts_with("netstat_fields: invalid regular expression"));
-        assert!(errors[3].starts_with("filesystem_statfs_timeout_secs:"));
+    fn registry_is_sorted_unique_and_builds_what_it_names() {
+        assert!(
+            COLLECTORS.windows(2).all(|w| w[0] < w[1]),
+            "REGISTRY must stay sorted and free of duplicates: {COLLECTORS:?}"
+        );
+        let built: Vec<String> = collectors(&NodeConfig::default())
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        assert_eq!(built, COLLECTORS);
     }
 
     #[test]
@@ -693,21 +336,53 @@ mod tests {
     }
 
     #[test]
-    fn name_filter_remembers_answers_and_stays_bounded() {
-        let filter = NameFilter::new("^(Tcp_.*|Ip_Forwarding)$").unwrap();
-        for _ in 0..2 {
-            let mut pass = filter.pass();
-            assert!(pass.is_match("Tcp_InErrs"));
-            assert!(!pass.is_match("Udp_InErrors"));
-            assert!(pass.is_match("Ip_Forwarding"));
-            assert!(!pass.is_match("Ip_ForwardingX"));
-        }
-        let mut pass = filter.pass();
-        for i in 0..MAX_REMEMBERED_NAMES {
-            assert!(pass.is_match(&format!("Tcp_{i}")));
-            assert!(!pass.is_match(&format!("Udp_{i}")));
-        }
-        assert_eq!(pass.answers.len(), MAX_REMEMBERED_NAMES);
-        assert!(pass.is_match("Tcp_new"), "past the cap it still answers");
+    fn hardware_collectors_export_nothing_when_their_sysfs_directory_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none");
+        let never = NameFilter::new("^$").unwrap();
+        assert!(thermal_zone::thermal_zone_from(&none).unwrap().is_empty());
+        assert!(cpufreq::cpufreq_from(&none).unwrap().is_empty());
+        assert!(powersupplyclass::powersupplyclass_from(&none, &never)
+            .unwrap()
+            .is_empty());
+        assert!(nvme::nvme_from(&none).unwrap().is_empty());
+        assert!(edac::edac_from(&none).unwrap().is_empty());
+        assert!(rapl::rapl_from(&none, false).unwrap().is_empty());
+        assert!(dmi::dmi_labels(&none).is_empty());
+        assert!(bonding::bonding_from(&none).unwrap().is_empty());
+        assert!(xfs::xfs_from(&none).unwrap().is_empty());
+    }
+}
+
+/// What the collectors' fixture tests share: rendering families as
+/// exposition text, compiling a filter, writing a fixture file.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use super::NameFilter;
+    use crate::metrics::MetricFamily;
+
+    /// The families as a scrape would serve them (merged, encoded).
+    pub(crate) fn text(families: &[MetricFamily]) -> String {
+        text_of(families.to_vec())
+    }
+
+    pub(crate) fn text_of(families: Vec<MetricFamily>) -> String {
+        crate::exposition::encode(&crate::scrape::merge_families(families))
+    }
+
+    pub(crate) fn re(pattern: &str) -> NameFilter {
+        NameFilter::new(pattern).unwrap()
+    }
+
+    /// Writes `content` to `root/rel`, creating the directories between.
+    pub(crate) fn write(root: &Path, rel: &str, content: &str) {
+        write_file(&root.join(rel), content);
+    }
+
+    pub(crate) fn write_file(path: &Path, content: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
     }
 }

@@ -77,7 +77,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let (tx, rx) = udp_queue_totals(Family::V4).expect("sock_diag dump");
         let proc = std::fs::read_to_string("/proc/net/udp").unwrap();
-        let (proc_tx, proc_rx) = crate::node::procfs::udp_queues_from(&proc);
+        let (proc_tx, proc_rx) = crate::node::udp_queues::udp_queues_from(&proc);
         assert!(rx > 0.0, "five queued datagrams must show in rx ({rx})");
         assert_eq!((tx, rx), (proc_tx, proc_rx));
         drop(receiver);

@@ -1,17 +1,21 @@
-//! Collectors built on system calls: filesystem (statfs, isolated on a
-//! blocking thread with a timeout), uname, timex (adjtimex) and time.
+//! The filesystem collector: size, free space and inodes of each mounted
+//! file system. statfs on a stale NFS or FUSE mount can hang for minutes, so
+//! the calls run on blocking threads under a timeout, and a mount whose call
+//! has not returned is reported as an error and skipped until it does. That
+//! is why this collector is the one that implements [`Collector`] itself.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::{gauge, read_attr, read_text, Settings};
-use crate::collector::{CollectContext, CollectError, Collected};
+use async_trait::async_trait;
+
+use super::read::read_text;
+use super::Settings;
+use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::MetricFamily;
-
-// ------------------------------------------------------------- filesystem
 
 /// One line of /proc/1/mounts.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +158,34 @@ async fn statfs_all(
     results
 }
 
+/// Builds the filesystem collector. It implements [`Collector`] itself, not
+/// a read function, because it is the one node collector that awaits: its
+/// statfs calls run on blocking threads bounded by the scrape's deadline,
+/// so a hung mount never blocks the scrape task.
+pub(super) fn collector(name: &'static str, settings: Arc<Settings>) -> Arc<dyn Collector> {
+    Arc::new(FilesystemCollector { name, settings })
+}
+
+struct FilesystemCollector {
+    name: &'static str,
+    settings: Arc<Settings>,
+}
+
+#[async_trait]
+impl Collector for FilesystemCollector {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn namespace(&self) -> &str {
+        "node"
+    }
+
+    async fn collect(&self, ctx: CollectContext) -> Result<Collected, CollectError> {
+        filesystem(Arc::clone(&self.settings), ctx).await
+    }
+}
+
 pub(crate) async fn filesystem(
     settings: Arc<Settings>,
     ctx: CollectContext,
@@ -253,272 +285,6 @@ pub(crate) async fn filesystem(
     Ok(vec![size, free, avail, files, files_free, readonly, device_error].into())
 }
 
-// ------------------------------------------------------------------ uname
-
-pub(crate) fn uname() -> Result<Vec<MetricFamily>, CollectError> {
-    let u = rustix::system::uname();
-    let s = |c: &std::ffi::CStr| c.to_string_lossy().into_owned();
-    Ok(vec![MetricFamily::gauge(
-        "node_uname_info",
-        "Labeled system information as provided by the uname system call.",
-    )
-    .with(
-        [
-            ("domainname", s(u.domainname())),
-            ("machine", s(u.machine())),
-            ("nodename", s(u.nodename())),
-            ("release", s(u.release())),
-            ("sysname", s(u.sysname())),
-            ("version", s(u.version())),
-        ],
-        1.0,
-    )])
-}
-
-// ------------------------------------------------------------------ timex
-
-pub(crate) fn timex() -> Result<Vec<MetricFamily>, CollectError> {
-    const STA_NANO: i32 = 0x2000;
-    const TIME_ERROR: i32 = 5;
-    // adjtimex(2) scales frequencies as ppm with a 16-bit fraction.
-    const PPM16: f64 = 1_000_000.0 * 65536.0;
-    const MICRO: f64 = 1e6;
-    let mut tx = rtime_clock::adjtime::Timex::new();
-    // modes = 0: read only.
-    let state = rtime_clock::adjtime::adjtimex(&mut tx)
-        .map_err(|e| CollectError::failed(format!("adjtimex failed: {e}")))?;
-    let t = &tx.0;
-    let divisor = if t.status & STA_NANO != 0 { 1e9 } else { MICRO };
-    let sync = if state == TIME_ERROR { 0.0 } else { 1.0 };
-    let g = gauge;
-    Ok(vec![
-        g(
-            "node_timex_sync_status",
-            "Is clock synchronized to a reliable server (1 = yes, 0 = no).",
-            sync,
-        ),
-        g(
-            "node_timex_offset_seconds",
-            "Time offset in between local system and reference clock.",
-            t.offset as f64 / divisor,
-        ),
-        g(
-            "node_timex_frequency_adjustment_ratio",
-            "Local clock frequency adjustment.",
-            1.0 + t.freq as f64 / PPM16,
-        ),
-        g(
-            "node_timex_maxerror_seconds",
-            "Maximum error in seconds.",
-            t.maxerror as f64 / MICRO,
-        ),
-        g(
-            "node_timex_estimated_error_seconds",
-            "Estimated error in seconds.",
-            t.esterror as f64 / MICRO,
-        ),
-        g(
-            "node_timex_status",
-            "Value of the status array bits.",
-            t.status as f64,
-        ),
-        g(
-            "node_timex_loop_time_constant",
-            "Phase-locked loop time constant.",
-            t.constant as f64,
-        ),
-        g(
-            "node_timex_tick_seconds",
-            "Seconds between clock ticks.",
-            t.tick as f64 / MICRO,
-        ),
-        g(
-            "node_timex_pps_frequency_hertz",
-            "Pulse per second frequency.",
-            t.ppsfreq as f64 / PPM16,
-        ),
-        g(
-            "node_timex_pps_jitter_seconds",
-            "Pulse per second jitter.",
-            t.jitter as f64 / divisor,
-        ),
-        g(
-            "node_timex_pps_shift_seconds",
-            "Pulse per second interval duration.",
-            t.shift as f64,
-        ),
-        g(
-            "node_timex_pps_stability_hertz",
-            "Pulse per second stability, average of recent frequency changes.",
-            t.stabil as f64 / PPM16,
-        ),
-        super::counter(
-            "node_timex_pps_jitter_total",
-            "Pulse per second count of jitter limit exceeded events.",
-            t.jitcnt as f64,
-        ),
-        super::counter(
-            "node_timex_pps_calibration_total",
-            "Pulse per second count of calibration intervals.",
-            t.calcnt as f64,
-        ),
-        super::counter(
-            "node_timex_pps_error_total",
-            "Pulse per second count of calibration errors.",
-            t.errcnt as f64,
-        ),
-        super::counter(
-            "node_timex_pps_stability_exceeded_total",
-            "Pulse per second count of stability limit exceeded events.",
-            t.stbcnt as f64,
-        ),
-        g(
-            "node_timex_tai_offset_seconds",
-            "International Atomic Time (TAI) offset.",
-            t.tai as f64,
-        ),
-    ])
-}
-
-// ------------------------------------------------------------------- time
-
-pub(crate) fn time(s: &Settings) -> Result<Vec<MetricFamily>, CollectError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| CollectError::failed(format!("system clock before 1970: {e}")))?;
-    let mut out = vec![gauge(
-        "node_time_seconds",
-        "System time in seconds since epoch (1970).",
-        now.as_secs_f64(),
-    )];
-    let (zone, offset) = local_zone(now.as_secs() as i64);
-    out.push(
-        MetricFamily::gauge(
-            "node_time_zone_offset_seconds",
-            "System time zone offset in seconds.",
-        )
-        .with([("time_zone", zone)], offset as f64),
-    );
-    let mut available = MetricFamily::gauge(
-        "node_time_clocksource_available_info",
-        "Available clocksources read from '/sys/devices/system/clocksource'.",
-    );
-    let mut current = MetricFamily::gauge(
-        "node_time_clocksource_current_info",
-        "Current clocksource read from '/sys/devices/system/clocksource'.",
-    );
-    if let Ok(entries) = std::fs::read_dir(s.sys_path("devices/system/clocksource")) {
-        let mut dirs: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let id = name.strip_prefix("clocksource")?.to_string();
-                id.bytes()
-                    .all(|b| b.is_ascii_digit())
-                    .then(|| (id, e.path()))
-            })
-            .collect();
-        dirs.sort();
-        for (id, dir) in dirs {
-            if let Some(list) = read_attr(&dir.join("available_clocksource")) {
-                for cs in list.split_ascii_whitespace() {
-                    available.push([("clocksource", cs), ("device", id.as_str())], 1.0);
-                }
-            }
-            if let Some(cs) = read_attr(&dir.join("current_clocksource")) {
-                current.push([("clocksource", cs.as_str()), ("device", id.as_str())], 1.0);
-            }
-        }
-    }
-    out.push(available);
-    out.push(current);
-    Ok(out)
-}
-
-/// The local time zone's abbreviation and UTC offset at `now`, from `TZ`
-/// or /etc/localtime (a TZif file), like Go's `time.Local`. Falls back to
-/// UTC when neither can be read.
-fn local_zone(now: i64) -> (String, i64) {
-    let utc = ("UTC".to_string(), 0);
-    let path = match std::env::var("TZ") {
-        Ok(tz) if tz.is_empty() || tz == "UTC" || tz == ":UTC" => return utc,
-        Ok(tz) => {
-            let name = tz.trim_start_matches(':');
-            if name.starts_with('/') {
-                PathBuf::from(name)
-            } else {
-                Path::new("/usr/share/zoneinfo").join(name)
-            }
-        }
-        Err(_) => PathBuf::from("/etc/localtime"),
-    };
-    std::fs::read(&path)
-        .ok()
-        .and_then(|data| tzif_zone_at(&data, now))
-        .unwrap_or(utc)
-}
-
-/// Looks up the zone in effect at `now` in TZif data: the type of the last
-/// transition at or before `now` (the 64-bit block when present).
-pub(crate) fn tzif_zone_at(data: &[u8], now: i64) -> Option<(String, i64)> {
-    fn be32(d: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn counts(d: &[u8], at: usize) -> Option<[usize; 6]> {
-        if d.get(at..at + 4)? != b"TZif" {
-            return None;
-        }
-        let mut c = [0usize; 6];
-        for (i, slot) in c.iter_mut().enumerate() {
-            *slot = be32(d, at + 20 + 4 * i)? as usize;
-        }
-        Some(c)
-    }
-    let [isut, isstd, leap, timecnt, typecnt, charcnt] = counts(data, 0)?;
-    let version = *data.get(4)?;
-    let (base, time_size, c) = if version >= b'2' {
-        let v1_len = timecnt * 5 + typecnt * 6 + charcnt + leap * 8 + isstd + isut;
-        let at = 44 + v1_len;
-        (at + 44, 8, counts(data, at)?)
-    } else {
-        (44, 4, [isut, isstd, leap, timecnt, typecnt, charcnt])
-    };
-    let [_, _, _, timecnt, typecnt, charcnt] = c;
-    let times_at = base;
-    let idx_at = times_at + timecnt * time_size;
-    let types_at = idx_at + timecnt;
-    let chars_at = types_at + typecnt * 6;
-    let chars = data.get(chars_at..chars_at + charcnt)?;
-    let mut type_index = 0usize;
-    for i in 0..timecnt {
-        let t = if time_size == 8 {
-            i64::from_be_bytes(
-                data.get(times_at + 8 * i..times_at + 8 * i + 8)?
-                    .try_into()
-                    .ok()?,
-            )
-        } else {
-            be32(data, times_at + 4 * i)? as i32 as i64
-        };
-        if t > now {
-            break;
-        }
-        type_index = *data.get(idx_at + i)? as usize;
-    }
-    let ttinfo = data.get(types_at + type_index * 6..types_at + type_index * 6 + 6)?;
-    let offset = i32::from_be_bytes(ttinfo[0..4].try_into().ok()?) as i64;
-    let abbr_at = ttinfo[5] as usize;
-    let abbr_bytes = chars.get(abbr_at..)?;
-    let end = abbr_bytes
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(abbr_bytes.len());
-    Some((
-        String::from_utf8_lossy(&abbr_bytes[..end]).into_owned(),
-        offset,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,24 +360,5 @@ mod tests {
         // Once the call returns, the mount is monitored again.
         tokio::time::sleep(Duration::from_millis(1600)).await;
         assert!(stuck.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn utc_tzif_is_read() {
-        // A minimal v1 TZif: no transitions, one type (offset 3600, "CET").
-        let mut d = b"TZif".to_vec();
-        d.push(0);
-        d.extend([0u8; 15]);
-        for c in [0u32, 0, 0, 0, 1, 4] {
-            d.extend(c.to_be_bytes());
-        }
-        d.extend(3600i32.to_be_bytes());
-        d.extend([0u8, 0u8]);
-        d.extend(b"CET\0");
-        assert_eq!(tzif_zone_at(&d, 1_700_000_000), Some(("CET".into(), 3600)));
-        assert_eq!(tzif_zone_at(b"nope", 0), None);
-        if let Ok(real) = std::fs::read("/usr/share/zoneinfo/Etc/UTC") {
-            assert_eq!(tzif_zone_at(&real, 1_700_000_000), Some(("UTC".into(), 0)));
-        }
     }
 }
