@@ -8,6 +8,15 @@ use std::collections::BTreeMap;
 
 use crate::metrics::{Labels, MetricFamily, MetricType};
 
+mod info_schema;
+mod values;
+
+pub use info_schema::{
+    innodb_cmp, innodb_cmpmem, processlist, query_response_time, sanitize_state,
+};
+use values::parse_go_float;
+pub use values::parse_status;
+
 /// One result set as text: column names and rows (`None` for SQL NULL).
 #[derive(Debug, Default, Clone)]
 pub struct TextRows {
@@ -20,106 +29,6 @@ impl TextRows {
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
     }
-}
-
-/// mysqld_exporter's value parser: Yes/ON/Primary are 1, No/OFF/Disabled/
-/// Connecting/non-Primary/Disconnected are 0, two date formats become unix
-/// seconds, anything else must be a float. `None` means "skip silently".
-pub fn parse_status(raw: &str) -> Option<f64> {
-    match raw.to_ascii_lowercase().as_str() {
-        "yes" | "on" | "primary" => return Some(1.0),
-        "no" | "off" | "disabled" | "connecting" | "non-primary" | "disconnected" => {
-            return Some(0.0)
-        }
-        _ => {}
-    }
-    if let Some(ts) = parse_ssl_date(raw).or_else(|| parse_sql_datetime(raw)) {
-        return Some(ts);
-    }
-    parse_go_float(raw)
-}
-
-/// Go's `strconv.ParseFloat` accepts what Rust's parser accepts for the
-/// values MySQL prints (decimal, exponent, inf/nan words); both refuse the
-/// empty string and trailing garbage.
-fn parse_go_float(raw: &str) -> Option<f64> {
-    if raw.is_empty() || raw.trim() != raw {
-        return None;
-    }
-    raw.parse::<f64>().ok()
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// `Jan 02 15:04:05 2006 MST` (the `Ssl_server_not_after` format); the zone
-/// abbreviation counts as UTC, as Go does for zones it does not know.
-fn parse_ssl_date(raw: &str) -> Option<f64> {
-    let parts: Vec<&str> = raw.split(' ').collect();
-    if parts.len() != 5 {
-        return None;
-    }
-    let month = MONTHS.iter().position(|m| *m == parts[0])? as u32 + 1;
-    let day = two_digits(parts[1])?;
-    let (h, mi, s) = hms(parts[2])?;
-    if parts[3].len() != 4 {
-        return None;
-    }
-    let year: i64 = parts[3].parse().ok()?;
-    let zone = parts[4];
-    if zone.len() < 3 || !zone.chars().all(|c| c.is_ascii_uppercase()) {
-        return None;
-    }
-    unix_seconds(year, month, day, h, mi, s)
-}
-
-/// `2006-01-02 15:04:05`, as UTC.
-fn parse_sql_datetime(raw: &str) -> Option<f64> {
-    let (date, time) = raw.split_once(' ')?;
-    let mut d = date.split('-');
-    let year = d.next()?;
-    let month = two_digits(d.next()?)?;
-    let day = two_digits(d.next()?)?;
-    if d.next().is_some() || year.len() != 4 {
-        return None;
-    }
-    let (h, mi, s) = hms(time)?;
-    unix_seconds(year.parse().ok()?, month, day, h, mi, s)
-}
-
-fn two_digits(s: &str) -> Option<u32> {
-    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().ok()
-    } else {
-        None
-    }
-}
-
-fn hms(s: &str) -> Option<(u32, u32, u32)> {
-    let mut it = s.split(':');
-    let h = two_digits(it.next()?)?;
-    let m = two_digits(it.next()?)?;
-    let sec = two_digits(it.next()?)?;
-    if it.next().is_some() || h > 23 || m > 59 || sec > 59 {
-        return None;
-    }
-    Some((h, m, sec))
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn unix_seconds(year: i64, month: u32, day: u32, h: u32, mi: u32, s: u32) -> Option<f64> {
-    if !(1..=12).contains(&month) || day == 0 || day > 31 {
-        return None;
-    }
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64) as f64)
 }
 
 /// mysqld_exporter's `validPrometheusName`: every character outside
@@ -464,251 +373,10 @@ pub fn slave_status(rows: &TextRows, out: &mut FamilySet) {
     }
 }
 
-fn num(row: &[Option<String>], i: usize) -> f64 {
-    row.get(i)
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-fn text(row: &[Option<String>], i: usize) -> String {
-    row.get(i).cloned().flatten().unwrap_or_default()
-}
-
-/// `information_schema.innodb_cmp` (page_size, compress_ops,
-/// compress_ops_ok, compress_time, uncompress_ops, uncompress_time).
-pub fn innodb_cmp(rows: &TextRows, out: &mut FamilySet) {
-    let families = [
-        (
-            1,
-            "mysql_info_schema_innodb_cmp_compress_ops_total",
-            "Number of times a B-tree page of the size PAGE_SIZE has been compressed.",
-        ),
-        (
-            2,
-            "mysql_info_schema_innodb_cmp_compress_ops_ok_total",
-            "Number of times a B-tree page of the size PAGE_SIZE has been successfully compressed.",
-        ),
-        (
-            3,
-            "mysql_info_schema_innodb_cmp_compress_time_seconds_total",
-            "Total time in seconds spent in attempts to compress B-tree pages.",
-        ),
-        (
-            4,
-            "mysql_info_schema_innodb_cmp_uncompress_ops_total",
-            "Number of times a B-tree page of the size PAGE_SIZE has been uncompressed.",
-        ),
-        (
-            5,
-            "mysql_info_schema_innodb_cmp_uncompress_time_seconds_total",
-            "Total time in seconds spent in uncompressing B-tree pages.",
-        ),
-    ];
-    for row in &rows.rows {
-        let page_size = text(row, 0);
-        for (i, name, help) in families {
-            out.add(
-                name,
-                help,
-                MetricType::Counter,
-                labels(&[("page_size", &page_size)]),
-                num(row, i),
-            );
-        }
-    }
-}
-
-/// `information_schema.innodb_cmpmem` (page_size, buffer_pool_instance,
-/// pages_used, pages_free, relocation_ops, relocation_time in ms).
-pub fn innodb_cmpmem(rows: &TextRows, out: &mut FamilySet) {
-    let families = [
-        (
-            2,
-            "mysql_info_schema_innodb_cmpmem_pages_used_total",
-            "Number of blocks of the size PAGE_SIZE that are currently in use.",
-            1.0,
-        ),
-        (
-            3,
-            "mysql_info_schema_innodb_cmpmem_pages_free_total",
-            "Number of blocks of the size PAGE_SIZE that are currently available for allocation.",
-            1.0,
-        ),
-        (
-            4,
-            "mysql_info_schema_innodb_cmpmem_relocation_ops_total",
-            "Number of times a block of the size PAGE_SIZE has been relocated.",
-            1.0,
-        ),
-        (
-            5,
-            "mysql_info_schema_innodb_cmpmem_relocation_time_seconds_total",
-            "Total time in seconds spent in relocating blocks.",
-            1000.0,
-        ),
-    ];
-    for row in &rows.rows {
-        let page_size = text(row, 0);
-        let buffer_pool = text(row, 1);
-        for (i, name, help, divisor) in families {
-            out.add(
-                name,
-                help,
-                MetricType::Counter,
-                labels(&[("buffer_pool", &buffer_pool), ("page_size", &page_size)]),
-                num(row, i) / divisor,
-            );
-        }
-    }
-}
-
-/// One `QUERY_RESPONSE_TIME[_READ|_WRITE]` table (TIME, COUNT, TOTAL) as a
-/// cumulative histogram; the open-ended last row (TIME 0 after trimming
-/// "TOO LONG") only adds to count and sum.
-pub fn query_response_time(rows: &TextRows, name: &str, help: &str, out: &mut FamilySet) {
-    let mut count: u64 = 0;
-    let mut sum = 0.0;
-    let mut buckets: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
-    for row in &rows.rows {
-        let bound = num(row, 0);
-        count += num(row, 1) as u64;
-        sum += num(row, 2);
-        if bound == 0.0 {
-            continue;
-        }
-        buckets.insert(bound.to_bits(), (bound, count));
-    }
-    let mut sorted: Vec<(f64, u64)> = buckets.into_values().collect();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut family = MetricFamily::new(name.to_string(), help.to_string(), MetricType::Histogram);
-    family.push_histogram(Vec::new(), &sorted, sum, count);
-    let idx = out.order.len();
-    out.index.insert(name.to_string(), idx);
-    out.order.push(family);
-}
-
-/// mysqld_exporter's `sanitizeState` for processlist commands and states.
-pub fn sanitize_state(state: &str) -> String {
-    let state = if state.is_empty() { "unknown" } else { state };
-    state
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ';' | ',' | ':' | '.' | '(' | ')' => None,
-            ' ' | '-' => Some('_'),
-            c => Some(c),
-        })
-        .collect()
-}
-
-/// The processlist query's rows (user, host, command, state, processes,
-/// seconds) as thread counts/seconds by command+state and by user/host.
-pub fn processlist(rows: &TextRows, out: &mut FamilySet) {
-    let mut by_state: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
-    let mut by_host: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_user: BTreeMap<String, f64> = BTreeMap::new();
-    for row in &rows.rows {
-        let user = text(row, 0);
-        let mut host = text(row, 1);
-        if host.is_empty() {
-            host = "unknown".into();
-        }
-        let command = sanitize_state(&text(row, 2));
-        let state = sanitize_state(&text(row, 3));
-        let count = num(row, 4);
-        let seconds = num(row, 5);
-        let e = by_state.entry((command, state)).or_default();
-        e.0 += count;
-        e.1 += seconds;
-        *by_host.entry(host).or_default() += count;
-        *by_user.entry(user).or_default() += count;
-    }
-    for ((command, state), (count, seconds)) in &by_state {
-        out.add(
-            "mysql_info_schema_processlist_threads",
-            "The number of threads split by current state.",
-            MetricType::Gauge,
-            labels(&[("command", command), ("state", state)]),
-            *count,
-        );
-        out.add(
-            "mysql_info_schema_processlist_seconds",
-            "The number of seconds threads have used split by current state.",
-            MetricType::Gauge,
-            labels(&[("command", command), ("state", state)]),
-            *seconds,
-        );
-    }
-    for (host, count) in by_host {
-        out.add(
-            "mysql_info_schema_processlist_processes_by_host",
-            "The number of processes by host.",
-            MetricType::Gauge,
-            labels(&[("client_host", &host)]),
-            count,
-        );
-    }
-    for (user, count) in by_user {
-        out.add(
-            "mysql_info_schema_processlist_processes_by_user",
-            "The number of processes by user.",
-            MetricType::Gauge,
-            labels(&[("mysql_user", &user)]),
-            count,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows(columns: &[&str], data: &[&[Option<&str>]]) -> TextRows {
-        TextRows {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: data
-                .iter()
-                .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
-                .collect(),
-        }
-    }
-
-    fn kv(pairs: &[(&str, &str)]) -> TextRows {
-        TextRows {
-            columns: vec!["Variable_name".into(), "Value".into()],
-            rows: pairs
-                .iter()
-                .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
-                .collect(),
-        }
-    }
-
-    fn find<'a>(fams: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
-        fams.iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("no family {name}"))
-    }
-
-    #[test]
-    fn parses_values_like_the_anchor() {
-        assert_eq!(parse_status("ON"), Some(1.0));
-        assert_eq!(parse_status("Yes"), Some(1.0));
-        assert_eq!(parse_status("Connecting"), Some(0.0));
-        assert_eq!(parse_status("DISABLED"), Some(0.0));
-        assert_eq!(parse_status("Primary"), Some(1.0));
-        assert_eq!(parse_status("42"), Some(42.0));
-        assert_eq!(parse_status("0.5"), Some(0.5));
-        assert_eq!(parse_status("mysql-bin.000123"), None);
-        assert_eq!(parse_status("10.11.6-MariaDB"), None);
-        assert_eq!(parse_status(""), None);
-        assert_eq!(parse_status("1970-01-02 00:00:01"), Some(86_401.0));
-        assert_eq!(
-            parse_status("Nov 23 18:57:44 2036 GMT"),
-            Some(2_111_079_464.0)
-        );
-        assert_eq!(parse_status("2000-03-01 00:00:00"), Some(951_868_800.0));
-    }
+    use test_support::{find, kv, rows};
 
     #[test]
     fn global_status_groups_and_untyped() {
@@ -853,76 +521,36 @@ mod tests {
             .iter()
             .any(|f| f.name == "mysql_slave_status_gtid_io_pos"));
     }
+}
 
-    #[test]
-    fn query_response_time_is_cumulative() {
-        let mut set = FamilySet::default();
-        query_response_time(
-            &rows(
-                &["TIME", "COUNT", "TOTAL"],
-                &[
-                    &[Some("  0.000001"), Some("1"), Some("  0.000001")],
-                    &[Some("  0.000010"), Some("2"), Some("  0.000011")],
-                    &[Some("TOO LONG"), Some("3"), Some("TOO LONG")],
-                ],
-            ),
-            "mysql_info_schema_query_response_time_seconds",
-            "h",
-            &mut set,
-        );
-        let f = &set.into_vec()[0];
-        let count = f.samples.iter().find(|s| s.suffix == "_count").unwrap();
-        assert_eq!(count.value, 6.0);
-        assert_eq!(f.samples[1].value, 3.0);
+/// Result sets and lookups the families' tests share.
+#[cfg(test)]
+mod test_support {
+    use super::*;
+
+    pub(super) fn rows(columns: &[&str], data: &[&[Option<&str>]]) -> TextRows {
+        TextRows {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: data
+                .iter()
+                .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
+                .collect(),
+        }
     }
 
-    #[test]
-    fn processlist_sanitizes_states() {
-        assert_eq!(
-            sanitize_state("Waiting for table lock"),
-            "waiting_for_table_lock"
-        );
-        assert_eq!(sanitize_state(""), "unknown");
-        assert_eq!(sanitize_state("Sending data (x), y."), "sending_data_x_y");
-        let mut set = FamilySet::default();
-        processlist(
-            &rows(
-                &["user", "host", "command", "state", "processes", "seconds"],
-                &[
-                    &[
-                        Some("app"),
-                        Some("10.0.0.1"),
-                        Some("Query"),
-                        Some("Sending data"),
-                        Some("2"),
-                        Some("5"),
-                    ],
-                    &[
-                        Some("app"),
-                        Some(""),
-                        Some("Sleep"),
-                        Some(""),
-                        Some("1"),
-                        Some("9"),
-                    ],
-                ],
-            ),
-            &mut set,
-        );
-        let fams = set.into_vec();
-        assert_eq!(
-            find(&fams, "mysql_info_schema_processlist_threads")
-                .samples
-                .len(),
-            2
-        );
-        assert_eq!(
-            find(&fams, "mysql_info_schema_processlist_processes_by_user").samples[0].value,
-            3.0
-        );
-        assert_eq!(
-            find(&fams, "mysql_info_schema_processlist_processes_by_host").samples[1].labels[0].1,
-            "unknown"
-        );
+    pub(super) fn kv(pairs: &[(&str, &str)]) -> TextRows {
+        TextRows {
+            columns: vec!["Variable_name".into(), "Value".into()],
+            rows: pairs
+                .iter()
+                .map(|(k, v)| vec![Some(k.to_string()), Some(v.to_string())])
+                .collect(),
+        }
+    }
+
+    pub(super) fn find<'a>(fams: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
+        fams.iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no family {name}"))
     }
 }
