@@ -26,10 +26,10 @@ use crate::probe::client::{budget, build_client, label_name_problem, read_limite
 /// anything bigger is not a stub_status page and is not read into memory.
 const MAX_PAGE_BYTES: usize = 64 * 1024;
 
-/// One `[[nginx]]` entry.
+/// One `[[nginx]]` entry: an nginx status page to scrape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NginxTarget {
+pub struct NginxScrapeTarget {
     /// Name of this target, used in `/health`, in logs and (with several
     /// targets) as the `target` label.
     #[serde(default = "default_name")]
@@ -55,9 +55,9 @@ pub struct NginxTarget {
     pub labels: BTreeMap<String, String>,
 }
 
-impl Default for NginxTarget {
+impl Default for NginxScrapeTarget {
     fn default() -> Self {
-        NginxTarget {
+        NginxScrapeTarget {
             name: default_name(),
             scrape_uri: default_scrape_uri(),
             timeout_secs: default_timeout_secs(),
@@ -81,7 +81,7 @@ fn default_true() -> bool {
     true
 }
 
-impl NginxTarget {
+impl NginxScrapeTarget {
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -308,7 +308,7 @@ pub fn families(status: Option<&StubStatus>, labels: &Labels) -> Vec<MetricFamil
 }
 
 /// Builds one collector per configured target.
-pub fn collectors(targets: &[NginxTarget]) -> Vec<Arc<dyn Collector>> {
+pub fn collectors(targets: &[NginxScrapeTarget]) -> Vec<Arc<dyn Collector>> {
     let several = targets.len() > 1;
     targets
         .iter()
@@ -324,7 +324,7 @@ pub fn collectors(targets: &[NginxTarget]) -> Vec<Arc<dyn Collector>> {
 
 /// Scrapes one nginx.
 pub struct NginxCollector {
-    target: NginxTarget,
+    target: NginxScrapeTarget,
     uri: ScrapeUri,
     client: Option<reqwest::Client>,
     labels: Labels,
@@ -333,7 +333,7 @@ pub struct NginxCollector {
 
 impl NginxCollector {
     /// `label_target`: add `target="<name>"` (several targets configured).
-    pub fn new(target: NginxTarget, label_target: bool) -> Result<Self, String> {
+    pub fn new(target: NginxScrapeTarget, label_target: bool) -> Result<Self, String> {
         let uri = ScrapeUri::parse(&target.scrape_uri)?;
         let client = match &uri {
             ScrapeUri::Http(_) => Some(build_client(&ClientTls {
@@ -578,7 +578,7 @@ mod tests {
 
     #[test]
     fn validate_reports_every_problem() {
-        let t = NginxTarget {
+        let t = NginxScrapeTarget {
             name: "".into(),
             scrape_uri: "nope".into(),
             timeout_secs: 0.0,
@@ -591,7 +591,7 @@ mod tests {
         assert!(errors[1].starts_with("scrape_uri:"));
         assert!(errors[2].starts_with("timeout_secs:"));
         assert!(errors[3].starts_with("labels.0bad:"));
-        assert!(NginxTarget::default().validate().is_empty());
+        assert!(NginxScrapeTarget::default().validate().is_empty());
     }
 
     #[test]

@@ -33,15 +33,15 @@ pub struct Config {
     #[serde(default)]
     pub node: node::NodeConfig,
     #[serde(default)]
-    pub nginx: Vec<nginx::NginxTarget>,
+    pub nginx: Vec<nginx::NginxScrapeTarget>,
     #[serde(default)]
     pub phpfpm: Vec<phpfpm::PhpFpmPool>,
     #[serde(default)]
-    pub mysql: Vec<mysql::MysqlTarget>,
+    pub mysql: Vec<mysql::MysqlScrapeTarget>,
     #[serde(default)]
-    pub postgres: Vec<postgres::PostgresTarget>,
+    pub postgres: Vec<postgres::PostgresScrapeTarget>,
     #[serde(default)]
-    pub probe: Vec<probe::ProbeTarget>,
+    pub probe: Vec<probe::ProbeScrapeTarget>,
     #[serde(default)]
     pub backup: BackupConfig,
     #[serde(default)]

@@ -20,10 +20,10 @@ use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::MetricFamily;
 use families::{FamilySet, TextRows};
 
-/// One `[[mysql]]` entry: a MySQL or MariaDB server.
+/// One `[[mysql]]` entry: a MySQL or MariaDB server to scrape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MysqlTarget {
+pub struct MysqlScrapeTarget {
     /// Name of this target, used in `/health`, logs and (with several
     /// targets) as the `target` label.
     #[serde(default)]
@@ -88,9 +88,9 @@ fn default_true() -> bool {
     true
 }
 
-impl Default for MysqlTarget {
+impl Default for MysqlScrapeTarget {
     fn default() -> Self {
-        MysqlTarget {
+        MysqlScrapeTarget {
             name: String::new(),
             host: default_host(),
             port: default_port(),
@@ -108,7 +108,7 @@ impl Default for MysqlTarget {
     }
 }
 
-impl MysqlTarget {
+impl MysqlScrapeTarget {
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -146,7 +146,7 @@ impl MysqlTarget {
 
 /// Builds one collector per configured target. With several targets every
 /// series carries `target="<name>"` so they stay distinct in one scrape.
-pub fn collectors(targets: &[MysqlTarget]) -> Vec<Arc<dyn Collector>> {
+pub fn collectors(targets: &[MysqlScrapeTarget]) -> Vec<Arc<dyn Collector>> {
     let several = targets.len() > 1;
     targets
         .iter()
@@ -174,7 +174,7 @@ struct State {
 
 /// Collects one MySQL/MariaDB target.
 pub struct MysqlCollector {
-    target: MysqlTarget,
+    target: MysqlScrapeTarget,
     target_label: Option<String>,
     state: tokio::sync::Mutex<State>,
 }
@@ -616,20 +616,20 @@ mod tests {
 
     #[test]
     fn validate_reports_every_problem() {
-        let t = MysqlTarget {
+        let t = MysqlScrapeTarget {
             name: String::new(),
             host: String::new(),
             port: 0,
             user: String::new(),
             connect_timeout_secs: 0.0,
-            ..MysqlTarget::default()
+            ..MysqlScrapeTarget::default()
         };
         let errors = t.validate();
         assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors[0].starts_with("name:"));
-        let ok = MysqlTarget {
+        let ok = MysqlScrapeTarget {
             name: "db".into(),
-            ..MysqlTarget::default()
+            ..MysqlScrapeTarget::default()
         };
         assert!(ok.validate().is_empty());
     }
@@ -642,11 +642,11 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let target = MysqlTarget {
+        let target = MysqlScrapeTarget {
             name: "down".into(),
             port,
             password: Some("s3cret-value".into()),
-            ..MysqlTarget::default()
+            ..MysqlScrapeTarget::default()
         };
         let c = &collectors(&[target])[0];
         let started = Instant::now();

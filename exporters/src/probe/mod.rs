@@ -28,10 +28,10 @@ use client::budget;
 /// Redirects followed before a probe fails, like blackbox's default.
 const MAX_REDIRECTS: u32 = 10;
 
-/// One `[[probe]]` entry.
+/// One `[[probe]]` entry: a URL probed at each scrape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProbeTarget {
+pub struct ProbeScrapeTarget {
     /// Name of this probe: the `probe` label and its name in `/health`.
     #[serde(default)]
     pub name: String,
@@ -72,9 +72,9 @@ pub struct ProbeTarget {
     pub fail_if_body_not_matches_regexp: Vec<String>,
 }
 
-impl Default for ProbeTarget {
+impl Default for ProbeScrapeTarget {
     fn default() -> Self {
-        ProbeTarget {
+        ProbeScrapeTarget {
             name: String::new(),
             url: String::new(),
             method: default_method(),
@@ -104,7 +104,7 @@ fn default_body_size_limit_bytes() -> u64 {
     1024 * 1024
 }
 
-impl ProbeTarget {
+impl ProbeScrapeTarget {
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -179,7 +179,7 @@ impl ProbeTarget {
 }
 
 /// Builds one collector per configured probe.
-pub fn collectors(targets: &[ProbeTarget]) -> Vec<Arc<dyn Collector>> {
+pub fn collectors(targets: &[ProbeScrapeTarget]) -> Vec<Arc<dyn Collector>> {
     targets
         .iter()
         .filter_map(|t| match ProbeCollector::new(t.clone()) {
@@ -221,7 +221,7 @@ pub struct ProbeResult {
 
 /// Runs one probe.
 pub struct ProbeCollector {
-    target: ProbeTarget,
+    target: ProbeScrapeTarget,
     tls: http::Tls,
     headers: reqwest::header::HeaderMap,
     must_not_match: Vec<regex::bytes::Regex>,
@@ -231,7 +231,7 @@ pub struct ProbeCollector {
 }
 
 impl ProbeCollector {
-    pub fn new(target: ProbeTarget) -> Result<Self, String> {
+    pub fn new(target: ProbeScrapeTarget) -> Result<Self, String> {
         let tls = http::Tls::new(!target.insecure_skip_verify, target.ca_file.as_deref())?;
         let compile = |list: &[String]| {
             list.iter()
@@ -567,8 +567,8 @@ impl Collector for ProbeCollector {
 mod tests {
     use super::*;
 
-    fn probe(url: &str) -> ProbeTarget {
-        ProbeTarget {
+    fn probe(url: &str) -> ProbeScrapeTarget {
+        ProbeScrapeTarget {
             name: "app".into(),
             url: url.into(),
             ..Default::default()
