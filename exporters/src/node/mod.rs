@@ -88,7 +88,8 @@ enum Kind {
 
 /// Every node collector, by node_exporter name, in alphabetical order (the
 /// order of [`COLLECTORS`] and of the scrape). Adding one is its module plus
-/// one line here.
+/// one line here (kept one line each, hence the rustfmt skip).
+#[rustfmt::skip]
 const REGISTRY: &[(&str, Kind)] = &[
     ("arp", Kind::Read(arp::arp)),
     ("bonding", Kind::Read(bonding::bonding)),
@@ -111,10 +112,7 @@ const REGISTRY: &[(&str, Kind)] = &[
     ("nfs", Kind::Read(nfs::nfs)),
     ("nvme", Kind::Read(nvme::nvme)),
     ("os", Kind::Read(os::os)),
-    (
-        "powersupplyclass",
-        Kind::Read(powersupplyclass::powersupplyclass),
-    ),
+    ("powersupplyclass", Kind::Read(powersupplyclass::powersupplyclass)),
     ("pressure", Kind::Read(pressure::pressure)),
     ("rapl", Kind::Read(rapl::rapl)),
     ("schedstat", Kind::Read(schedstat::schedstat)),
