@@ -1,7 +1,8 @@
 //! Reading /proc and /sys: whole files, one-line attributes, attribute
-//! directories held open, and the lenient number parsing node_exporter
-//! applies to them. These helpers exist because the obvious std calls cost
-//! a node scrape hundreds of wasted system calls (see each one's comment).
+//! directories held open, and the lenient number parsing the collectors
+//! share (a garbled number reads as 0 instead of failing a collector).
+//! These helpers exist because the obvious std calls cost a node scrape
+//! hundreds of wasted system calls (see each one's comment).
 
 use std::path::Path;
 

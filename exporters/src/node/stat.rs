@@ -1,5 +1,6 @@
 //! The cpu and stat collectors: both read /proc/stat, the kernel's
-//! scheduler counters (CPU time per mode, context switches, forks, boot time).
+//! system-wide counters (CPU time per mode, context switches, forks,
+//! interrupts, boot time), so they share a module and a fixture.
 
 use super::read::{num, read_text};
 use super::{counter, gauge, Settings};

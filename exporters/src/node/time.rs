@@ -1,5 +1,6 @@
 //! The time collector: the system time and the local time zone's name and
-//! offset, read from the TZif file /etc/localtime points to.
+//! offset, read from the TZif file of `$TZ` or /etc/localtime (UTC when
+//! there is none), as Go's time package finds it for node_exporter.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
