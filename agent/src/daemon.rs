@@ -8,67 +8,27 @@ use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe, Collector, Scraper};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Loaded};
-use crate::self_metrics::ProcessCollector;
+use crate::generation::{build_scraper, Generation, Shared};
+// Transitional: `commands/drill.rs` names `Subsystem` here and builds its
+// scheduled drill's annotator with `Annotator::from_config` until that
+// daemon half leaves the CLI module (arch-backup); then both go.
+pub use crate::generation::Subsystem;
+impl crate::grafana::Annotator {
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(&config.grafana, config.agent.effective_hostname())
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// Listen address of the HTTP server (overrides agent.listen).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-}
-
-/// A running part of the daemon (scheduler, telemetry) for one
-/// configuration generation: its self-metric collectors and its tasks.
-#[derive(Default)]
-pub struct Subsystem {
-    pub collectors: Vec<Arc<dyn Collector>>,
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
-/// State shared with the HTTP handlers; replaced whole on reload.
-pub struct Generation {
-    pub config: Arc<Config>,
-    pub scraper: Arc<Scraper>,
-}
-
-/// What the HTTP server reads.
-pub struct Shared {
-    pub current: RwLock<Arc<Generation>>,
-}
-
-impl Shared {
-    pub fn generation(&self) -> Arc<Generation> {
-        match self.current.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-}
-
-/// Builds the scraper for a configuration: exporters from their sections,
-/// Steward's own process metrics, and the collectors of running subsystems.
-pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper {
-    let mut collectors: Vec<Arc<dyn Collector>> = Vec::new();
-    if config.node.enabled {
-        collectors.extend(node::collectors(&config.node));
-    }
-    collectors.extend(nginx::collectors(&config.nginx));
-    collectors.extend(phpfpm::collectors(&config.phpfpm));
-    collectors.extend(mysql::collectors(&config.mysql));
-    collectors.extend(postgres::collectors(&config.postgres));
-    collectors.extend(probe::collectors(&config.probe));
-    collectors.push(Arc::new(ProcessCollector));
-    if config.grafana.url.is_some() {
-        collectors.push(Arc::new(crate::grafana::AnnotationCollector));
-    }
-    collectors.extend(extra);
-    Scraper::new(collectors)
 }
 
 struct Running {

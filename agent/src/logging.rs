@@ -1,6 +1,6 @@
 //! Structured logs to stderr: plain text for journald and terminals, or one
 //! JSON object per line with `--log-format json`; and Steward's own spans to
-//! the telemetry pipeline (see telemetry.rs).
+//! the telemetry pipeline (see spans.rs).
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -23,7 +23,7 @@ pub fn init(format: &str, level: &str) {
     };
     let result = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(crate::telemetry::span_layer())
+        .with(crate::spans::span_layer())
         .try_init();
     let _ = result;
 }

@@ -30,7 +30,7 @@ use steward_exporters::{CollectContext, CollectError, Collected, Collector, Metr
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::daemon::Subsystem;
+use crate::generation::Subsystem;
 use crate::grafana::{AnnotationKind, Annotator};
 
 /// Cap on missed runs counted after downtime (a year of hourly runs).
@@ -42,7 +42,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
     let backup = Arc::new(config.backup.clone());
     let state_dir = config.agent.state_dir.clone();
     let host = config.agent.effective_hostname();
-    let annotator = Annotator::from_config(config);
+    let annotator = Annotator::new(&config.grafana, host.clone());
     let metrics = Arc::new(BackupMetrics::new(
         &state_dir,
         backup.jobs.keys().cloned().collect(),
@@ -98,12 +98,12 @@ impl JobContext {
         let mut options = RunOptions::new(self.host.clone(), self.state_dir.clone(), reason);
         options.steward_version = env!("CARGO_PKG_VERSION").to_string();
         self.metrics.set_running(&self.name, true);
-        let span = crate::telemetry::backup_span(&self.name, reason);
+        let span = crate::spans::backup_span(&self.name, reason);
         let result = tokio::select! {
             r = tracing::Instrument::instrument(run_job(&self.backup, &self.name, &options), span.clone()) => Some(r),
             _ = self.cancel.cancelled() => None,
         };
-        crate::telemetry::record_backup(&span, result.as_ref());
+        crate::spans::record_backup(&span, result.as_ref());
         drop(span);
         self.metrics.set_running(&self.name, false);
         match result {

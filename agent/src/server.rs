@@ -12,7 +12,7 @@ use axum::Router;
 use steward_exporters::{exposition, ScrapeOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Shared;
+use crate::generation::Shared;
 
 /// Time kept back from Prometheus' scrape timeout for encoding and the
 /// network, so a slow collector is cut before Prometheus gives up.
@@ -82,7 +82,7 @@ async fn metrics(
     let generation = shared.generation();
     let (include, exclude) = parse_filters(query.as_deref().unwrap_or(""));
     let timeout = scrape_timeout(&headers, generation.config.agent.scrape_timeout_secs);
-    let span = crate::telemetry::scrape_span();
+    let span = crate::spans::scrape_span();
     let output = tracing::Instrument::instrument(
         generation.scraper.scrape(&ScrapeOptions {
             include,
@@ -92,7 +92,7 @@ async fn metrics(
         span.clone(),
     )
     .await;
-    crate::telemetry::record_scrape(&span, &output.families);
+    crate::spans::record_scrape(&span, &output.families);
     let text = exposition::encode(&output.families);
     let wants_gzip = headers
         .get(header::ACCEPT_ENCODING)

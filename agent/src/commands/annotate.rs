@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::Loaded;
+use crate::exit_code::EXIT_CONFIG;
 use crate::grafana::{
     check_dashboard_uid, dedup_keep_order, now_ms, resolve_token, AnnotationPatch, GrafanaClient,
     GrafanaError, NewAnnotation, URL_ENV,
 };
-use crate::EXIT_CONFIG;
 
 #[derive(Debug, clap::Args)]
 pub struct AnnotateArgs {

@@ -135,14 +135,14 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
             }
         })
     });
-    let spans = crate::telemetry::CommandSpans::start(config);
-    let span = crate::telemetry::backup_span(&args.job, &args.reason);
+    let spans = crate::spans::CommandSpans::start(config);
+    let span = crate::spans::backup_span(&args.job, &args.reason);
     let result = tracing::Instrument::instrument(
         run::run_job(&config.backup, &args.job, &options),
         span.clone(),
     )
     .await;
-    crate::telemetry::record_backup(&span, Some(&result));
+    crate::spans::record_backup(&span, Some(&result));
     drop(span);
     if let Some(spans) = spans {
         spans.finish().await;

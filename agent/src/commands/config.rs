@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{load, to_redacted_toml};
-use crate::EXIT_CONFIG;
+use crate::exit_code::EXIT_CONFIG;
 
 /// The committed, commented example configuration (`examples/steward.toml`).
 pub const EXAMPLE: &str = include_str!("../../../examples/steward.toml");

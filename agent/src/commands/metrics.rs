@@ -19,7 +19,7 @@ pub struct MetricsArgs {
 }
 
 pub async fn run(args: MetricsArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
-    let scraper = crate::daemon::build_scraper(&loaded.config, Vec::new());
+    let scraper = crate::generation::build_scraper(&loaded.config, Vec::new());
     let output = scraper
         .scrape(&ScrapeOptions {
             include: args.collect,

@@ -9,8 +9,9 @@ pub mod restore;
 
 use std::process::ExitCode;
 
+use crate::cli::{Cli, Command};
 use crate::config::{load, Loaded};
-use crate::{Cli, Command, EXIT_CONFIG};
+use crate::exit_code::EXIT_CONFIG;
 
 /// Runs the chosen command and returns its exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -2,6 +2,7 @@
 //! read `*_file` secrets, deserialize every section and validate, reporting
 //! every error at once with the key it is about.
 
+pub mod collectors;
 mod env;
 mod secrets;
 
@@ -12,8 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use steward_backup::config::BackupConfig;
-use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe};
 use steward_telemetry::config::TelemetryConfig;
+
+use crate::grafana::GrafanaConfig;
+use collectors::{CollectorSections, KINDS};
 
 pub use secrets::redact;
 
@@ -25,29 +28,18 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/steward/steward.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9810";
 
 /// The whole configuration. Each library owns the structs of its section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Built by [`parse`], section by section (unknown sections and keys are
+/// errors there), so it is only serialized, never deserialized whole.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Config {
-    #[serde(default)]
     pub agent: AgentConfig,
-    #[serde(default)]
-    pub node: node::NodeConfig,
-    #[serde(default)]
-    pub nginx: Vec<nginx::NginxScrapeTarget>,
-    #[serde(default)]
-    pub phpfpm: Vec<phpfpm::PhpFpmPool>,
-    #[serde(default)]
-    pub mysql: Vec<mysql::MysqlScrapeTarget>,
-    #[serde(default)]
-    pub postgres: Vec<postgres::PostgresScrapeTarget>,
-    #[serde(default)]
-    pub probe: Vec<probe::ProbeScrapeTarget>,
-    #[serde(default)]
+    /// `[node]`, `[[nginx]]`, ...: one section per kind in
+    /// [`collectors::KINDS`], at the top level of the file.
+    #[serde(flatten)]
+    pub collectors: CollectorSections,
     pub backup: BackupConfig,
-    #[serde(default)]
     pub telemetry: TelemetryConfig,
-    #[serde(default)]
-    pub grafana: crate::grafana::GrafanaConfig,
+    pub grafana: GrafanaConfig,
 }
 
 /// `[agent]`: the daemon itself.
@@ -126,14 +118,12 @@ impl AgentConfig {
     }
 
     /// The configured host name, or the kernel's.
-    #[allow(dead_code)] // used by the backup and telemetry wiring
     pub fn effective_hostname(&self) -> String {
         self.hostname.clone().unwrap_or_else(system_hostname)
     }
 }
 
 /// The kernel's host name (what `uname -n` prints).
-#[allow(dead_code)]
 pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -227,18 +217,9 @@ pub fn parse(
     let mut errors = secrets::resolve_files(&mut table, "");
 
     let mut config = Config::default();
-    let known = [
-        "agent",
-        "node",
-        "nginx",
-        "phpfpm",
-        "mysql",
-        "postgres",
-        "probe",
-        "backup",
-        "telemetry",
-        "grafana",
-    ];
+    let mut known = vec!["agent"];
+    known.extend(KINDS.iter().map(|k| k.key()));
+    known.extend(["backup", "telemetry", "grafana"]);
     for key in table.keys() {
         if !known.contains(&key.as_str()) {
             errors.push(format!(
@@ -248,12 +229,11 @@ pub fn parse(
         }
     }
     section(&table, "agent", &mut config.agent, &mut errors);
-    section(&table, "node", &mut config.node, &mut errors);
-    section(&table, "nginx", &mut config.nginx, &mut errors);
-    section(&table, "phpfpm", &mut config.phpfpm, &mut errors);
-    section(&table, "mysql", &mut config.mysql, &mut errors);
-    section(&table, "postgres", &mut config.postgres, &mut errors);
-    section(&table, "probe", &mut config.probe, &mut errors);
+    for kind in &KINDS {
+        if let Some(parsed) = section_with(&table, kind.key(), |v| kind.parse(v), &mut errors) {
+            config.collectors.set(parsed);
+        }
+    }
     section(&table, "backup", &mut config.backup, &mut errors);
     section(&table, "telemetry", &mut config.telemetry, &mut errors);
     section(&table, "grafana", &mut config.grafana, &mut errors);
@@ -276,10 +256,22 @@ fn section<T: DeserializeOwned>(
     slot: &mut T,
     errors: &mut Vec<String>,
 ) {
-    let Some(value) = table.get(key) else { return };
-    let value = value.clone();
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => *slot = v,
+    if let Some(v) = section_with(table, key, serde_path_to_error::deserialize, errors) {
+        *slot = v;
+    }
+}
+
+/// [`section`] with the deserializer given: `None` when the section is
+/// absent or its error was recorded.
+fn section_with<T>(
+    table: &toml::Table,
+    key: &str,
+    deserialize: impl FnOnce(toml::Value) -> Result<T, serde_path_to_error::Error<toml::de::Error>>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let value = table.get(key)?.clone();
+    match deserialize(value) {
+        Ok(v) => Some(v),
         Err(e) => {
             let path = e.path().to_string();
             let location = if path == "." || path.is_empty() {
@@ -293,97 +285,28 @@ fn section<T: DeserializeOwned>(
             let message = e.into_inner().to_string();
             let message = message.lines().next().unwrap_or("").trim().to_string();
             errors.push(format!("{location}: {message}"));
+            None
         }
     }
 }
 
 /// Cross-section semantic checks, all of them, each prefixed by its key.
 pub fn validate(config: &Config) -> Vec<String> {
-    let mut errors = Vec::new();
-    let mut add = |prefix: String, list: Vec<String>| {
-        errors.extend(list.into_iter().map(|e| format!("{prefix}.{e}")));
-    };
-    add("agent".into(), config.agent.validate());
-    add("node".into(), config.node.validate());
-    for (i, t) in config.nginx.iter().enumerate() {
-        add(format!("nginx[{i}]"), t.validate());
+    fn under(prefix: &str, list: Vec<String>) -> impl Iterator<Item = String> + '_ {
+        list.into_iter().map(move |e| format!("{prefix}.{e}"))
     }
-    for (i, t) in config.phpfpm.iter().enumerate() {
-        add(format!("phpfpm[{i}]"), t.validate());
+    let mut errors: Vec<String> = under("agent", config.agent.validate()).collect();
+    for section in config.collectors.iter() {
+        errors.extend(section.validate());
     }
-    for (i, t) in config.mysql.iter().enumerate() {
-        add(format!("mysql[{i}]"), t.validate());
+    errors.extend(under("backup", config.backup.validate()));
+    errors.extend(under("telemetry", config.telemetry.validate()));
+    errors.extend(under("grafana", config.grafana.validate()));
+    // After every section's own checks, so messages keep their order.
+    for section in config.collectors.iter() {
+        errors.extend(section.duplicates());
     }
-    for (i, t) in config.postgres.iter().enumerate() {
-        add(format!("postgres[{i}]"), t.validate());
-    }
-    for (i, t) in config.probe.iter().enumerate() {
-        add(format!("probe[{i}]"), t.validate());
-    }
-    add("backup".into(), config.backup.validate());
-    add("telemetry".into(), config.telemetry.validate());
-    add("grafana".into(), config.grafana.validate());
-    errors.extend(duplicates(
-        "nginx",
-        "name",
-        config.nginx.iter().map(|t| t.name.as_str()),
-    ));
-    errors.extend(duplicates(
-        "phpfpm",
-        "name",
-        config.phpfpm.iter().map(|p| p.display_name()),
-    ));
-    errors.extend(duplicates(
-        "phpfpm",
-        "scrape_uri",
-        config.phpfpm.iter().map(|p| p.scrape_uri.as_str()),
-    ));
-    errors.extend(duplicates(
-        "mysql",
-        "name",
-        config.mysql.iter().map(|t| t.name.as_str()),
-    ));
-    errors.extend(duplicates(
-        "postgres",
-        "name",
-        config.postgres.iter().map(|t| t.name.as_str()),
-    ));
-    errors.extend(duplicates(
-        "probe",
-        "name",
-        config.probe.iter().map(|t| t.name.as_str()),
-    ));
     errors
-}
-
-/// Entries of one kind must differ in `key`: the name is the `target` (or
-/// `probe`, `pool`) label and the `/health` entry, so two entries sharing it
-/// would export the same series twice and Prometheus would reject the
-/// scrape. One message per repeat, naming every entry that has the value.
-fn duplicates<'a>(kind: &str, key: &str, values: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, value) in values.enumerate() {
-        // An empty name is reported by the entry's own validation.
-        if value.trim().is_empty() {
-            continue;
-        }
-        match seen.iter_mut().find(|(v, _)| *v == value) {
-            Some((_, at)) => at.push(i),
-            None => seen.push((value, vec![i])),
-        }
-    }
-    seen.into_iter()
-        .filter(|(_, at)| at.len() > 1)
-        .map(|(value, at)| {
-            let places: Vec<String> = at.iter().map(|i| format!("{kind}[{i}]")).collect();
-            format!(
-                "{kind}[{last}].{key}: {value:?} is used by {places}; each [[{kind}]] needs its own {key}, \
-                 or their series and /health entries would collide",
-                last = at[at.len() - 1],
-                places = places.join(" and "),
-            )
-        })
-        .collect()
 }
 
 /// The effective configuration as TOML with every secret replaced by
@@ -411,7 +334,8 @@ mod tests {
         let c = parse("", "t", &no_env).unwrap();
         assert_eq!(c.agent.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.agent.listen.ip().is_loopback());
-        assert!(c.node.enabled);
+        let node = c.collectors.iter().find(|s| s.key() == "node").unwrap();
+        assert_eq!(node.to_toml().unwrap()["enabled"].as_bool(), Some(true));
     }
 
     #[test]

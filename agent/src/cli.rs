@@ -1,0 +1,47 @@
+//! The command line: global options and one subcommand per command, each
+//! command's own arguments defined next to its code in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "steward",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STEWARD_REVISION_OR_UNKNOWN"), ")"),
+    about = "Observability and backup sidecar: Prometheus metrics for the host, nginx, PHP-FPM, MySQL and PostgreSQL; logs and traces over OTLP; encrypted backups with restore and drills.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file. Without it, /etc/steward/steward.toml is used if
+    /// it exists, else embedded defaults.
+    #[arg(long, short = 'c', global = true, env = "STEWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: text or json (overrides agent.log_format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: metrics server, scheduled backups, log shipping.
+    Agent(crate::daemon::AgentArgs),
+    /// Run one scrape of every enabled collector and print it to stdout.
+    Metrics(crate::commands::metrics::MetricsArgs),
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// Run, list, inspect, verify and prune backups.
+    Backup(crate::commands::backup::BackupArgs),
+    /// Restore a snapshot (works from a bucket and a key alone).
+    Restore(crate::commands::restore::RestoreArgs),
+    /// Disaster-recovery drill: restore the latest snapshots into scratch
+    /// targets, check them, and measure RTO/RPO.
+    Drill(crate::commands::drill::DrillArgs),
+    /// Post Grafana annotations (deployments).
+    Annotate(crate::commands::annotate::AnnotateArgs),
+}

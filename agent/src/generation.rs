@@ -1,0 +1,57 @@
+//! One configuration generation: the subsystems it runs, its scraper, and
+//! the state the HTTP server reads. A leaf module, so the daemon, the scheduler, the
+//! server and the telemetry wiring can all name these types without
+//! importing one another.
+
+use std::sync::{Arc, RwLock};
+
+use steward_exporters::{Collector, Scraper};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::self_metrics::ProcessCollector;
+
+/// A running part of the daemon (scheduler, telemetry) for one
+/// configuration generation: its self-metric collectors and its tasks.
+#[derive(Default)]
+pub struct Subsystem {
+    pub collectors: Vec<Arc<dyn Collector>>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// State shared with the HTTP handlers; replaced whole on reload.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub scraper: Arc<Scraper>,
+}
+
+/// What the HTTP server reads.
+pub struct Shared {
+    pub current: RwLock<Arc<Generation>>,
+}
+
+impl Shared {
+    pub fn generation(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+/// Builds the scraper for a configuration: the collectors of every kind's
+/// section (config/collectors.rs), Steward's own process metrics, and the
+/// collectors of running subsystems.
+pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper {
+    let mut collectors: Vec<Arc<dyn Collector>> = config
+        .collectors
+        .iter()
+        .flat_map(|section| section.collectors())
+        .collect();
+    collectors.push(Arc::new(ProcessCollector));
+    if config.grafana.url.is_some() {
+        collectors.push(Arc::new(crate::grafana::AnnotationCollector));
+    }
+    collectors.extend(extra);
+    Scraper::new(collectors)
+}
