@@ -55,3 +55,21 @@ pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper
     collectors.extend(extra);
     Scraper::new(collectors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scraper_has_each_sections_collectors_in_table_order() {
+        let text = "[node]\nenabled = false\n[[probe]]\nname = \"up\"\n\
+                    url = \"http://127.0.0.1/\"\n[[nginx]]\nname = \"web\"\n";
+        let config = crate::config::parse(text, "t", &|_| None).unwrap();
+        let names = build_scraper(&config, Vec::new()).collector_names();
+        assert_eq!(names, ["nginx", "probe", "process"]);
+        let defaults = build_scraper(&Config::default(), Vec::new()).collector_names();
+        assert!(defaults.len() > 10, "{defaults:?}");
+        assert!(defaults.iter().any(|n| n == "cpu"), "{defaults:?}");
+        assert_eq!(defaults.last().map(String::as_str), Some("process"));
+    }
+}

@@ -383,6 +383,51 @@ mod tests {
     }
 
     #[test]
+    fn unknown_section_lists_every_known_one_in_schema_order() {
+        let err = parse("[redis]\n", "t", &no_env).unwrap_err();
+        assert_eq!(
+            err.errors,
+            [
+                "redis: unknown section; known sections are agent, node, nginx, phpfpm, \
+              mysql, postgres, probe, backup, telemetry, grafana"
+            ]
+        );
+    }
+
+    #[test]
+    fn collector_sections_report_key_paths_and_print_at_top_level() {
+        let text = "[node]\nenabled = false\n[[nginx]]\nname = \"web\"\n\
+                    [[probe]]\nname = \"\"\nurl = \"http://127.0.0.1/\"\n[[mysql]]\nnam = \"x\"\n";
+        let err = parse(text, "t", &no_env).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(
+            err.errors[0].starts_with("mysql[0].nam: unknown field"),
+            "{err}"
+        );
+        let err = parse(&text.replace("nam = ", "name = "), "t", &no_env).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(err.errors[0].starts_with("probe[0].name: "), "{err}");
+
+        let valid = text
+            .replace("nam = ", "name = ")
+            .replace("name = \"\"", "name = \"up\"");
+        let config = parse(&valid, "t", &no_env).unwrap();
+        // Unredacted: `<redacted>` probe headers would not parse back.
+        let print = |c: &Config| toml::to_string(&toml::Table::try_from(c).unwrap()).unwrap();
+        let printed = print(&config);
+        let table: toml::Table = toml::from_str(&printed).unwrap();
+        assert_eq!(table["node"]["enabled"].as_bool(), Some(false), "{printed}");
+        assert_eq!(table["nginx"][0]["name"].as_str(), Some("web"), "{printed}");
+        assert_eq!(
+            table["phpfpm"].as_array().map(Vec::len),
+            Some(0),
+            "{printed}"
+        );
+        let again = parse(&printed, "printed", &no_env).unwrap();
+        assert_eq!(print(&again), printed);
+    }
+
+    #[test]
     fn env_substitution_applies() {
         let text = "[agent]\nlisten = \"${ADDR:-127.0.0.1:1}\"\nhostname = \"${HOST}\"\n";
         let c = parse(text, "t", &|k| (k == "HOST").then(|| "web1".to_string())).unwrap();
