@@ -1,6 +1,6 @@
-//! `steward agent`: builds the collectors and subsystems from the
-//! configuration, serves HTTP, and handles signals (SIGTERM/SIGINT stop,
-//! SIGHUP reloads; a bad new configuration keeps the old one running).
+//! `steward agent`: starts a configuration generation (its subsystems and
+//! scraper, generation.rs), serves HTTP, and handles signals (SIGTERM/SIGINT
+//! stop, SIGHUP reloads; a bad new configuration keeps the old one running).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Loaded};
 use crate::generation::{build_scraper, Generation, Shared};
+
 // Transitional: `commands/drill.rs` names `Subsystem` here and builds its
 // scheduled drill's annotator with `Annotator::from_config` until that
 // daemon half leaves the CLI module (arch-backup); then both go.

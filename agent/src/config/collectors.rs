@@ -15,7 +15,7 @@ use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe, Collector};
 
 /// Every collector kind, in the order its sections are parsed, validated
 /// and scraped.
-pub static KINDS: [&dyn CollectorKind; 6] = [
+pub static KINDS: &[&dyn CollectorKind] = &[
     &Table {
         key: "node",
         validate: node::NodeConfig::validate,

@@ -229,7 +229,7 @@ pub fn parse(
         }
     }
     section(&table, "agent", &mut config.agent, &mut errors);
-    for kind in &KINDS {
+    for kind in KINDS {
         if let Some(parsed) = section_with(&table, kind.key(), |v| kind.parse(v), &mut errors) {
             config.collectors.set(parsed);
         }
