@@ -9,6 +9,29 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+/// Why the checkpoints cannot be loaded or saved. The cause is part of
+/// the message (not a `source`), so a log line with `{e}` says it all.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file is not what Steward writes (a crash cannot cause this:
+    /// saves are atomic).
+    #[error("telemetry checkpoint file {} is damaged ({error}); move it away to start over (files are then re-read from their start)", path.display())]
+    Damaged {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("cannot read telemetry checkpoints {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot save telemetry checkpoints to {}: {error}", path.display())]
+    Save {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 /// Identity and progress of one file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileCheckpoint {
@@ -49,19 +72,23 @@ struct OnDisk {
 
 impl Checkpoints {
     /// Loads `path`; `existed` tells a first start (no file) from a restart.
-    pub fn load(path: &Path) -> anyhow::Result<(Checkpoints, bool)> {
+    pub fn load(path: &Path) -> Result<(Checkpoints, bool), CheckpointError> {
         let (files, existed) = match std::fs::read(path) {
             Ok(bytes) => {
-                let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "telemetry checkpoint file {} is damaged ({e}); move it away to start over (files are then re-read from their start)",
-                        path.display()
-                    )
-                })?;
+                let on_disk: OnDisk =
+                    serde_json::from_slice(&bytes).map_err(|error| CheckpointError::Damaged {
+                        path: path.to_path_buf(),
+                        error,
+                    })?;
                 (on_disk.files.into_iter().collect(), true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), false),
-            Err(e) => anyhow::bail!("cannot read telemetry checkpoints {}: {e}", path.display()),
+            Err(error) => {
+                return Err(CheckpointError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })
+            }
         };
         Ok((
             Checkpoints {
@@ -143,7 +170,7 @@ impl Checkpoints {
     }
 
     /// Writes the checkpoints if they changed.
-    pub fn save(&self) -> anyhow::Result<()> {
+    pub fn save(&self) -> Result<(), CheckpointError> {
         let bytes = {
             let mut inner = self.lock();
             if !inner.dirty {
@@ -153,21 +180,22 @@ impl Checkpoints {
             let mut files: Vec<(u64, FileCheckpoint)> =
                 inner.files.iter().map(|(k, v)| (*k, v.clone())).collect();
             files.sort_by_key(|(k, _)| *k);
-            serde_json::to_vec_pretty(&OnDisk { files })?
+            serde_json::to_vec_pretty(&OnDisk { files })
         };
         let tmp = self.path.with_extension("tmp");
         let result = (|| -> std::io::Result<()> {
+            let bytes = bytes.map_err(std::io::Error::other)?;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &self.path)
         })();
-        if let Err(e) = result {
+        if let Err(error) = result {
             self.lock().dirty = true;
-            anyhow::bail!(
-                "cannot save telemetry checkpoints to {}: {e}",
-                self.path.display()
-            );
+            return Err(CheckpointError::Save {
+                path: self.path.clone(),
+                error,
+            });
         }
         Ok(())
     }

@@ -80,17 +80,39 @@ fn header_pairs(cfg: &ExporterConfig) -> Vec<(String, String)> {
     pairs
 }
 
+/// Why an exporter cannot be built from its configuration. Each message
+/// names the key to fix; none echoes a header value (it may be a token).
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error("telemetry.exporter.ca_file: cannot read {}: {error}", path.display())]
+    ReadCa {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("telemetry.exporter.ca_file: not a PEM certificate: {0}")]
+    BadCa(String),
+    #[error("telemetry.exporter.endpoint: {0}")]
+    Endpoint(String),
+    #[error("telemetry.exporter: TLS setup failed: {0}")]
+    Tls(String),
+    /// `what` names the protocol's rule the header name breaks.
+    #[error("telemetry.exporter.headers: {name:?} is not a valid {what}")]
+    HeaderName { name: String, what: &'static str },
+    #[error("telemetry.exporter.headers: the value of {name:?} is not valid{why}")]
+    HeaderValue { name: String, why: &'static str },
+    #[error("telemetry.exporter: cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
 impl Exporter {
     /// Builds the client; connects lazily so a down upstream does not stop
     /// Steward from starting.
-    pub fn new(cfg: &ExporterConfig) -> anyhow::Result<Exporter> {
+    pub fn new(cfg: &ExporterConfig) -> Result<Exporter, ExporterError> {
         let timeout = Duration::from_secs(cfg.timeout_secs);
         let ca = match &cfg.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "telemetry.exporter.ca_file: cannot read {}: {e}",
-                    path.display()
-                )
+            Some(path) => Some(std::fs::read(path).map_err(|error| ExporterError::ReadCa {
+                path: path.clone(),
+                error,
             })?),
             None => None,
         };
@@ -98,7 +120,7 @@ impl Exporter {
         let transport = match cfg.protocol {
             Protocol::Grpc => {
                 let mut ep = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| anyhow::anyhow!("telemetry.exporter.endpoint: {e}"))?
+                    .map_err(|e| ExporterError::Endpoint(e.to_string()))?
                     .connect_timeout(Duration::from_secs(5))
                     .timeout(timeout)
                     .tcp_nodelay(true);
@@ -107,22 +129,24 @@ impl Exporter {
                     if let Some(pem) = &ca {
                         tls = tls.ca_certificate(Certificate::from_pem(pem));
                     }
-                    ep = ep.tls_config(tls).map_err(|e| {
-                        anyhow::anyhow!("telemetry.exporter: TLS setup failed: {e}")
-                    })?;
+                    ep = ep
+                        .tls_config(tls)
+                        .map_err(|e| ExporterError::Tls(e.to_string()))?;
                 }
                 let mut metadata = Vec::new();
                 for (k, v) in header_pairs(cfg) {
                     let key = MetadataKey::from_bytes(k.as_bytes()).map_err(|_| {
-                        anyhow::anyhow!(
-                            "telemetry.exporter.headers: {k:?} is not a valid gRPC metadata key"
-                        )
+                        ExporterError::HeaderName {
+                            name: k.clone(),
+                            what: "gRPC metadata key",
+                        }
                     })?;
                     // Never echo the value: it may be a token.
                     let value = MetadataValue::try_from(v.as_str()).map_err(|_| {
-                        anyhow::anyhow!(
-                            "telemetry.exporter.headers: the value of {k:?} is not valid ASCII"
-                        )
+                        ExporterError::HeaderValue {
+                            name: k.clone(),
+                            why: " ASCII",
+                        }
                     })?;
                     metadata.push((key, value));
                 }
@@ -136,14 +160,16 @@ impl Exporter {
                 for (k, v) in header_pairs(cfg) {
                     let name =
                         reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                            anyhow::anyhow!(
-                                "telemetry.exporter.headers: {k:?} is not a valid header name"
-                            )
+                            ExporterError::HeaderName {
+                                name: k.clone(),
+                                what: "header name",
+                            }
                         })?;
                     let mut value = reqwest::header::HeaderValue::from_str(&v).map_err(|_| {
-                        anyhow::anyhow!(
-                            "telemetry.exporter.headers: the value of {k:?} is not valid"
-                        )
+                        ExporterError::HeaderValue {
+                            name: k.clone(),
+                            why: "",
+                        }
                     })?;
                     value.set_sensitive(true);
                     headers.insert(name, value);
@@ -154,15 +180,14 @@ impl Exporter {
                     .connect_timeout(Duration::from_secs(5))
                     .user_agent(concat!("steward/", env!("CARGO_PKG_VERSION")));
                 if let Some(pem) = &ca {
-                    let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                        anyhow::anyhow!("telemetry.exporter.ca_file: not a PEM certificate: {e}")
-                    })?;
+                    let cert = reqwest::Certificate::from_pem(pem)
+                        .map_err(|e| ExporterError::BadCa(e.to_string()))?;
                     builder = builder.add_root_certificate(cert);
                 }
                 Transport::Http {
-                    client: builder.build().map_err(|e| {
-                        anyhow::anyhow!("telemetry.exporter: cannot build the HTTP client: {e}")
-                    })?,
+                    client: builder
+                        .build()
+                        .map_err(|e| ExporterError::Client(e.to_string()))?,
                     logs_url: format!("{endpoint}{}", cfg.logs_path),
                     traces_url: format!("{endpoint}{}", cfg.traces_path),
                 }

@@ -15,4 +15,4 @@ pub mod stats;
 pub mod tail;
 pub mod wire;
 
-pub use pipeline::{start, Pipeline, StartOptions};
+pub use pipeline::{start, Pipeline, StartError, StartOptions};

@@ -13,14 +13,31 @@ use steward_exporters::Collector;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::config::TelemetryConfig;
-use crate::export::{Exporter, Worker};
+use crate::export::{Exporter, ExporterError, Worker};
 use crate::parse::string_value;
-use crate::queue::{Queue, QueueOptions};
-use crate::receiver::{self, Intake};
+use crate::queue::{Queue, QueueError, QueueOptions};
+use crate::receiver::{self, Intake, ReceiverError};
 use crate::stats::{AccessMetrics, Stats, TelemetryCollector};
 use crate::tail::{TailContext, Tailer};
+
+/// Why telemetry cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("telemetry.exporter: not configured")]
+    NoExporter,
+    #[error("cannot create {}: {error}; check agent.state_dir", dir.display())]
+    StateDir { dir: PathBuf, error: std::io::Error },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Checkpoints(#[from] CheckpointError),
+    #[error(transparent)]
+    Exporter(#[from] ExporterError),
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
+}
 
 /// What the agent knows that the section does not.
 #[derive(Debug, Clone)]
@@ -67,17 +84,12 @@ pub fn start(
     cfg: &TelemetryConfig,
     opts: StartOptions,
     cancel: CancellationToken,
-) -> anyhow::Result<Pipeline> {
-    let exporter_cfg = cfg
-        .exporter
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("telemetry.exporter: not configured"))?;
+) -> Result<Pipeline, StartError> {
+    let exporter_cfg = cfg.exporter.as_ref().ok_or(StartError::NoExporter)?;
     let base = opts.state_dir.join("telemetry");
-    std::fs::create_dir_all(&base).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create {}: {e}; check agent.state_dir",
-            base.display()
-        )
+    std::fs::create_dir_all(&base).map_err(|error| StartError::StateDir {
+        dir: base.clone(),
+        error,
     })?;
     let (queue, recovered) = Queue::open(QueueOptions {
         dir: cfg.queue.dir.clone().unwrap_or_else(|| base.join("queue")),
@@ -151,7 +163,7 @@ pub fn start(
                 let c = Arc::clone(&checkpoints);
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Err(e) = q.sync() {
-                        tracing::error!("cannot sync the telemetry queue: {e}");
+                        tracing::error!("{e}");
                     }
                     if let Err(e) = c.save() {
                         tracing::error!("{e}");

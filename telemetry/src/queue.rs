@@ -21,6 +21,35 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+/// Why the queue cannot be opened or written. The cause is part of the
+/// message (not a `source`), so a log line with `{e}` says it all.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("cannot create the telemetry queue directory {}: {error}; check agent.state_dir or telemetry.queue.dir", dir.display())]
+    CreateDir { dir: PathBuf, error: std::io::Error },
+    #[error("cannot list the queue directory {}: {error}", dir.display())]
+    ListDir { dir: PathBuf, error: std::io::Error },
+    /// A segment cannot be opened, read or repaired at startup.
+    #[error("cannot open queue segment {}: {error}", path.display())]
+    OpenSegment {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot create queue segment {}: {error}; check free space", path.display())]
+    CreateSegment {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The pipeline is stopping.
+    #[error("the telemetry queue is closed")]
+    Closed,
+    #[error("cannot write to the telemetry queue in {}: {error}; check free space", dir.display())]
+    Write { dir: PathBuf, error: std::io::Error },
+    /// Flushing records or saving the ledger failed.
+    #[error("cannot sync the telemetry queue in {}: {error}; check free space", dir.display())]
+    Sync { dir: PathBuf, error: std::io::Error },
+}
+
 /// What a queue record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -304,13 +333,11 @@ impl Queue {
     /// Opens (or creates) the queue in `opts.dir`, checking every record not
     /// yet acknowledged; a torn record at the end of the last segment (a
     /// crash mid-write) is cut off, corrupt ones are counted and skipped.
-    pub fn open(opts: QueueOptions) -> anyhow::Result<(Arc<Queue>, Recovered)> {
+    pub fn open(opts: QueueOptions) -> Result<(Arc<Queue>, Recovered), QueueError> {
         let dir = opts.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the telemetry queue directory {}: {e}; check agent.state_dir or telemetry.queue.dir",
-                dir.display()
-            )
+        std::fs::create_dir_all(&dir).map_err(|error| QueueError::CreateDir {
+            dir: dir.clone(),
+            error,
         })?;
         let ledger_path = dir.join("ledger");
         let ledger: Ledger = match std::fs::read(&ledger_path) {
@@ -318,7 +345,10 @@ impl Queue {
             Err(_) => Ledger::default(),
         };
         let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot list the queue directory {}: {e}", dir.display()))?
+            .map_err(|error| QueueError::ListDir {
+                dir: dir.clone(),
+                error,
+            })?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -340,10 +370,11 @@ impl Queue {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let file = File::open(&path).map_err(|e| {
-                anyhow::anyhow!("cannot open queue segment {}: {e}", path.display())
+            let opened = File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f)));
+            let (len, file) = opened.map_err(|error| QueueError::OpenSegment {
+                path: path.clone(),
+                error,
             })?;
-            let len = file.metadata()?.len();
             let mut off = if number == ledger.acked_segment {
                 ledger.acked_offset.min(len)
             } else {
@@ -388,9 +419,14 @@ impl Queue {
                             .fetch_add(1, Ordering::Relaxed);
                         if Some(number) == last {
                             // A torn tail: cut it so appends continue cleanly.
-                            let f = OpenOptions::new().write(true).open(&path)?;
-                            f.set_len(off)?;
-                            f.sync_all()?;
+                            let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
+                                f.set_len(off)?;
+                                f.sync_all()
+                            });
+                            cut.map_err(|error| QueueError::OpenSegment {
+                                path: path.clone(),
+                                error,
+                            })?;
                             seg.bytes = off;
                             tracing::warn!(segment = %path.display(), offset = off, "telemetry queue: cut a torn record at the end");
                         } else {
@@ -408,7 +444,8 @@ impl Queue {
         }
         if segments.is_empty() {
             let number = ledger.acked_segment.max(1);
-            File::create(segment_path(&dir, number))?;
+            let path = segment_path(&dir, number);
+            File::create(&path).map_err(|error| QueueError::CreateSegment { path, error })?;
             segments.push_back(Segment {
                 number,
                 bytes: 0,
@@ -424,10 +461,14 @@ impl Queue {
             acked_off = 0;
         }
         let tail = segments.back().expect("at least one segment");
+        let tail_path = tail.path(&dir);
         let writer = OpenOptions::new()
             .append(true)
-            .open(tail.path(&dir))
-            .map_err(|e| anyhow::anyhow!("cannot open queue segment for writing: {e}"))?;
+            .open(&tail_path)
+            .map_err(|error| QueueError::OpenSegment {
+                path: tail_path,
+                error,
+            })?;
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let state = State {
             segments,
@@ -467,10 +508,10 @@ impl Queue {
 
     /// Appends a record. It is on disk (page cache) when this returns, so a
     /// killed process loses nothing; `sync` makes it survive power loss.
-    pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+    pub fn append(&self, entry: &Entry) -> Result<(), QueueError> {
         let mut st = self.lock();
         if st.closed {
-            anyhow::bail!("the telemetry queue is closed");
+            return Err(QueueError::Closed);
         }
         let id = st.next_id;
         let head = encode_head(id, entry);
@@ -486,11 +527,9 @@ impl Queue {
                 self.drop_oldest(&mut st);
             }
         }
-        write_record(&mut st.writer, &head, &entry.payload).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write to the telemetry queue in {}: {e}; check free space",
-                self.dir.display()
-            )
+        write_record(&mut st.writer, &head, &entry.payload).map_err(|error| QueueError::Write {
+            dir: self.dir.clone(),
+            error,
         })?;
         let seg = st.segments.back_mut().expect("a tail segment");
         if seg.items.is_empty() {
@@ -510,7 +549,7 @@ impl Queue {
         Ok(())
     }
 
-    fn roll(&self, st: &mut State) -> anyhow::Result<()> {
+    fn roll(&self, st: &mut State) -> Result<(), QueueError> {
         st.writer.sync_data().ok();
         let number = st.segments.back().map(|s| s.number + 1).unwrap_or(1);
         let path = segment_path(&self.dir, number);
@@ -518,7 +557,10 @@ impl Queue {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot create queue segment {}: {e}", path.display()))?;
+            .map_err(|error| QueueError::CreateSegment {
+                path: path.clone(),
+                error,
+            })?;
         let next_id = st.next_id;
         st.segments.push_back(Segment {
             number,
@@ -774,29 +816,35 @@ impl Queue {
 
     /// Flushes written records to stable storage and persists the ledger
     /// (called on the fsync cadence and at stop).
-    pub fn sync(&self) -> anyhow::Result<()> {
+    pub fn sync(&self) -> Result<(), QueueError> {
         let mut st = self.lock();
-        if st.dirty {
-            st.writer.sync_data()?;
-            st.dirty = false;
-        }
-        if st.ledger_dirty {
-            let ledger = Ledger {
-                acked_id: st.acked_id,
-                acked_segment: st.acked_seg,
-                acked_offset: st.acked_off,
-            };
-            let tmp = self.dir.join("ledger.tmp");
-            let bytes = serde_json::to_vec(&ledger)?;
-            {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_data()?;
+        let result = (|| -> std::io::Result<()> {
+            if st.dirty {
+                st.writer.sync_data()?;
+                st.dirty = false;
             }
-            std::fs::rename(&tmp, self.dir.join("ledger"))?;
-            st.ledger_dirty = false;
-        }
-        Ok(())
+            if st.ledger_dirty {
+                let ledger = Ledger {
+                    acked_id: st.acked_id,
+                    acked_segment: st.acked_seg,
+                    acked_offset: st.acked_off,
+                };
+                let tmp = self.dir.join("ledger.tmp");
+                let bytes = serde_json::to_vec(&ledger).map_err(std::io::Error::other)?;
+                {
+                    let mut f = File::create(&tmp)?;
+                    f.write_all(&bytes)?;
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, self.dir.join("ledger"))?;
+                st.ledger_dirty = false;
+            }
+            Ok(())
+        })();
+        result.map_err(|error| QueueError::Sync {
+            dir: self.dir.clone(),
+            error,
+        })
     }
 
     /// Stops handing out records, wakes waiters, and syncs.

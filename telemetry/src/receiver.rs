@@ -133,13 +133,30 @@ impl TraceService for Grpc {
     }
 }
 
+/// Why a receiver cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// `key` is the `telemetry.receiver` option that chose the address.
+    #[error("cannot listen on {addr} for the OTLP receiver: {error}; choose another telemetry.receiver.{key} or set telemetry.receiver.enabled = false")]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        error: std::io::Error,
+    },
+    #[error("cannot set up the OTLP receiver socket on {addr}: {error}")]
+    Socket {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
 /// Binds the gRPC listener now (so a taken port is a startup error) and
 /// returns the serving future.
 pub fn serve_grpc(
     addr: SocketAddr,
     intake: Intake,
     cancel: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "grpc_listen")?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let logs = LogsServiceServer::new(Grpc(intake.clone()))
@@ -160,12 +177,16 @@ pub fn serve_grpc(
     })
 }
 
-fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr} for the OTLP receiver: {e}; choose another telemetry.receiver.{key} or set telemetry.receiver.enabled = false")
+fn bind(addr: SocketAddr, key: &'static str) -> Result<tokio::net::TcpListener, ReceiverError> {
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|error| ReceiverError::Bind {
+        addr,
+        key,
+        error,
     })?;
-    std_listener.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(std_listener)?)
+    std_listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(std_listener))
+        .map_err(|error| ReceiverError::Socket { addr, error })
 }
 
 /// Binds the HTTP listener now and returns the serving future.
@@ -173,7 +194,7 @@ pub fn serve_http(
     addr: SocketAddr,
     intake: Intake,
     cancel: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "http_listen")?;
     let app = Router::new()
         .route("/v1/logs", post(http_logs))
