@@ -29,7 +29,7 @@ impl LabeledCounter {
         *map.entry(key).or_insert(0) += n;
     }
 
-    fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
+    pub(crate) fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
         match self.0.lock() {
             Ok(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             Err(p) => p
@@ -50,6 +50,9 @@ pub struct Stats {
     pub records_truncated: LabeledCounter,
     /// {source}
     pub files_tracked: Mutex<HashMap<String, u64>>,
+    /// {source, reason}: paths the globs matched that are not read
+    /// (symlinks, FIFOs, devices, unopenable), once per path.
+    pub files_skipped: LabeledCounter,
     /// {signal}: items acknowledged by the upstream.
     pub items_sent: LabeledCounter,
     /// {signal}: payload bytes acknowledged (before compression).
@@ -322,6 +325,15 @@ impl Collector for TelemetryCollector {
             files.push([("source", source)], n as f64);
         }
         families.push(files);
+        let mut skipped = MetricFamily::counter(
+            "steward_telemetry_files_skipped_total",
+            "Paths a source's globs match that are not read, by source and reason (symlink, not_regular_file, unreadable); each path counted once while it stays skipped.",
+        );
+        for (k, v) in s.files_skipped.snapshot() {
+            let label = |i: usize| k.get(i).cloned().unwrap_or_default();
+            skipped.push([("source", label(0)), ("reason", label(1))], v as f64);
+        }
+        families.push(skipped);
         families.extend(self.access.families());
         Ok(families.into())
     }

@@ -5,17 +5,24 @@
 //! rotation (rename+create: the old file is drained; copytruncate: it is
 //! restarted at 0; compressed rotations are never read; deleted files are
 //! drained) and resumes each file from its checkpoint.
+//!
+//! The log directory belongs to the web application, which may be hostile:
+//! a matched path is read only if it is a regular file itself. Symlinks are
+//! never followed (a link to `/root/backup.key` would ship the key), FIFOs
+//! and devices never opened in a way that blocks; each is skipped, counted
+//! and logged once.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Checkpoints, FileCheckpoint};
 use crate::config::{SourceConfig, StartAt};
+use crate::stats::Stats;
 
 use super::record::Assembler;
 
@@ -27,6 +34,60 @@ const FINGERPRINT_BYTES: u64 = 1024;
 const COMPRESSED_SUFFIXES: &[&str] = &[
     ".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z", ".br", ".lzma",
 ];
+
+/// A skipped path is remembered (so not logged again) this long after it
+/// was last seen.
+const SKIP_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Why a path the globs matched is not read.
+#[derive(Debug)]
+enum Skip {
+    /// Never followed: whoever owns the log directory could point it at
+    /// any file root can read. To read a link's target, list the target.
+    Symlink,
+    /// A FIFO, socket or device (named): opening or reading one can block.
+    NotRegular(&'static str),
+    Unreadable(std::io::Error),
+}
+
+impl Skip {
+    /// The `reason` label of `steward_telemetry_files_skipped_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Skip::Symlink => "symlink",
+            Skip::NotRegular(_) => "not_regular_file",
+            Skip::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Symlink => f.write_str(
+                "it is a symbolic link, and links in a log directory are never followed; list the target's path in the source's `paths` to read it",
+            ),
+            Skip::NotRegular(kind) => write!(f, "it is a {kind}, not a regular file"),
+            Skip::Unreadable(e) => write!(f, "it cannot be opened: {e}"),
+        }
+    }
+}
+
+fn file_kind(t: &FileType) -> &'static str {
+    if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
 
 /// What makes a file the same file: where it lives and how it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +141,10 @@ pub(super) struct FileSet {
     first_start: bool,
     hasher: std::collections::hash_map::RandomState,
     id_counter: u64,
+    stats: Arc<Stats>,
+    /// Skipped paths: the reason and when last seen, so each is logged
+    /// and counted once rather than at every poll.
+    skipped: HashMap<PathBuf, (&'static str, Instant)>,
 }
 
 fn now_nanos() -> u64 {
@@ -127,9 +192,25 @@ fn is_compressed_content(file: &File) -> bool {
         || m.starts_with(&[0x04, 0x22, 0x4d, 0x18])
 }
 
-/// Opens a log file for reading.
-fn open_log(path: &Path) -> std::io::Result<File> {
-    File::open(path)
+/// Opens a log file without trusting its path: `O_NOFOLLOW` refuses a
+/// symlink as the last component, `O_NONBLOCK` keeps a FIFO or device from
+/// blocking the open, and the opened descriptor (not the path, which can
+/// be swapped after discovery looked at it) must be a regular file.
+/// `O_NONBLOCK` stays set: reads of a regular file ignore it.
+fn open_log(path: &Path) -> Result<(File, Metadata), Skip> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Skip::Symlink,
+            _ => Skip::Unreadable(e),
+        })?;
+    let meta = file.metadata().map_err(Skip::Unreadable)?;
+    if !meta.is_file() {
+        return Err(Skip::NotRegular(file_kind(&meta.file_type())));
+    }
+    Ok((file, meta))
 }
 
 /// `start_at = end`: the offset after the last complete line.
@@ -151,6 +232,7 @@ impl FileSet {
         checkpoints: Arc<Checkpoints>,
         queued: HashMap<u64, u64>,
         first_start: bool,
+        stats: Arc<Stats>,
     ) -> FileSet {
         let watched = sources
             .iter()
@@ -175,6 +257,8 @@ impl FileSet {
             first_start,
             hasher: std::collections::hash_map::RandomState::new(),
             id_counter: 0,
+            stats,
+            skipped: HashMap::new(),
         }
     }
 
@@ -229,10 +313,21 @@ impl FileSet {
             by_inode.insert((f.identity.dev, f.identity.ino), idx);
         }
         for (source, path) in found {
-            let Ok(meta) = std::fs::metadata(&path) else {
+            // The path's own type, not its target's: a symlink is skipped.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
-            if !meta.is_file() {
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                self.skip(source, &path, Skip::Symlink);
+                continue;
+            }
+            if kind.is_dir() {
+                // A `*` matching a directory: no log, and nothing suspicious.
+                continue;
+            }
+            if !kind.is_file() {
+                self.skip(source, &path, Skip::NotRegular(file_kind(&kind)));
                 continue;
             }
             let key = (meta.dev(), meta.ino());
@@ -249,12 +344,14 @@ impl FileSet {
                 }
                 continue;
             }
-            if let Some(idx) = self.open(source, &path, meta.len()) {
+            if let Some(idx) = self.open(source, &path) {
                 let id = self.files[idx].identity;
                 by_inode.insert((id.dev, id.ino), idx);
             }
         }
         let now = Instant::now();
+        self.skipped
+            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < SKIP_MEMORY);
         for f in &mut self.files {
             if !f.seen && !f.rotated {
                 f.rotated = true;
@@ -268,18 +365,36 @@ impl FileSet {
         }
     }
 
+    /// Logs and counts a skipped path, unless it was already skipped for
+    /// the same reason.
+    fn skip(&mut self, source: usize, path: &Path, why: Skip) {
+        let now = Instant::now();
+        let reason = why.reason();
+        if let Some((known, seen)) = self.skipped.get_mut(path) {
+            if *known == reason {
+                *seen = now;
+                return;
+            }
+        }
+        self.skipped.insert(path.to_path_buf(), (reason, now));
+        let name = &self.watched[source].name;
+        self.stats.files_skipped.add(&[name, reason], 1);
+        // `?path`: the file name is the directory owner's, quoted so it
+        // cannot forge log lines.
+        tracing::warn!(source = %name, path = ?path, reason, "not reading a file the globs match: {why}");
+    }
+
     /// Opens a newly seen file; resumes from its checkpoint when its
     /// identity matches one.
-    fn open(&mut self, source: usize, path: &Path, len: u64) -> Option<usize> {
-        let file = match open_log(path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot open log file: {e}");
+    fn open(&mut self, source: usize, path: &Path) -> Option<usize> {
+        let (file, meta) = match open_log(path) {
+            Ok(opened) => opened,
+            Err(why) => {
+                self.skip(source, path, why);
                 return None;
             }
         };
-        let meta = file.metadata().ok()?;
-        let (dev, ino) = (meta.dev(), meta.ino());
+        let (dev, ino, len) = (meta.dev(), meta.ino(), meta.len());
         if is_compressed_content(&file) {
             self.ignored.insert((dev, ino));
             return None;
@@ -400,10 +515,15 @@ impl FileSet {
             let queued = self.queued.get(&id).copied().unwrap_or(0);
             let resume = cp.acked.max(queued);
             match found {
-                Some((path, len)) if !is_compressed_name(&path) => {
-                    let Ok(file) = open_log(&path) else {
+                Some((path, _)) if !is_compressed_name(&path) => {
+                    let Ok((file, meta)) = open_log(&path) else {
                         continue;
                     };
+                    if (meta.dev(), meta.ino()) != (cp.dev, cp.ino) {
+                        // Replaced since it was listed.
+                        continue;
+                    }
+                    let len = meta.len();
                     let same = starts_with(&file, len, cp.fp_len, cp.fp_hash);
                     if !same || is_compressed_content(&file) || resume > len {
                         self.checkpoints.remove(id);
@@ -520,7 +640,13 @@ mod tests {
             dir.display()
         ))
         .unwrap();
-        FileSet::new(&[source], Arc::clone(checkpoints), HashMap::new(), true)
+        FileSet::new(
+            &[source],
+            Arc::clone(checkpoints),
+            HashMap::new(),
+            true,
+            Arc::new(Stats::default()),
+        )
     }
 
     fn checkpoints(dir: &Path) -> Arc<Checkpoints> {
@@ -681,5 +807,166 @@ mod tests {
         assert_eq!(set.files[0].identity.fp_len, FINGERPRINT_BYTES);
         let id = set.files[0].id;
         assert_eq!(cps.get(id).map(|c| c.fp_len), Some(FINGERPRINT_BYTES));
+    }
+}
+
+#[cfg(test)]
+mod hostile_directory {
+    use std::process::Command;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `f` on its own thread; `None` if it did not return within
+    /// `limit` (a regression that blocks fails the test instead of hanging it).
+    fn within<T: Send + 'static>(
+        limit: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).ok()
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = Command::new("mkfifo").arg(path).status().unwrap();
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    /// A file set for one source `app` reading `<dir>/*.log`.
+    fn file_set(dir: &Path, state: &Path, stats: &Arc<Stats>) -> FileSet {
+        let source: SourceConfig = toml::from_str(&format!(
+            "name = \"app\"\npaths = [\"{}/*.log\"]\n",
+            dir.display()
+        ))
+        .unwrap();
+        let (checkpoints, _) = Checkpoints::load(&state.join("checkpoints.json")).unwrap();
+        FileSet::new(
+            &[source],
+            Arc::new(checkpoints),
+            HashMap::new(),
+            false,
+            Arc::clone(stats),
+        )
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    fn tracked(set: &FileSet) -> Vec<u64> {
+        set.files.iter().map(|f| f.identity.ino).collect()
+    }
+
+    fn skipped(stats: &Stats, reason: &str) -> u64 {
+        stats
+            .files_skipped
+            .snapshot()
+            .into_iter()
+            .find(|(k, _)| k == &["app".to_string(), reason.to_string()])
+            .map(|(_, n)| n)
+            .unwrap_or(0)
+    }
+
+    /// A log directory the web application owns, and a secret it must
+    /// not be able to read through Steward.
+    struct Hostile {
+        _tmp: tempfile::TempDir,
+        logs: PathBuf,
+        state: PathBuf,
+        secret: PathBuf,
+    }
+
+    fn hostile() -> Hostile {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        let state = tmp.path().join("state");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let secret = tmp.path().join("backup.key");
+        std::fs::write(&secret, "AGE-SECRET-KEY-1XYZ\n").unwrap();
+        Hostile {
+            logs,
+            state,
+            secret,
+            _tmp: tmp,
+        }
+    }
+
+    #[test]
+    fn a_symlink_named_like_a_log_is_not_read_and_is_counted_once() {
+        let h = hostile();
+        let app = h.logs.join("app.log");
+        std::fs::write(&app, "ok\n").unwrap();
+        std::os::unix::fs::symlink(&h.secret, h.logs.join("x.log")).unwrap();
+        let stats = Arc::new(Stats::default());
+        let mut set = file_set(&h.logs, &h.state, &stats);
+        for _ in 0..3 {
+            set.discover();
+        }
+        assert_eq!(tracked(&set), vec![inode(&app)]);
+        assert_eq!(skipped(&stats, "symlink"), 1, "once per path, not per pass");
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_by_rotation_is_not_followed() {
+        let h = hostile();
+        let log = h.logs.join("x.log");
+        std::fs::write(&log, "before rotation\n").unwrap();
+        let stats = Arc::new(Stats::default());
+        let mut set = file_set(&h.logs, &h.state, &stats);
+        set.discover();
+        let original = inode(&log);
+        assert_eq!(tracked(&set), vec![original]);
+        // Rotation by rename, and a link where the new file should be.
+        std::fs::rename(&log, h.logs.join("x.log.1")).unwrap();
+        std::os::unix::fs::symlink(&h.secret, &log).unwrap();
+        set.discover();
+        assert_eq!(tracked(&set), vec![original], "the secret is not tracked");
+        assert!(set.files[0].rotated, "the renamed file is drained");
+        assert_eq!(skipped(&stats, "symlink"), 1);
+    }
+
+    #[test]
+    fn opening_a_fifo_does_not_block() {
+        let h = hostile();
+        let fifo = h.logs.join("p.log");
+        mkfifo(&fifo);
+        // The path may be swapped for a FIFO after discovery looked at it:
+        // the open itself must not wait for a writer.
+        let opened = within(Duration::from_secs(5), move || open_log(&fifo).is_err());
+        assert_eq!(opened, Some(true), "open blocked on a FIFO or accepted it");
+    }
+
+    #[test]
+    fn a_fifo_named_like_a_log_does_not_stop_other_files_being_tailed() {
+        let h = hostile();
+        mkfifo(&h.logs.join("a.log"));
+        let app = h.logs.join("b.log");
+        std::fs::write(&app, "ok\n").unwrap();
+        let stats = Arc::new(Stats::default());
+        let mut set = file_set(&h.logs, &h.state, &stats);
+        let (set, stats) = within(Duration::from_secs(10), move || {
+            set.discover();
+            set.discover();
+            (set, stats)
+        })
+        .expect("discovery blocked on a FIFO");
+        assert_eq!(tracked(&set), vec![inode(&app)]);
+        assert_eq!(skipped(&stats, "not_regular_file"), 1);
+    }
+
+    #[test]
+    fn open_log_refuses_a_symlink_even_when_called_directly() {
+        let h = hostile();
+        let link = h.logs.join("x.log");
+        std::os::unix::fs::symlink(&h.secret, &link).unwrap();
+        assert!(matches!(open_log(&link), Err(Skip::Symlink)));
+        let regular = h.logs.join("app.log");
+        std::fs::write(&regular, "ok\n").unwrap();
+        assert!(open_log(&regular).is_ok());
     }
 }

@@ -112,6 +112,7 @@ impl Tailer {
                 Arc::clone(&ctx.checkpoints),
                 ctx.queued,
                 ctx.first_start,
+                Arc::clone(&ctx.stats),
             ),
             batcher,
             checkpoints: ctx.checkpoints,
