@@ -278,6 +278,7 @@ pub struct SourceConfig {
     /// Name used in metrics labels and as `log.source` scope name.
     pub name: String,
     /// Glob patterns of files to read, e.g. `/var/log/nginx/access.log`.
+    /// Only regular files are read: symlinks are never followed.
     pub paths: Vec<String>,
     /// Glob patterns never read. Compressed files are never read anyway.
     #[serde(default)]
