@@ -682,3 +682,59 @@ fn sighup_reload_restarts_telemetry_without_loss_or_duplicates() {
     assert_eq!(log.matches("configuration reloaded").count(), 2, "{log}");
     assert!(!log.contains("cannot listen"), "{log}");
 }
+
+/// The web application owns the log directory and may plant traps in it:
+/// a FIFO named like a log, links to root's secrets, a link swapped in at
+/// rotation. Nothing blocks, no secret leaves, every trap is counted.
+#[test]
+fn a_hostile_log_directory_ships_no_secret_and_blocks_nothing() {
+    let sink = OtlpSink::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let secret = dir.path().join("backup.key");
+    std::fs::write(&secret, "AGE-SECRET-KEY-1MUSTNEVERLEAVE\n").unwrap();
+    // Named to sort before the real log: a FIFO, then a link to the secret.
+    let status = Command::new("mkfifo")
+        .arg(logs.join("a-fifo.log"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::symlink(&secret, logs.join("b-link.log")).unwrap();
+    let app = logs.join("c-app.log");
+    std::fs::write(&app, "").unwrap();
+    let sources = source("app", &[&logs.join("*.log")], "");
+    let agent = PersistentAgent::start(
+        dir.path(),
+        &config(&sink.grpc_endpoint(), "grpc", "", &sources),
+    )
+    .unwrap();
+    let before = lines("before", 20);
+    append(&app, before.clone());
+    wait_all(&sink, &before, &|| agent.log());
+
+    // Rotation by rename, and a link to the secret where the new log goes.
+    std::fs::rename(&app, logs.join("c-app.log.1")).unwrap();
+    std::os::unix::fs::symlink(&secret, &app).unwrap();
+    let after = lines("after", 20);
+    append(&logs.join("d-next.log"), after.clone());
+    wait_all(&sink, &after, &|| agent.log());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let leaked: Vec<String> = sink
+        .bodies()
+        .into_keys()
+        .filter(|b| b.contains("AGE-SECRET-KEY"))
+        .collect();
+    assert!(leaked.is_empty(), "shipped: {leaked:?}");
+    let skipped = |reason: &str| {
+        agent.metric(&format!(
+            "steward_telemetry_files_skipped_total{{source=\"app\",reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(skipped("symlink"), Some(2.0), "{}", agent.log());
+    assert_eq!(skipped("not_regular_file"), Some(1.0), "{}", agent.log());
+    assert!(agent
+        .log()
+        .contains("links in a log directory are never followed"));
+}
