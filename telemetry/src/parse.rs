@@ -123,15 +123,17 @@ fn status_severity(status: u16) -> (i32, &'static str) {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian); `None`
+/// for a year so far out (the line's text decides) that it overflows.
+fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
+    let era = if y >= 0 { y } else { y.checked_sub(399)? } / 400;
+    // 0..=399, and the terms below stay small: only `era` can be huge.
     let yoe = y - era * 400;
     let m = m as i64;
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    era.checked_mul(146097)?.checked_add(doe - 719468)
 }
 
 fn month_number(name: &str) -> Option<u32> {
@@ -156,8 +158,12 @@ fn unix_nanos(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, offset_secs: i64
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
-    let secs = days_from_civil(y, mo, d) * 86400 + (h * 3600 + mi * 60 + s) as i64 - offset_secs;
-    u64::try_from(secs).ok().map(|s| s * 1_000_000_000)
+    let secs = days_from_civil(y, mo, d)?
+        .checked_mul(86400)?
+        .checked_add((h * 3600 + mi * 60 + s) as i64)?
+        .checked_sub(offset_secs)?;
+    // Nanoseconds in a u64 end in 2554.
+    u64::try_from(secs).ok()?.checked_mul(1_000_000_000)
 }
 
 /// `23/Nov/2026:18:55:10 +0000` (nginx `$time_local`).
@@ -226,12 +232,24 @@ fn request_line<S: AttributeSink>(request: &str, attrs: &mut S) -> &'static str 
     normalized
 }
 
+/// A time in seconds. `NaN`, infinities and negative values (a forged or
+/// broken line) are no time: one would poison a histogram's sum for good.
+fn seconds(v: f64) -> Option<f64> {
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// A size for an `Int` attribute: past `i64::MAX` it is clamped, not
+/// wrapped to a negative number.
+fn size_attribute(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// `$upstream_response_time`: `-`, `0.012`, or several (`0.010, 0.002 : 0.004`).
 fn parse_upstream_times(s: &str) -> Option<f64> {
     let mut total = 0.0;
     let mut any = false;
     for part in s.split([',', ':', ' ']).filter(|p| !p.is_empty()) {
-        if let Ok(v) = part.parse::<f64>() {
+        if let Some(v) = part.parse::<f64>().ok().and_then(seconds) {
             total += v;
             any = true;
         }
@@ -288,7 +306,7 @@ fn nginx_combined<S: AttributeSink>(line: &str, attrs: &mut S) -> Option<Meta> {
     }
     let method = request_line(request, attrs);
     attrs.attribute("http.response.status_code", Value::Int(status as i64));
-    attrs.attribute("http.response.body.size", Value::Int(bytes as i64));
+    attrs.attribute("http.response.body.size", Value::Int(size_attribute(bytes)));
     let mut duration = None;
     let mut upstream = None;
     if let Some((referer, rest)) = take_quoted(rest) {
@@ -300,7 +318,7 @@ fn nginx_combined<S: AttributeSink>(line: &str, attrs: &mut S) -> Option<Meta> {
                 attrs.attribute("user_agent.original", Value::Str(agent));
             }
             let (request_time, rest) = take_token(rest);
-            duration = request_time.parse::<f64>().ok();
+            duration = request_time.parse::<f64>().ok().and_then(seconds);
             if let Some(d) = duration {
                 attrs.attribute("nginx.request_time", Value::F64(d));
             }
@@ -446,13 +464,13 @@ fn nginx_json(line: &str) -> Option<Parsed> {
             }
             "body_bytes_sent" => {
                 bytes = json_number(value).unwrap_or(0.0) as u64;
-                attrs.push(kv_int("http.response.body.size", bytes as i64));
+                attrs.push(kv_int("http.response.body.size", size_attribute(bytes)));
             }
             "http_user_agent" => attrs.push(kv_str("user_agent.original", &text(value))),
             "http_referer" => attrs.push(kv_str("http.request.header.referer", &text(value))),
             "host" | "server_name" => attrs.push(kv_str("server.address", &text(value))),
             "request_time" => {
-                duration = json_number(value);
+                duration = json_number(value).and_then(seconds);
                 if let Some(d) = duration {
                     attrs.push(kv_f64("nginx.request_time", d));
                 }
@@ -775,5 +793,57 @@ mod tests {
         assert_eq!(p.time_unix_nano, 1_795_460_110_123_456_000);
         let bad = parse(ParserKind::Json, "{not json");
         assert!(bad.body.is_none());
+    }
+
+    #[test]
+    fn far_out_years_give_no_timestamp_instead_of_overflowing() {
+        // Past mid-2554 the nanoseconds no longer fit a u64; larger years
+        // overflow the seconds and the day count, the smallest the era.
+        for year in [
+            "3000",
+            "600000000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            let stamp = format!("23/Nov/{year}:18:55:10 +0000");
+            assert_eq!(parse_time_local(&stamp), None, "{stamp}");
+            let php = format!("23-Nov-{year} 18:55:10");
+            assert_eq!(parse_php_stamp(&php), None, "{php}");
+        }
+        // Through a parser: the record is kept, without a timestamp.
+        let line =
+            r#"1.2.3.4 - - [23/Nov/9223372036854775807:18:55:10 +0000] "GET / HTTP/1.1" 200 5"#;
+        let p = parse(ParserKind::NginxCombined, line);
+        assert_eq!(p.time_unix_nano, 0);
+        assert_eq!(p.access.map(|a| a.status), Some(200));
+        // The range that fits still parses.
+        assert_eq!(parse_time_local("01/Jan/1970:00:00:00 +0000"), Some(0));
+        assert!(parse_time_local("01/Jan/2554:00:00:00 +0000").is_some());
+    }
+
+    #[test]
+    fn huge_sizes_are_clamped_and_non_finite_or_negative_times_dropped() {
+        let line = r#"1.2.3.4 - - [23/Nov/2026:18:55:10 +0000] "GET / HTTP/1.1" 200 18446744073709551615 "-" "-" NaN inf"#;
+        let p = parse(ParserKind::NginxCombined, line);
+        assert!(matches!(
+            attr(&p, "http.response.body.size"),
+            Some(any_value::Value::IntValue(i64::MAX))
+        ));
+        assert!(attr(&p, "nginx.request_time").is_none());
+        let a = p.access.unwrap();
+        assert_eq!(a.bytes, u64::MAX);
+        assert_eq!((a.duration, a.upstream), (None, None));
+        let line = r#"1.2.3.4 - - [23/Nov/2026:18:55:10 +0000] "GET / HTTP/1.1" 200 5 "-" "-" -1 -0.5, 0.2"#;
+        let a = parse(ParserKind::NginxCombined, line).access.unwrap();
+        assert_eq!(a.duration, None);
+        assert_eq!(a.upstream, Some(0.2));
+        let json = r#"{"status":200,"body_bytes_sent":1e30,"request_time":"NaN","upstream_response_time":"inf"}"#;
+        let p = parse(ParserKind::NginxJson, json);
+        assert!(matches!(
+            attr(&p, "http.response.body.size"),
+            Some(any_value::Value::IntValue(i64::MAX))
+        ));
+        let a = p.access.unwrap();
+        assert_eq!((a.duration, a.upstream), (None, None));
     }
 }

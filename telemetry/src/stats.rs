@@ -125,7 +125,8 @@ impl AccessMetrics {
         for r in requests {
             let e = counts.entry((r.method, r.status)).or_insert((0, 0));
             e.0 += 1;
-            e.1 += r.bytes;
+            // A forged line can claim any size: saturate, never wrap.
+            e.1 = e.1.saturating_add(r.bytes);
             if let Some(d) = r.duration {
                 durations.observe(d);
             }
@@ -143,7 +144,7 @@ impl AccessMetrics {
                 .entry((source.to_string(), method, status))
                 .or_insert((0, 0));
             e.0 += n;
-            e.1 += bytes;
+            e.1 = e.1.saturating_add(bytes);
         }
         if durations.count > 0 {
             st.durations
@@ -336,5 +337,27 @@ impl Collector for TelemetryCollector {
         families.push(skipped);
         families.extend(self.access.families());
         Ok(families.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_bytes_saturate_instead_of_overflowing() {
+        let m = AccessMetrics::default();
+        let huge = AccessInfo {
+            method: "GET",
+            status: 200,
+            bytes: u64::MAX,
+            duration: None,
+            upstream: None,
+        };
+        // Within one batch, and across batches.
+        m.record("app", &[huge.clone(), huge.clone()]);
+        m.record("app", &[huge]);
+        let st = m.0.lock().unwrap();
+        assert_eq!(st.requests[&("app".to_string(), "GET", 200)], (3, u64::MAX));
     }
 }
