@@ -137,27 +137,13 @@ async fn run_locked(
         targets: Vec::new(),
     };
     let mut states = Vec::new();
-    for name in job.target_names() {
-        let location;
-        let target = match config.target(&name) {
-            Some(cfg) => match target::open(&name, &cfg).await {
-                Ok(t) => {
-                    location = t.location();
-                    Ok(t)
-                }
-                Err(e) => {
-                    location = String::new();
-                    Err(e.to_string())
-                }
-            },
-            None => {
-                location = String::new();
-                Err(format!("no target named {name:?} is configured"))
+    for (name, opened) in target::open_all(config, &job.target_names()).await {
+        let (target, location, error) = match opened {
+            Ok(t) => {
+                let location = t.location();
+                (Some(t), location, None)
             }
-        };
-        let (target, error) = match target {
-            Ok(t) => (Some(t), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, String::new(), Some(e.to_string())),
         };
         states.push(TargetState {
             target,
@@ -564,14 +550,11 @@ pub async fn prune(
         } else {
             Some(JobLock::try_acquire(state_dir, &job_name)?)
         };
-        for target_name in job.target_names() {
+        for (target_name, opened) in target::open_all(config, &job.target_names()).await {
             let policy = config.retention(&job_name, &target_name);
-            let result = match config.target(&target_name) {
-                None => Err(Error::Config(format!("no target named {target_name:?}"))),
-                Some(cfg) => match target::open(&target_name, &cfg).await {
-                    Ok(t) => apply_retention(t.as_ref(), host, &job_name, &policy, dry_run).await,
-                    Err(e) => Err(e),
-                },
+            let result = match opened {
+                Ok(t) => apply_retention(t.as_ref(), host, &job_name, &policy, dry_run).await,
+                Err(e) => Err(e),
             };
             let (decisions, error) = match result {
                 Ok(d) => (d, None),
@@ -594,27 +577,9 @@ pub async fn open_targets(
     config: &BackupConfig,
     only: Option<&str>,
 ) -> Vec<(String, Result<Arc<dyn Target>>)> {
-    let mut out = Vec::new();
-    for name in config.target_names() {
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        let r = match config.target(&name) {
-            Some(cfg) => target::open(&name, &cfg).await,
-            None => Err(Error::Config(format!("no target named {name:?}"))),
-        };
-        out.push((name, r));
-    }
-    if let Some(o) = only {
-        if out.is_empty() {
-            out.push((
-                o.to_string(),
-                Err(Error::Config(format!(
-                    "no target named {o:?}; configured targets: {}",
-                    config.target_names().join(", ")
-                ))),
-            ));
-        }
-    }
-    out
+    let names = match only {
+        Some(o) => vec![o.to_string()],
+        None => config.target_names(),
+    };
+    target::open_all(config, &names).await
 }

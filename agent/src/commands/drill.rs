@@ -267,12 +267,11 @@ async fn scheduled_drill(config: &Config) -> anyhow::Result<drill::DrillReport> 
         dc.jobs.clone()
     };
     let mut targets = Vec::new();
-    for name in config.backup.target_names() {
-        if let Some(cfg) = config.backup.target(&name) {
-            match steward_backup::target::open(&name, &cfg).await {
-                Ok(t) => targets.push(t),
-                Err(e) => tracing::warn!("drill: target {name} unavailable: {e}"),
-            }
+    let names = config.backup.target_names();
+    for (name, opened) in steward_backup::target::open_all(&config.backup, &names).await {
+        match opened {
+            Ok(t) => targets.push(t),
+            Err(e) => tracing::warn!("drill: target {name} unavailable: {e}"),
         }
     }
     let jobs = names

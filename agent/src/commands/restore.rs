@@ -225,16 +225,10 @@ pub async fn open_source(
     };
     let mut targets = Vec::new();
     let mut errors = Vec::new();
-    for name in names {
-        match backup.target(&name) {
-            Some(cfg) => match target::open(&name, &cfg).await {
-                Ok(t) => targets.push(t),
-                Err(e) => errors.push(format!("target {name}: {e}")),
-            },
-            None => errors.push(format!(
-                "no target named {name:?}; configured targets: {}",
-                backup.target_names().join(", ")
-            )),
+    for (name, opened) in target::open_all(backup, &names).await {
+        match opened {
+            Ok(t) => targets.push(t),
+            Err(e) => errors.push(format!("target {name}: {e}")),
         }
     }
     if targets.is_empty() {

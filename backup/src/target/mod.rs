@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::config::TargetConfig;
+use crate::config::{BackupConfig, TargetConfig};
 use crate::error::{Error, Result};
 
 /// A byte stream read from or written to a target.
@@ -107,4 +107,26 @@ pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn Target>> 
         TargetConfig::Local(c) => Arc::new(local::LocalTarget::new(name, c)),
         TargetConfig::S3(c) => Arc::new(s3::S3Target::new(name, c).await?),
     })
+}
+
+/// Opens the configured targets called `names`, in that order. Each entry
+/// is the target or why it cannot be used (not configured, or failing to
+/// open), so every caller decides whether one bad target fails the whole
+/// operation: a backup run carries on with the others, a restore warns.
+pub async fn open_all(
+    config: &BackupConfig,
+    names: &[String],
+) -> Vec<(String, Result<Arc<dyn Target>>)> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let opened = match config.target(name) {
+            Some(cfg) => open(name, &cfg).await,
+            None => Err(Error::Config(format!(
+                "no target named {name:?}; configured targets: {}",
+                config.target_names().join(", ")
+            ))),
+        };
+        out.push((name.clone(), opened));
+    }
+    out
 }
