@@ -11,14 +11,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clap::Args;
 use steward_backup::drill::{self, DrillJob, DrillSettings, Objective};
-use steward_backup::restore::{Identities, Progress};
+use steward_backup::restore::{ConnectionOverrides, Identities, Progress};
 use steward_backup::schedule::Schedule;
 use steward_exporters::{CollectContext, CollectError, Collected, Collector, MetricFamily};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::restore::{
-    mysql_connection, open_source, pg_connection, IntoArgs, SourceArgs, TermProgress,
-};
+use crate::commands::restore::{open_source, SourceArgs, TermProgress};
 use crate::config::{Config, Loaded};
 use crate::daemon::Subsystem;
 
@@ -103,11 +101,10 @@ async fn run_drill(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
             src.host
         );
     }
-    let into = IntoArgs {
-        db_host: args.db_host.clone(),
-        db_port: args.db_port,
-        db_user: args.db_user.clone(),
-        ..Default::default()
+    let overrides = ConnectionOverrides {
+        host: args.db_host.clone(),
+        port: args.db_port,
+        user: args.db_user.clone(),
     };
     let jobs: Vec<DrillJob> = names
         .iter()
@@ -133,8 +130,8 @@ async fn run_drill(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
             DrillJob {
                 name: name.clone(),
                 kind: job.map(|j| j.kind),
-                pg: pg_connection(&into, job),
-                mysql: mysql_connection(&into, job),
+                pg: overrides.postgres(job),
+                mysql: overrides.mysql(job),
                 objective,
             }
         })
@@ -281,8 +278,8 @@ async fn scheduled_drill(config: &Config) -> anyhow::Result<drill::DrillReport> 
             DrillJob {
                 name: n.clone(),
                 kind: job.map(|j| j.kind),
-                pg: pg_connection(&IntoArgs::default(), job),
-                mysql: mysql_connection(&IntoArgs::default(), job),
+                pg: ConnectionOverrides::default().postgres(job),
+                mysql: ConnectionOverrides::default().mysql(job),
                 objective: dc
                     .objectives
                     .get(n)

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use steward_backup::config::JobConfig;
 use steward_backup::manifest::JobKind;
 use steward_backup::restore::{
-    self, files, mysql, postgres, Identities, Progress, RestoredItem, S3Access,
+    self, files, mysql, postgres, ConnectionOverrides, Identities, Progress, RestoredItem,
+    S3Access,
 };
 use steward_backup::target::{self, Target};
 use steward_backup::verify;
@@ -386,53 +386,15 @@ async fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Database connection for a restore: flags first, then the job's
-/// configuration (when this host has it), then the client's environment.
-pub fn pg_connection(opts: &IntoArgs, job: Option<&JobConfig>) -> postgres::PgConnection {
-    postgres::PgConnection {
-        host: opts
-            .db_host
-            .clone()
-            .or_else(|| job.and_then(|j| j.host.clone())),
-        port: opts.db_port.or_else(|| job.and_then(|j| j.port)),
-        user: opts
-            .db_user
-            .clone()
-            .or_else(|| job.and_then(|j| j.user.clone())),
-        password: if opts.db_host.is_some() || opts.db_user.is_some() {
-            None
-        } else {
-            job.and_then(|j| j.password.clone())
-        },
-        bin_dir: job.and_then(|j| j.bin_dir.clone()),
-    }
-}
-
-pub fn mysql_connection(opts: &IntoArgs, job: Option<&JobConfig>) -> mysql::MysqlConnection {
-    let explicit = opts.db_host.is_some() || opts.db_port.is_some();
-    mysql::MysqlConnection {
-        host: opts
-            .db_host
-            .clone()
-            .or_else(|| job.and_then(|j| j.host.clone())),
-        port: opts.db_port.or_else(|| job.and_then(|j| j.port)),
-        socket: if explicit {
-            None
-        } else {
-            job.and_then(|j| j.socket.clone())
-        },
-        user: opts
-            .db_user
-            .clone()
-            .or_else(|| job.and_then(|j| j.user.clone())),
-        password: std::env::var("MYSQL_PWD").ok().or_else(|| {
-            if explicit || opts.db_user.is_some() {
-                None
-            } else {
-                job.and_then(|j| j.password.clone())
-            }
-        }),
-        bin_dir: job.and_then(|j| j.bin_dir.clone()),
+impl IntoArgs {
+    /// The `--db-*` flags, which take precedence over the environment and
+    /// the job's configuration.
+    pub fn connection_overrides(&self) -> ConnectionOverrides {
+        ConnectionOverrides {
+            host: self.db_host.clone(),
+            port: self.db_port,
+            user: self.db_user.clone(),
+        }
     }
 }
 
@@ -468,7 +430,7 @@ async fn restore_job(
     let started = std::time::Instant::now();
     let items: Vec<RestoredItem> = match m.kind {
         JobKind::Postgres => {
-            let conn = pg_connection(opts, job_config);
+            let conn = opts.connection_overrides().postgres(job_config);
             let o = postgres::PgRestoreOptions {
                 databases: opts.databases.clone(),
                 into: opts.into.clone(),
@@ -480,7 +442,7 @@ async fn restore_job(
             postgres::restore(&located, &identities, dyn_progress, &conn, &o).await?
         }
         JobKind::Mysql => {
-            let conn = mysql_connection(opts, job_config);
+            let conn = opts.connection_overrides().mysql(job_config);
             let o = mysql::MysqlRestoreOptions {
                 databases: opts.databases.clone(),
                 into: opts.into.clone(),
