@@ -11,8 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use steward_backup::manifest::JobKind;
 use steward_backup::restore::{
-    self, files, mysql, postgres, ConnectionOverrides, Identities, Progress, RestoredItem,
-    S3Access,
+    self, files, ConnectionOverrides, Identities, Progress, RestoreRequest, RestoredItem, S3Access,
 };
 use steward_backup::target::{self, Target};
 use steward_backup::verify;
@@ -428,59 +427,33 @@ async fn restore_job(
         located.target.name()
     );
     let started = std::time::Instant::now();
-    let items: Vec<RestoredItem> = match m.kind {
-        JobKind::Postgres => {
-            let conn = opts.connection_overrides().postgres(job_config);
-            let o = postgres::PgRestoreOptions {
-                databases: opts.databases.clone(),
-                into: opts.into.clone(),
-                force: opts.force,
-                globals: opts.globals,
-                parallel: opts.jobs,
-                spool_dir: None,
-            };
-            postgres::restore(&located, &identities, dyn_progress, &conn, &o).await?
-        }
-        JobKind::Mysql => {
-            let conn = opts.connection_overrides().mysql(job_config);
-            let o = mysql::MysqlRestoreOptions {
-                databases: opts.databases.clone(),
-                into: opts.into.clone(),
-                force: opts.force,
-            };
-            mysql::restore(&located, &identities, dyn_progress, &conn, &o).await?
-        }
-        JobKind::Files | JobKind::Config => {
-            if opts.diff {
-                let root = opts.to.clone().unwrap_or_else(|| PathBuf::from("/"));
-                let diffs =
-                    files::diff(&located, &identities, dyn_progress, &root, &opts.paths).await?;
-                if opts.json {
-                    println!("{}", serde_json::to_string_pretty(&diffs)?);
-                } else if diffs.is_empty() {
-                    println!(
-                        "no difference between snapshot {} and {}",
-                        m.snapshot_id,
-                        root.display()
-                    );
-                } else {
-                    for d in &diffs {
-                        println!("{:<10} {}  {}", d.change, d.path, d.detail);
-                        if let Some(text) = &d.diff {
-                            print!("{text}");
-                        }
-                    }
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let o = files::FilesRestoreOptions {
-                to: opts.to.clone(),
-                in_place: opts.in_place,
-                paths: opts.paths.clone(),
-            };
-            vec![files::restore(&located, &identities, dyn_progress, &o, opts.force).await?]
-        }
+    // `--diff` concerns files and config snapshots only (a flag the other
+    // kinds do not use, as before).
+    if opts.diff && matches!(m.kind, JobKind::Files | JobKind::Config) {
+        let root = opts.to.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let diffs = files::diff(&located, &identities, dyn_progress, &root, &opts.paths).await?;
+        progress.finish();
+        print_diffs(&diffs, &m.snapshot_id, &root, opts.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let overrides = opts.connection_overrides();
+    let request = RestoreRequest {
+        databases: opts.databases.clone(),
+        into: opts.into.clone(),
+        force: opts.force,
+        globals: opts.globals,
+        parallel: opts.jobs,
+        spool_dir: None,
+        pg: overrides.postgres(job_config),
+        mysql: overrides.mysql(job_config),
+        files: files::FilesRestoreOptions {
+            to: opts.to.clone(),
+            in_place: opts.in_place,
+            paths: opts.paths.clone(),
+        },
     };
+    let items: Vec<RestoredItem> =
+        restore::restore_snapshot(&located, &identities, dyn_progress, &request).await?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     if opts.json {
@@ -515,6 +488,32 @@ async fn restore_job(
         println!("verified: snapshot {} restored and checked", m.snapshot_id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--diff` output: one line per changed path (with a unified diff for
+/// text files), or JSON.
+fn print_diffs(
+    diffs: &[files::DiffEntry],
+    snapshot_id: &str,
+    root: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(diffs)?);
+    } else if diffs.is_empty() {
+        println!(
+            "no difference between snapshot {snapshot_id} and {}",
+            root.display()
+        );
+    } else {
+        for d in diffs {
+            println!("{:<10} {}  {}", d.change, d.path, d.detail);
+            if let Some(text) = &d.diff {
+                print!("{text}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `steward backup verify [JOB] [SNAPSHOT|--all|--sample N%]`.

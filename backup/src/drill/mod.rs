@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::manifest::JobKind;
 use crate::restore::files::FilesRestoreOptions;
-use crate::restore::mysql::{MysqlConnection, MysqlRestoreOptions};
-use crate::restore::postgres::{PgConnection, PgRestoreOptions};
-use crate::restore::{self, Identities, Located, Progress};
+use crate::restore::mysql::MysqlConnection;
+use crate::restore::postgres::PgConnection;
+use crate::restore::{self, Identities, Located, Progress, RestoreRequest};
 use crate::target::Target;
 
 pub use report::{format_duration, Check, DrillReport, JobDrill};
@@ -316,6 +316,10 @@ fn remove_tree(dir: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("removing scratch directory {}: {e}", dir.display()))
 }
 
+/// Restores the snapshot into scratch places: each database under a
+/// scratch name, an archive into a scratch directory. Each scratch place
+/// is registered in `cleanup` before anything is written to it, so a
+/// failed restore is cleaned up too.
 async fn restore_scratch(
     settings: &DrillSettings,
     job: &DrillJob,
@@ -323,68 +327,33 @@ async fn restore_scratch(
     cleanup: &mut Vec<Cleanup>,
 ) -> Result<Vec<restore::RestoredItem>> {
     let m = &located.manifest;
-    let progress = Arc::clone(&settings.progress);
-    match m.kind {
-        JobKind::Postgres => {
-            let mut items = Vec::new();
-            for db in m
-                .databases
-                .iter()
-                .map(|d| d.name.clone())
-                .collect::<Vec<_>>()
-            {
-                let scratch = scratch_db_name(&job.name, &db);
-                let opts = PgRestoreOptions {
-                    databases: vec![db.clone()],
-                    into: Some(scratch.clone()),
-                    spool_dir: Some(settings.scratch_dir.clone()),
-                    ..Default::default()
-                };
-                cleanup.push(Cleanup::PgDrop(job.pg.clone(), scratch));
-                items.extend(
-                    crate::restore::postgres::restore(
-                        located,
-                        &settings.identities,
-                        Arc::clone(&progress),
-                        &job.pg,
-                        &opts,
-                    )
-                    .await?,
-                );
-            }
-            if items.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "snapshot {} lists no database",
-                    m.snapshot_id
-                )));
-            }
-            Ok(items)
+    let base = RestoreRequest {
+        spool_dir: Some(settings.scratch_dir.clone()),
+        pg: job.pg.clone(),
+        mysql: job.mysql.clone(),
+        ..Default::default()
+    };
+    let restore_into = |request: RestoreRequest| {
+        let progress = Arc::clone(&settings.progress);
+        async move {
+            restore::restore_snapshot(located, &settings.identities, progress, &request).await
         }
-        JobKind::Mysql => {
+    };
+    match m.kind {
+        JobKind::Postgres | JobKind::Mysql => {
             let mut items = Vec::new();
-            for db in m
-                .databases
-                .iter()
-                .map(|d| d.name.clone())
-                .collect::<Vec<_>>()
-            {
+            for db in m.databases.iter().map(|d| d.name.clone()) {
                 let scratch = scratch_db_name(&job.name, &db);
-                let opts = MysqlRestoreOptions {
-                    databases: vec![db.clone()],
-                    into: Some(scratch.clone()),
-                    force: false,
+                cleanup.push(match m.kind {
+                    JobKind::Postgres => Cleanup::PgDrop(job.pg.clone(), scratch.clone()),
+                    _ => Cleanup::MysqlDrop(job.mysql.clone(), scratch.clone()),
+                });
+                let request = RestoreRequest {
+                    databases: vec![db],
+                    into: Some(scratch),
+                    ..base.clone()
                 };
-                cleanup.push(Cleanup::MysqlDrop(job.mysql.clone(), scratch));
-                items.extend(
-                    crate::restore::mysql::restore(
-                        located,
-                        &settings.identities,
-                        Arc::clone(&progress),
-                        &job.mysql,
-                        &opts,
-                    )
-                    .await?,
-                );
+                items.extend(restore_into(request).await?);
             }
             if items.is_empty() {
                 return Err(Error::NotFound(format!(
@@ -402,20 +371,15 @@ async fn restore_scratch(
                 std::process::id()
             ));
             cleanup.push(Cleanup::Dir(dir.clone()));
-            let opts = FilesRestoreOptions {
-                to: Some(dir),
-                in_place: false,
-                paths: Vec::new(),
+            let request = RestoreRequest {
+                files: FilesRestoreOptions {
+                    to: Some(dir),
+                    in_place: false,
+                    paths: Vec::new(),
+                },
+                ..base
             };
-            let item = crate::restore::files::restore(
-                located,
-                &settings.identities,
-                progress,
-                &opts,
-                false,
-            )
-            .await?;
-            Ok(vec![item])
+            restore_into(request).await
         }
     }
 }

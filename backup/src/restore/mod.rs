@@ -5,6 +5,7 @@
 //! the manifest. A restore succeeds only when every byte and every check
 //! matched.
 
+pub mod apply;
 pub mod connection;
 pub mod files;
 pub mod identity;
@@ -25,6 +26,7 @@ use crate::layout;
 use crate::manifest::Manifest;
 use crate::target::Target;
 
+pub use apply::{restore_snapshot, RestoreRequest};
 pub use connection::ConnectionOverrides;
 pub use identity::Identities;
 pub use stream::{FaultKind, ObjectFault, Progress, Silent};
