@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::config::BackupConfig;
 use crate::error::{Error, Result};
 use crate::manifest::{recipient_fingerprint, RecipientInfo};
 
@@ -61,24 +60,8 @@ impl std::fmt::Debug for Recipients {
 }
 
 impl Recipients {
-    /// Recipients from `recipients` and `recipients_files`, deduplicated.
-    pub fn from_config(config: &BackupConfig) -> Result<Self> {
-        let mut texts: Vec<String> = config
-            .recipients
-            .iter()
-            .map(|r| r.trim().to_string())
-            .collect();
-        for (i, f) in config.recipients_files.iter().enumerate() {
-            texts.extend(
-                read_recipients_file(f)
-                    .map_err(|e| Error::Config(format!("backup.recipients_files[{i}]: {e}")))?,
-            );
-        }
-        texts.sort();
-        texts.dedup();
-        Self::from_strings(&texts)
-    }
-
+    /// Parses `texts` (`age1...` each); the configuration gathers them
+    /// ([`crate::config::BackupConfig::recipients`]).
     pub fn from_strings(texts: &[String]) -> Result<Self> {
         if texts.is_empty() {
             return Err(Error::Config(

@@ -17,7 +17,6 @@ use chrono::Utc;
 
 use crate::catalog;
 use crate::config::{BackupConfig, JobConfig};
-use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::JobLock;
@@ -261,7 +260,8 @@ async fn stream_job(
     started: chrono::DateTime<Utc>,
     states: &mut [TargetState],
 ) -> Result<Stream> {
-    let recipients = Recipients::from_config(config)
+    let recipients = config
+        .recipients()
         .map_err(|e| Error::Config(format!("job {job_name}: {e}")))?;
 
     // Leftovers of earlier failed runs go first; an unreachable target

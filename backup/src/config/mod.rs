@@ -14,12 +14,18 @@
 //! A target named `local` (a directory, `/var/backups/steward`) exists even
 //! when not configured, and jobs use it when they name no target.
 
+mod drill;
+
+pub use drill::{DrillConfig, Objective};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::Recipients;
+use crate::error::{Error, Result};
 use crate::manifest::JobKind;
 use crate::retention::RetentionPolicy;
 
@@ -49,7 +55,7 @@ pub struct BackupConfig {
     pub jobs: BTreeMap<String, JobConfig>,
     /// Disaster-recovery drills: schedule and RTO/RPO objectives per job.
     #[serde(default)]
-    pub drill: crate::drill::DrillConfig,
+    pub drill: DrillConfig,
 }
 
 fn default_reports_keep() -> usize {
@@ -308,6 +314,25 @@ impl JobConfig {
 }
 
 impl BackupConfig {
+    /// The recipients every snapshot is encrypted to: `recipients` and
+    /// the keys of `recipients_files`, deduplicated and parsed.
+    pub fn recipients(&self) -> Result<Recipients> {
+        let mut texts: Vec<String> = self
+            .recipients
+            .iter()
+            .map(|r| r.trim().to_string())
+            .collect();
+        for (i, f) in self.recipients_files.iter().enumerate() {
+            texts.extend(
+                crate::crypto::read_recipients_file(f)
+                    .map_err(|e| Error::Config(format!("backup.recipients_files[{i}]: {e}")))?,
+            );
+        }
+        texts.sort();
+        texts.dedup();
+        Recipients::from_strings(&texts)
+    }
+
     /// The target configuration for `name`, including the implicit `local`.
     pub fn target(&self, name: &str) -> Option<TargetConfig> {
         match self.targets.get(name) {
