@@ -71,7 +71,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
             tasks.push(tokio::spawn(watch_loop(ctx, job.clone())));
         }
     }
-    let drills = crate::commands::drill::start(config, cancel.clone())?;
+    let drills = crate::scheduled_drills::start(config, cancel.clone())?;
     tasks.extend(drills.tasks);
     let mut collectors = vec![Arc::new(BackupCollector { metrics }) as Arc<dyn Collector>];
     collectors.extend(drills.collectors);

@@ -11,13 +11,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{BackupConfig, JobConfig};
 use crate::error::{Error, Result};
 use crate::manifest::JobKind;
 use crate::restore::files::FilesRestoreOptions;
 use crate::restore::mysql::MysqlConnection;
 use crate::restore::postgres::PgConnection;
-use crate::restore::{self, Identities, Located, Progress, RestoreRequest};
-use crate::target::Target;
+use crate::restore::{self, ConnectionOverrides, Identities, Located, Progress, RestoreRequest};
+use crate::target::{self, Target};
 
 pub use crate::config::{DrillConfig, Objective};
 pub use report::{format_duration, Check, DrillReport, JobDrill};
@@ -33,6 +34,27 @@ pub struct DrillJob {
     pub pg: PgConnection,
     pub mysql: MysqlConnection,
     pub objective: Objective,
+}
+
+impl DrillJob {
+    /// A job to drill as this host knows it: kind and database server from
+    /// its `[backup.jobs.NAME]` (`job`, `None` when drilling from a bucket
+    /// without configuration) under `overrides`, objectives from
+    /// `[backup.drill.objectives]`.
+    pub fn configured(
+        name: &str,
+        job: Option<&JobConfig>,
+        drill: &DrillConfig,
+        overrides: &ConnectionOverrides,
+    ) -> Self {
+        DrillJob {
+            name: name.to_string(),
+            kind: job.map(|j| j.kind),
+            pg: overrides.postgres(job),
+            mysql: overrides.mysql(job),
+            objective: drill.objectives.get(name).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 /// Shared settings of one drill run.
@@ -63,6 +85,69 @@ pub async fn run(settings: &DrillSettings, jobs: &[DrillJob]) -> DrillReport {
     }
     report.finish(restore::now_secs());
     report
+}
+
+/// Where drill reports (and by default the scratch space) live under the
+/// agent's state directory.
+pub fn reports_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("drill")
+}
+
+/// A drill as the daemon runs it on `backup.drill.schedule`: the jobs of
+/// `backup.drill.jobs` (every job when empty) from every target that
+/// opens, quietly, with the report written for the metrics. `Err` when it
+/// cannot start (no usable key, no scratch space) or its report cannot be
+/// written.
+pub async fn run_scheduled(
+    config: &BackupConfig,
+    host: &str,
+    state_dir: &Path,
+) -> Result<DrillReport> {
+    let dc = &config.drill;
+    let identities = Identities::from_file_or_env(dc.identity_file.as_deref())?;
+    let names: Vec<String> = if dc.jobs.is_empty() {
+        config.jobs.keys().cloned().collect()
+    } else {
+        dc.jobs.clone()
+    };
+    let mut targets = Vec::new();
+    for (name, opened) in target::open_all(config, &config.target_names()).await {
+        match opened {
+            Ok(t) => targets.push(t),
+            // The others may still hold the snapshots.
+            Err(e) => tracing::warn!("drill: target {name} unavailable: {e}"),
+        }
+    }
+    let jobs: Vec<DrillJob> = names
+        .iter()
+        .map(|n| DrillJob::configured(n, config.jobs.get(n), dc, &ConnectionOverrides::default()))
+        .collect();
+    let reports = reports_dir(state_dir);
+    let scratch_dir = dc
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| reports.join("scratch"));
+    std::fs::create_dir_all(&scratch_dir).map_err(|e| {
+        Error::Config(format!(
+            "cannot create the drill scratch directory {}: {e}; set backup.drill.scratch_dir",
+            scratch_dir.display()
+        ))
+    })?;
+    let settings = DrillSettings {
+        host: host.to_string(),
+        targets,
+        identities,
+        scratch_dir,
+        progress: Arc::new(restore::Silent) as Arc<dyn Progress>,
+    };
+    let report = run(&settings, &jobs).await;
+    write_report(&reports, &report, dc.reports_keep).map_err(|e| {
+        Error::Other(format!(
+            "cannot write the drill report into {}: {e}",
+            reports.display()
+        ))
+    })?;
+    Ok(report)
 }
 
 /// A scratch database name: recognisable, unique per run, within
