@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::layout::{self, parse_key};
 use crate::manifest::Manifest;
-use crate::target::Target;
+use crate::target::StorageTarget;
 
 /// Manifests are small; refuse anything absurd.
 pub const MANIFEST_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
@@ -38,7 +38,7 @@ fn list_prefix(filter: &Filter) -> String {
 /// Every complete snapshot on `target` matching `filter`, oldest first.
 /// A manifest that cannot be read is an error (it names the key), not a
 /// silently missing snapshot.
-pub async fn list(target: &dyn Target, filter: &Filter) -> Result<Vec<SnapshotEntry>> {
+pub async fn list(target: &dyn StorageTarget, filter: &Filter) -> Result<Vec<SnapshotEntry>> {
     let objects = target.list(&list_prefix(filter)).await?;
     let mut out = Vec::new();
     for o in objects {
@@ -67,13 +67,13 @@ pub async fn list(target: &dyn Target, filter: &Filter) -> Result<Vec<SnapshotEn
 }
 
 /// Reads and parses one manifest.
-pub async fn read_manifest(target: &dyn Target, key: &str) -> Result<Manifest> {
+pub async fn read_manifest(target: &dyn StorageTarget, key: &str) -> Result<Manifest> {
     let bytes = target.get_bytes(key, MANIFEST_LIMIT_BYTES).await?;
     Manifest::from_json(&bytes, &format!("{}:{key}", target.name()))
 }
 
 /// The snapshot `id` on `target` (any host/job matching `filter`).
-pub async fn find(target: &dyn Target, filter: &Filter, id: &str) -> Result<Option<SnapshotEntry>> {
+pub async fn find(target: &dyn StorageTarget, filter: &Filter, id: &str) -> Result<Option<SnapshotEntry>> {
     let objects = target.list(&list_prefix(filter)).await?;
     for o in objects {
         let Some(parts) = parse_key(&o.key) else {
@@ -91,7 +91,7 @@ pub async fn find(target: &dyn Target, filter: &Filter, id: &str) -> Result<Opti
 }
 
 /// The newest complete snapshot of `host`/`job` on `target`.
-pub async fn latest(target: &dyn Target, host: &str, job: &str) -> Result<Option<SnapshotEntry>> {
+pub async fn latest(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Option<SnapshotEntry>> {
     let filter = Filter {
         host: Some(host.to_string()),
         job: Some(job.to_string()),
@@ -101,7 +101,7 @@ pub async fn latest(target: &dyn Target, host: &str, job: &str) -> Result<Option
 
 /// Deletes a snapshot: the manifest first, so it stops existing at once,
 /// then its objects (every key under its prefix).
-pub async fn delete(target: &dyn Target, manifest: &Manifest) -> Result<()> {
+pub async fn delete(target: &dyn StorageTarget, manifest: &Manifest) -> Result<()> {
     target.delete(&manifest.key()).await?;
     let prefix = layout::snapshot_prefix(&manifest.host, &manifest.job, &manifest.snapshot_id);
     for o in target.list(&prefix).await? {
@@ -114,7 +114,7 @@ pub async fn delete(target: &dyn Target, manifest: &Manifest) -> Result<()> {
 /// retain-until date among its objects, as one line; `None` when nothing
 /// stops the delete. Checked before deleting, so a locked snapshot stays
 /// whole and listed instead of being hidden behind delete markers.
-pub async fn lock(target: &dyn Target, manifest: &Manifest) -> Result<Option<String>> {
+pub async fn lock(target: &dyn StorageTarget, manifest: &Manifest) -> Result<Option<String>> {
     let prefix = layout::snapshot_prefix(&manifest.host, &manifest.job, &manifest.snapshot_id);
     let mut latest: Option<(String, chrono::DateTime<chrono::Utc>)> = None;
     for o in target.list(&prefix).await? {
@@ -136,7 +136,7 @@ pub async fn lock(target: &dyn Target, manifest: &Manifest) -> Result<Option<Str
 /// (failed or killed runs), with their keys; `except` is left alone (the
 /// run in progress).
 pub async fn incomplete(
-    target: &dyn Target,
+    target: &dyn StorageTarget,
     host: &str,
     job: &str,
     except: Option<&str>,
@@ -164,7 +164,7 @@ pub async fn incomplete(
 /// uploads/partial files and objects of snapshots without a manifest.
 /// Returns a description per item removed. The caller holds the job lock.
 pub async fn cleanup(
-    target: &dyn Target,
+    target: &dyn StorageTarget,
     host: &str,
     job: &str,
     except: Option<&str>,
@@ -186,7 +186,7 @@ pub async fn cleanup(
 
 /// Finds a snapshot by id on any of `targets`, in order.
 pub async fn find_anywhere(
-    targets: &[std::sync::Arc<dyn Target>],
+    targets: &[std::sync::Arc<dyn StorageTarget>],
     filter: &Filter,
     id: &str,
 ) -> Result<SnapshotEntry> {
@@ -209,7 +209,7 @@ pub async fn find_anywhere(
     Err(Error::NotFound(msg))
 }
 
-fn names(targets: &[std::sync::Arc<dyn Target>]) -> String {
+fn names(targets: &[std::sync::Arc<dyn StorageTarget>]) -> String {
     targets
         .iter()
         .map(|t| t.name().to_string())

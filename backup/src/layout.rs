@@ -1,7 +1,7 @@
 //! Where things live in a target: `<prefix>/<host>/<job>/<snapshot-id>/<object>`.
 //!
 //! A target applies its own configured `<prefix>`; every key handed to a
-//! [`crate::target::Target`] is relative to it and built here, so the
+//! [`crate::target::StorageTarget`] is relative to it and built here, so the
 //! layout is defined in one place. A snapshot exists only when its
 //! `manifest.json` does: the manifest is written last.
 

@@ -3,7 +3,7 @@
 //! A library: no CLI, no globals; the agent drives it.
 //!
 //! The seams, each in its own module:
-//! - [`target::Target`]: put/get streaming, list, delete (local dir, S3).
+//! - [`target::StorageTarget`]: put/get streaming, list, delete (local dir, S3).
 //! - [`layout`]: `<prefix>/<host>/<job>/<snapshot-id>/<object>` keys.
 //! - [`manifest::Manifest`]: the JSON written last into every snapshot.
 //! - [`catalog`]: snapshots = manifests found on a target.

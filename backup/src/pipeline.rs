@@ -7,7 +7,7 @@
 //!  source (async read, this task)
 //!     -- Piece queue (8 x 256 KiB) -->  compress thread: sha256(plain), zstd
 //!     -- Piece queue (8 x 256 KiB) -->  encrypt thread:  age, sha256(stored)
-//!     -- Piece queue per target (4 x 1 MiB) --> Target::put task
+//!     -- Piece queue per target (4 x 1 MiB) --> StorageTarget::put task
 //! ```
 //! A stream ends with an explicit [`Piece::End`]; a queue that closes
 //! without it (a stage failed, panicked or was dropped) is an error
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
 use crate::source::Source;
-use crate::target::{ByteReader, Target};
+use crate::target::{ByteReader, StorageTarget};
 
 /// Size of the chunks read from the source and produced by zstd.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -99,7 +99,7 @@ pub struct StoreOutcome {
 pub async fn store_object(
     source: &mut dyn Source,
     settings: &PipelineSettings,
-    targets: &[Arc<dyn Target>],
+    targets: &[Arc<dyn StorageTarget>],
     key: &str,
     progress: Arc<Progress>,
 ) -> StoreOutcome {

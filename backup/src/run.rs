@@ -26,7 +26,7 @@ use crate::report::{self, RunReport, RunStatus, TargetReport};
 use crate::retention::{self, Candidate, Decision};
 use crate::source::files::{content_digest, Selection, TarSource};
 use crate::source::{mysql, postgres, PlannedObject};
-use crate::target::{self, Target};
+use crate::target::{self, StorageTarget};
 
 /// How a run is started.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 }
 
 struct TargetState {
-    target: Option<Arc<dyn Target>>,
+    target: Option<Arc<dyn StorageTarget>>,
     report: TargetReport,
 }
 
@@ -356,7 +356,7 @@ async fn stream_job(
         if live.is_empty() {
             break;
         }
-        let targets: Vec<Arc<dyn Target>> = live
+        let targets: Vec<Arc<dyn StorageTarget>> = live
             .iter()
             .filter_map(|&i| states[i].target.clone())
             .collect();
@@ -447,7 +447,7 @@ async fn unchanged_everywhere(states: &[TargetState], host: &str, job: &str, dig
 /// Applies `policy` to the snapshots of `host`/`job` on `target`; removes
 /// the snapshots it does not keep unless `dry_run`. Returns every decision.
 pub async fn apply_retention(
-    target: &dyn Target,
+    target: &dyn StorageTarget,
     host: &str,
     job: &str,
     policy: &retention::RetentionPolicy,
@@ -576,7 +576,7 @@ pub async fn prune(
 pub async fn open_targets(
     config: &BackupConfig,
     only: Option<&str>,
-) -> Vec<(String, Result<Arc<dyn Target>>)> {
+) -> Vec<(String, Result<Arc<dyn StorageTarget>>)> {
     let names = match only {
         Some(o) => vec![o.to_string()],
         None => config.target_names(),

@@ -15,7 +15,7 @@ use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
 use crate::restore::stream::{open_object, take_fault, FaultKind, ObjectFault, Progress};
 use crate::restore::tool::{feed, find_tool, FeedError};
 use crate::restore::{self, Check, Identities, Located};
-use crate::target::Target;
+use crate::target::StorageTarget;
 
 /// Which snapshots of each job to verify.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,7 +354,7 @@ pub fn select(ids: &[String], selection: &Selection, seed: u64) -> Vec<String> {
 /// Verifies the selected snapshots of `jobs` (every job of `host` when
 /// empty) on every target. A job with nothing to verify is an error.
 pub async fn verify(
-    targets: &[Arc<dyn Target>],
+    targets: &[Arc<dyn StorageTarget>],
     host: &str,
     jobs: &[String],
     selection: &Selection,

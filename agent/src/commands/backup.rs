@@ -13,6 +13,7 @@ use steward_backup::catalog::{self, Filter, SnapshotEntry};
 use steward_backup::report::{RunReport, RunStatus};
 use steward_backup::run::{self, RunOptions};
 
+use crate::commands::progress::human_bytes;
 use crate::config::Loaded;
 
 #[derive(Debug, Args)]
@@ -33,7 +34,7 @@ pub enum BackupCommand {
     Prune(PruneArgs),
     /// Download, decrypt, decompress and check snapshots (hashes and the
     /// format's own check); writes nothing.
-    Verify(crate::commands::restore::VerifyArgs),
+    Verify(crate::commands::verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,7 +103,7 @@ pub async fn run(args: BackupArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> 
         BackupCommand::List(a) => list(a, loaded).await,
         BackupCommand::Show(a) => show(a, loaded).await,
         BackupCommand::Prune(a) => prune(a, loaded).await,
-        BackupCommand::Verify(a) => crate::commands::restore::verify(a, loaded).await,
+        BackupCommand::Verify(a) => crate::commands::verify::run(a, loaded).await,
     }
 }
 
@@ -436,20 +437,4 @@ async fn prune(args: PruneArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// `1.5 GiB`-style sizes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

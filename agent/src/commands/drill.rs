@@ -11,7 +11,8 @@ use clap::Args;
 use steward_backup::drill::{self, DrillJob, DrillSettings};
 use steward_backup::restore::{ConnectionOverrides, Identities};
 
-use crate::commands::restore::{open_source, SourceArgs, TermProgress};
+use crate::commands::progress::TermProgress;
+use crate::commands::source::{open_source, SourceArgs};
 use crate::config::Loaded;
 
 #[derive(Debug, Args)]

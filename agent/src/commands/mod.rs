@@ -5,7 +5,10 @@ pub mod backup;
 pub mod config;
 pub mod drill;
 pub mod metrics;
+pub mod progress;
 pub mod restore;
+pub mod source;
+pub mod verify;
 
 use std::process::ExitCode;
 

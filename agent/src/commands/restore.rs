@@ -2,77 +2,19 @@
 //! configured targets, or with no configuration at all from `--from` (a
 //! bucket or a directory) and the private key.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use steward_backup::manifest::JobKind;
 use steward_backup::restore::{
-    self, files, ConnectionOverrides, Identities, Progress, RestoreRequest, RestoredItem, S3Access,
+    self, files, ConnectionOverrides, Identities, Progress, RestoreRequest, RestoredItem,
 };
-use steward_backup::target::{self, Target};
-use steward_backup::verify;
 
+use crate::commands::progress::{human_bytes, TermProgress};
+use crate::commands::source::{open_source, SourceArgs};
 use crate::config::Loaded;
-
-/// Where the snapshots are and how to read them; shared by `restore`,
-/// `backup verify` and `drill`.
-#[derive(Debug, Clone, Args)]
-pub struct SourceArgs {
-    /// Read snapshots from this location instead of the configured targets:
-    /// `s3://bucket/prefix` or a directory (`/path` or `file:///path`).
-    /// Works with no configuration file at all.
-    #[arg(long, value_name = "URL|DIR", global = true)]
-    pub from: Option<String>,
-
-    /// Read from this configured target (by name) instead of the first one
-    /// that holds the snapshot.
-    #[arg(long = "target", value_name = "NAME", global = true)]
-    pub target_name: Option<String>,
-
-    /// S3 endpoint for S3-compatible stores (e.g. https://s3.gra.io.cloud.ovh.net).
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL", global = true)]
-    pub endpoint: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "AWS_REGION", value_name = "REGION", global = true)]
-    pub region: Option<String>,
-
-    /// Address buckets as https://endpoint/bucket (most S3-compatible stores
-    /// need this) instead of https://bucket.endpoint.
-    #[arg(long, env = "STEWARD_S3_PATH_STYLE", global = true)]
-    pub path_style: bool,
-
-    /// Profile of the AWS shared config/credentials files. Without it the
-    /// usual AWS chain applies: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY,
-    /// AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, instance profile. Secrets
-    /// are never taken as flags (they would show in `ps`).
-    #[arg(long, env = "AWS_PROFILE", value_name = "NAME", global = true)]
-    pub profile: Option<String>,
-
-    /// Snapshots of this host (default: the host named in the configuration,
-    /// or the only host found at `--from`).
-    #[arg(long = "host", value_name = "HOST", global = true)]
-    pub host: Option<String>,
-
-    /// The age private key file (`AGE-SECRET-KEY-1...`), mode 0600. Or set
-    /// STEWARD_IDENTITY to the key itself.
-    #[arg(
-        long,
-        short = 'i',
-        env = "STEWARD_IDENTITY_FILE",
-        value_name = "FILE",
-        global = true
-    )]
-    pub identity: Option<PathBuf>,
-
-    /// No progress bar even on a terminal.
-    #[arg(long, short = 'q', global = true)]
-    pub quiet: bool,
-}
 
 #[derive(Debug, Args)]
 #[command(
@@ -179,71 +121,6 @@ pub enum RestoreCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// The targets to read snapshots from and the host whose snapshots they are.
-pub struct SnapshotSource {
-    pub targets: Vec<Arc<dyn Target>>,
-    pub host: String,
-}
-
-impl std::fmt::Debug for SnapshotSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotSource")
-            .field("host", &self.host)
-            .field("targets", &self.targets.len())
-            .finish()
-    }
-}
-
-/// Opens `--from`, or the configured targets (those of `job` when it is a
-/// configured job, `--target` when given).
-pub async fn open_source(
-    args: &SourceArgs,
-    loaded: &Loaded,
-    job: Option<&str>,
-) -> anyhow::Result<SnapshotSource> {
-    if let Some(url) = &args.from {
-        let access = S3Access {
-            endpoint: args.endpoint.clone(),
-            region: args.region.clone(),
-            path_style: args.path_style,
-            profile: args.profile.clone(),
-        };
-        let config = restore::target_from_url(url, &access)?;
-        let target = target::open("from", &config).await?;
-        let targets = vec![target];
-        let host = restore::resolve_host(&targets, args.host.as_deref()).await?;
-        return Ok(SnapshotSource { targets, host });
-    }
-    let backup = &loaded.config.backup;
-    let names: Vec<String> = match (&args.target_name, job.and_then(|j| backup.jobs.get(j))) {
-        (Some(t), _) => vec![t.clone()],
-        (None, Some(j)) => j.target_names(),
-        (None, None) => backup.target_names(),
-    };
-    let mut targets = Vec::new();
-    let mut errors = Vec::new();
-    for (name, opened) in target::open_all(backup, &names).await {
-        match opened {
-            Ok(t) => targets.push(t),
-            Err(e) => errors.push(format!("target {name}: {e}")),
-        }
-    }
-    if targets.is_empty() {
-        anyhow::bail!(
-            "no target to read snapshots from ({}); on a server without the configuration use --from s3://BUCKET/PREFIX or --from /path",
-            errors.join("; ")
-        );
-    }
-    for e in errors {
-        eprintln!("warning: {e}");
-    }
-    let host = args
-        .host
-        .clone()
-        .unwrap_or_else(|| loaded.config.agent.effective_hostname());
-    Ok(SnapshotSource { targets, host })
 }
 
 pub async fn run(args: RestoreArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
@@ -514,166 +391,4 @@ fn print_diffs(
         }
     }
     Ok(())
-}
-
-/// `steward backup verify [JOB] [SNAPSHOT|--all|--sample N%]`.
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Only this job (default: every job with snapshots).
-    pub job: Option<String>,
-    /// This snapshot id (default: the latest of each job).
-    #[arg(conflicts_with_all = ["all", "sample"])]
-    pub snapshot: Option<String>,
-    /// Every snapshot.
-    #[arg(long, conflicts_with = "sample")]
-    pub all: bool,
-    /// A random share of the snapshots, e.g. `10%` (at least one per job).
-    #[arg(long, value_name = "N%")]
-    pub sample: Option<String>,
-    /// Directory of `pg_restore` for the dump check (default: PATH).
-    #[arg(long, value_name = "DIR")]
-    pub pg_bin_dir: Option<PathBuf>,
-    /// Print the verdicts as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub async fn verify(args: VerifyArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
-    let selection = match (&args.snapshot, args.all, &args.sample) {
-        (Some(id), _, _) => verify::Selection::Id(id.clone()),
-        (None, true, _) => verify::Selection::All,
-        (None, false, Some(s)) => verify::Selection::sample(s)?,
-        (None, false, None) => verify::Selection::Latest,
-    };
-    if args.snapshot.is_some() && args.job.is_none() {
-        anyhow::bail!("name the job of the snapshot: steward backup verify JOB SNAPSHOT");
-    }
-    let identities = Identities::from_file_or_env(args.source.identity.as_deref())?;
-    let src = open_source(&args.source, loaded, args.job.as_deref()).await?;
-    let progress = Arc::new(TermProgress::new(args.source.quiet));
-    let tools = verify::VerifyTools {
-        pg_bin_dir: args.pg_bin_dir.clone().or_else(|| {
-            args.job
-                .as_deref()
-                .and_then(|j| loaded.config.backup.jobs.get(j))
-                .and_then(|j| j.bin_dir.clone())
-        }),
-    };
-    let jobs: Vec<String> = args.job.iter().cloned().collect();
-    let verdicts = verify::verify(
-        &src.targets,
-        &src.host,
-        &jobs,
-        &selection,
-        &identities,
-        progress.clone(),
-        &tools,
-    )
-    .await?;
-    progress.finish();
-    let ok = verdicts.iter().all(|v| v.ok);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&verdicts)?);
-    } else {
-        for v in &verdicts {
-            let bytes: u64 = v.objects.iter().map(|o| o.stored_bytes).sum();
-            println!(
-                "{:<6} {:<12} {:<22} {:<10} {} objects, {} in {:.1}s",
-                if v.ok { "ok" } else { "FAILED" },
-                v.job,
-                v.snapshot,
-                v.target,
-                v.objects.len(),
-                human_bytes(bytes),
-                v.seconds
-            );
-            for o in &v.objects {
-                if let Some(p) = o.problem() {
-                    println!("  {p}");
-                }
-            }
-        }
-    }
-    if !ok {
-        let bad = verdicts.iter().filter(|v| !v.ok).count();
-        eprintln!(
-            "error: {bad} of {} snapshot(s) failed verification",
-            verdicts.len()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Progress on a terminal: a bar with bytes, throughput and ETA when the
-/// size is known, a spinner with bytes and throughput otherwise. Hidden
-/// (no output at all) when stderr is not a terminal or `--quiet`.
-#[derive(Debug, Clone)]
-pub struct TermProgress {
-    bar: indicatif::ProgressBar,
-}
-
-impl TermProgress {
-    pub fn new(quiet: bool) -> Self {
-        let bar = if quiet || !std::io::stderr().is_terminal() {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
-        };
-        TermProgress { bar }
-    }
-}
-
-impl Progress for TermProgress {
-    fn start(&self, label: &str, total: Option<u64>) {
-        let template = match total {
-            Some(_) => "{msg:<32!} [{bar:28}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
-            None => "{spinner} {msg:<32!} {bytes:>10} {binary_bytes_per_sec:>12} {elapsed}",
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            self.bar.set_style(style.progress_chars("=> "));
-        }
-        self.bar.reset();
-        match total {
-            Some(t) => self.bar.set_length(t),
-            None => self.bar.unset_length(),
-        }
-        self.bar.set_message(label.to_string());
-        self.bar.enable_steady_tick(Duration::from_millis(200));
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
-    }
-
-    /// Printed above the bar on a terminal, plainly on stderr otherwise.
-    fn note(&self, line: &str) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-/// `1.5 GiB`-style sizes for tables.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

@@ -18,7 +18,7 @@ use crate::restore::files::FilesRestoreOptions;
 use crate::restore::mysql::MysqlConnection;
 use crate::restore::postgres::PgConnection;
 use crate::restore::{self, ConnectionOverrides, Identities, Located, Progress, RestoreRequest};
-use crate::target::{self, Target};
+use crate::target::{self, StorageTarget};
 
 pub use crate::config::{DrillConfig, Objective};
 pub use report::{format_duration, Check, DrillReport, JobDrill};
@@ -60,7 +60,7 @@ impl DrillJob {
 /// Shared settings of one drill run.
 pub struct DrillSettings {
     pub host: String,
-    pub targets: Vec<Arc<dyn Target>>,
+    pub targets: Vec<Arc<dyn StorageTarget>>,
     pub identities: Identities,
     pub scratch_dir: PathBuf,
     pub progress: Arc<dyn Progress>,

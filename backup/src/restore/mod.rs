@@ -24,7 +24,7 @@ use crate::config::{S3TargetConfig, TargetConfig};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::Manifest;
-use crate::target::Target;
+use crate::target::StorageTarget;
 
 pub use apply::{restore_snapshot, RestoreRequest};
 pub use connection::ConnectionOverrides;
@@ -34,7 +34,7 @@ pub use stream::{FaultKind, ObjectFault, Progress, Silent};
 /// A snapshot found on a target, with its manifest read.
 #[derive(Clone)]
 pub struct Located {
-    pub target: Arc<dyn Target>,
+    pub target: Arc<dyn StorageTarget>,
     pub manifest: Manifest,
 }
 
@@ -150,7 +150,7 @@ pub fn target_from_url(url: &str, access: &S3Access) -> Result<TargetConfig> {
 }
 
 /// Hosts that have snapshots on `target` (a manifest somewhere below them).
-pub async fn hosts(target: &dyn Target) -> Result<Vec<String>> {
+pub async fn hosts(target: &dyn StorageTarget) -> Result<Vec<String>> {
     let mut out: Vec<String> = target
         .list("")
         .await?
@@ -166,7 +166,7 @@ pub async fn hosts(target: &dyn Target) -> Result<Vec<String>> {
 
 /// The host to restore from: the one asked for, or the only one on the
 /// targets; several hosts without a choice is an error listing them.
-pub async fn resolve_host(targets: &[Arc<dyn Target>], wanted: Option<&str>) -> Result<String> {
+pub async fn resolve_host(targets: &[Arc<dyn StorageTarget>], wanted: Option<&str>) -> Result<String> {
     if let Some(h) = wanted {
         return Ok(h.to_string());
     }
@@ -190,7 +190,7 @@ pub async fn resolve_host(targets: &[Arc<dyn Target>], wanted: Option<&str>) -> 
     }
 }
 
-fn describe_targets(targets: &[Arc<dyn Target>]) -> String {
+fn describe_targets(targets: &[Arc<dyn StorageTarget>]) -> String {
     targets
         .iter()
         .map(|t| format!("target {} ({})", t.name(), t.location()))
@@ -200,7 +200,7 @@ fn describe_targets(targets: &[Arc<dyn Target>]) -> String {
 
 /// Snapshot ids of `job` on `target` that have a manifest (the others are
 /// not snapshots: a run that crashed before committing), oldest first.
-pub async fn snapshot_ids(target: &dyn Target, host: &str, job: &str) -> Result<Vec<String>> {
+pub async fn snapshot_ids(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Vec<String>> {
     let mut ids: Vec<String> = target
         .list(&layout::job_prefix(host, job))
         .await?
@@ -217,7 +217,7 @@ pub async fn snapshot_ids(target: &dyn Target, host: &str, job: &str) -> Result<
 /// Every snapshot on the targets (of `job` if given), oldest first, with
 /// the target that holds it.
 pub async fn list(
-    targets: &[Arc<dyn Target>],
+    targets: &[Arc<dyn StorageTarget>],
     host: &str,
     job: Option<&str>,
 ) -> Result<Vec<SnapshotEntry>> {
@@ -248,12 +248,12 @@ pub async fn list(
 /// Finds `snapshot` (an id, or `latest`) of `job` on the first target that
 /// has it; `latest` is the newest committed snapshot over all targets.
 pub async fn locate(
-    targets: &[Arc<dyn Target>],
+    targets: &[Arc<dyn StorageTarget>],
     host: &str,
     job: &str,
     snapshot: &str,
 ) -> Result<Located> {
-    let mut best: Option<(String, Arc<dyn Target>)> = None;
+    let mut best: Option<(String, Arc<dyn StorageTarget>)> = None;
     let mut seen_any = false;
     for t in targets {
         let ids = snapshot_ids(t.as_ref(), host, job).await?;
@@ -301,7 +301,7 @@ pub async fn locate(
 }
 
 /// Finds a snapshot by id alone (any job), for `show`.
-pub async fn locate_id(targets: &[Arc<dyn Target>], host: &str, id: &str) -> Result<Located> {
+pub async fn locate_id(targets: &[Arc<dyn StorageTarget>], host: &str, id: &str) -> Result<Located> {
     for t in targets {
         for parts in t
             .list(&layout::host_prefix(host))

@@ -18,7 +18,7 @@ use tokio_util::io::SyncIoBridge;
 use crate::error::Error;
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::restore::identity::Identities;
-use crate::target::Target;
+use crate::target::StorageTarget;
 
 /// Size of the decrypted blocks handed from the decrypt stage to the
 /// decompress stage.
@@ -140,7 +140,7 @@ enum Msg {
 /// called inside a tokio runtime; the returned reader is blocking (use it
 /// on a blocking thread).
 pub async fn open_object(
-    target: Arc<dyn Target>,
+    target: Arc<dyn StorageTarget>,
     manifest: &Manifest,
     entry: &ObjectEntry,
     identities: &Identities,

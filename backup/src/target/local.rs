@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::LocalTargetConfig;
 use crate::error::{Error, Result};
-use crate::target::{ByteReader, ObjectInfo, Target};
+use crate::target::{ByteReader, ObjectInfo, StorageTarget};
 
 /// Suffix of files being written.
 pub const PARTIAL_SUFFIX: &str = ".partial";
@@ -70,7 +70,7 @@ impl Drop for PartialGuard {
 }
 
 #[async_trait]
-impl Target for LocalTarget {
+impl StorageTarget for LocalTarget {
     fn name(&self) -> &str {
         &self.name
     }

@@ -1,12 +1,12 @@
 //! Storage targets: where snapshots are kept. One small object-safe trait
-//! ([`Target`]) with a local-directory and an S3 implementation.
+//! ([`StorageTarget`]) with a local-directory and an S3 implementation.
 //!
 //! Keys are relative to the target's configured root/prefix and follow
 //! [`crate::layout`]. A `put` is atomic from a reader's point of view: the
 //! object is visible under its key only once the whole stream has been
 //! stored (local: temp file + rename; S3: multipart upload completed), and a
 //! failed or dropped `put` leaves nothing under the key (leftovers of a
-//! crash are removed by [`Target::cleanup_incomplete`]).
+//! crash are removed by [`StorageTarget::cleanup_incomplete`]).
 
 pub mod local;
 pub mod s3;
@@ -36,7 +36,7 @@ pub struct ObjectInfo {
 
 /// Where snapshots are stored.
 #[async_trait]
-pub trait Target: Send + Sync {
+pub trait StorageTarget: Send + Sync {
     /// The configured name (`local`, `offsite`, ...): used in metrics labels
     /// and messages.
     fn name(&self) -> &str;
@@ -102,7 +102,7 @@ pub trait Target: Send + Sync {
 }
 
 /// Builds the target named `name` from its configuration.
-pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn Target>> {
+pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn StorageTarget>> {
     Ok(match config {
         TargetConfig::Local(c) => Arc::new(local::LocalTarget::new(name, c)),
         TargetConfig::S3(c) => Arc::new(s3::S3Target::new(name, c).await?),
@@ -116,7 +116,7 @@ pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn Target>> 
 pub async fn open_all(
     config: &BackupConfig,
     names: &[String],
-) -> Vec<(String, Result<Arc<dyn Target>>)> {
+) -> Vec<(String, Result<Arc<dyn StorageTarget>>)> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let opened = match config.target(name) {

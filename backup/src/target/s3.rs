@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::config::S3TargetConfig;
 use crate::error::{Error, Result};
-use crate::target::{ByteReader, ObjectInfo, Target};
+use crate::target::{ByteReader, ObjectInfo, StorageTarget};
 
 /// S3's limits.
 const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -554,7 +554,7 @@ async fn read_part(body: &mut ByteReader, buf: &mut BytesMut, want: usize) -> st
 }
 
 #[async_trait]
-impl Target for S3Target {
+impl StorageTarget for S3Target {
     fn name(&self) -> &str {
         &self.name
     }
