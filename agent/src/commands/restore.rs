@@ -308,7 +308,7 @@ async fn restore_job(
     // kinds do not use, as before).
     if opts.diff && matches!(m.kind, JobKind::Files | JobKind::Config) {
         let root = opts.to.clone().unwrap_or_else(|| PathBuf::from("/"));
-        let diffs = files::diff(&located, &identities, dyn_progress, &root, &opts.paths).await?;
+        let diffs = restore::diff::diff_with_live(&located, &identities, dyn_progress, &root, &opts.paths).await?;
         progress.finish();
         print_diffs(&diffs, &m.snapshot_id, &root, opts.json)?;
         return Ok(ExitCode::SUCCESS);
@@ -370,7 +370,7 @@ async fn restore_job(
 /// `--diff` output: one line per changed path (with a unified diff for
 /// text files), or JSON.
 fn print_diffs(
-    diffs: &[files::DiffEntry],
+    diffs: &[restore::diff::DiffEntry],
     snapshot_id: &str,
     root: &std::path::Path,
     json: bool,

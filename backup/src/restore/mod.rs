@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod connection;
+pub mod diff;
 pub mod files;
 pub mod identity;
 pub mod mysql;
