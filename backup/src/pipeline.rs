@@ -58,14 +58,14 @@ pub struct PipelineSettings {
 /// Byte counters a progress display or the scheduler can read while a run
 /// goes on.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub struct ByteCounters {
     /// Plaintext bytes read from sources.
     pub source_bytes: AtomicU64,
     /// Encrypted bytes handed to targets.
     pub stored_bytes: AtomicU64,
 }
 
-impl Progress {
+impl ByteCounters {
     pub fn source(&self) -> u64 {
         self.source_bytes.load(Ordering::Relaxed)
     }
@@ -101,7 +101,7 @@ pub async fn store_object(
     settings: &PipelineSettings,
     targets: &[Arc<dyn StorageTarget>],
     key: &str,
-    progress: Arc<Progress>,
+    counters: Arc<ByteCounters>,
 ) -> StoreOutcome {
     let fail_all = |e: &Error| {
         targets
@@ -142,16 +142,16 @@ pub async fn store_object(
     let compress = {
         let level = settings.zstd_level;
         let workers = settings.zstd_workers;
-        let progress = Arc::clone(&progress);
+        let counters = Arc::clone(&counters);
         tokio::task::spawn_blocking(move || {
-            compress_stage(plain_rx, packed_tx, level, workers, &progress)
+            compress_stage(plain_rx, packed_tx, level, workers, &counters)
         })
     };
     let encrypt = {
         let recipients = settings.recipients.clone();
-        let progress = Arc::clone(&progress);
+        let counters = Arc::clone(&counters);
         tokio::task::spawn_blocking(move || {
-            encrypt_stage(packed_rx, target_txs, &recipients, &progress)
+            encrypt_stage(packed_rx, target_txs, &recipients, &counters)
         })
     };
 
@@ -298,7 +298,7 @@ fn compress_stage(
     tx: mpsc::Sender<Piece>,
     level: i32,
     workers: u32,
-    progress: &Progress,
+    counters: &ByteCounters,
 ) -> std::io::Result<(u64, String)> {
     let result = (|| -> std::io::Result<(u64, String)> {
         let out = QueueWriter::new(tx.clone(), CHUNK_BYTES);
@@ -329,7 +329,7 @@ fn compress_stage(
         while let Some(chunk) = next_piece(&mut rx, "source")? {
             hasher.update(&chunk);
             total += chunk.len() as u64;
-            progress
+            counters
                 .source_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             encoder.write_all(&chunk)?;
@@ -353,7 +353,7 @@ fn encrypt_stage(
     mut rx: mpsc::Receiver<Piece>,
     txs: Vec<mpsc::Sender<Piece>>,
     recipients: &Recipients,
-    progress: &Progress,
+    counters: &ByteCounters,
 ) -> std::io::Result<(u64, String)> {
     let result = (|| -> std::io::Result<(u64, String)> {
         let fanout = Fanout {
@@ -361,7 +361,7 @@ fn encrypt_stage(
             buf: Vec::with_capacity(TARGET_CHUNK_BYTES),
             hasher: Sha256::new(),
             total: 0,
-            progress,
+            counters,
         };
         let mut writer = recipients.encrypt(fanout)?;
         while let Some(chunk) = next_piece(&mut rx, "compression")? {
@@ -431,7 +431,7 @@ struct Fanout<'a> {
     buf: Vec<u8>,
     hasher: Sha256,
     total: u64,
-    progress: &'a Progress,
+    counters: &'a ByteCounters,
 }
 
 impl Fanout<'_> {
@@ -465,7 +465,7 @@ impl Write for Fanout<'_> {
         self.buf.extend_from_slice(&data[..n]);
         self.hasher.update(&data[..n]);
         self.total += n as u64;
-        self.progress
+        self.counters
             .stored_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         if self.buf.len() >= TARGET_CHUNK_BYTES {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::JobLock;
 use crate::manifest::{FilesInfo, JobKind, Manifest, ObjectEntry, ObjectRole, FORMAT_VERSION};
-use crate::pipeline::{store_object, PipelineSettings, Progress};
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
 use crate::report::{self, RunReport, RunStatus, TargetReport};
 use crate::retention::{self, Candidate, Decision};
 use crate::source::files::{content_digest, Selection, TarSource};
@@ -40,8 +40,8 @@ pub struct RunOptions {
     pub reason: String,
     /// Steward's version, recorded in the manifest.
     pub steward_version: String,
-    /// Live byte counters (progress bar, scheduler).
-    pub progress: Arc<Progress>,
+    /// Live byte counters (the CLI's progress line, the report).
+    pub counters: Arc<ByteCounters>,
 }
 
 impl RunOptions {
@@ -55,7 +55,7 @@ impl RunOptions {
             state_dir: state_dir.into(),
             reason: reason.into(),
             steward_version: String::new(),
-            progress: Arc::new(Progress::default()),
+            counters: Arc::new(ByteCounters::default()),
         }
     }
 }
@@ -215,7 +215,7 @@ async fn run_locked(
         }
     }
 
-    report.source_bytes = options.progress.source();
+    report.source_bytes = options.counters.source();
     report.targets = states.into_iter().map(|s| s.report).collect();
     let committed = report.targets.iter().filter(|t| t.committed).count();
     if report.status != RunStatus::Unchanged {
@@ -366,7 +366,7 @@ async fn stream_job(
             &settings,
             &targets,
             &key,
-            Arc::clone(&options.progress),
+            Arc::clone(&options.counters),
         )
         .await;
         let stats = outcome.stream?;

@@ -115,7 +115,7 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
         args.reason.clone(),
     );
     options.steward_version = env!("CARGO_PKG_VERSION").to_string();
-    let progress = Arc::clone(&options.progress);
+    let counters = Arc::clone(&options.counters);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let ticker = show_progress.then(|| {
         let job = args.job.clone();
@@ -124,11 +124,11 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let secs = start.elapsed().as_secs_f64().max(0.001);
-                let read = progress.source();
+                let read = counters.source();
                 eprint!(
                     "\r\x1b[2K{job}: {} read, {} stored, {}/s, {:.0}s",
                     human_bytes(read),
-                    human_bytes(progress.stored()),
+                    human_bytes(counters.stored()),
                     human_bytes((read as f64 / secs) as u64),
                     secs
                 );
