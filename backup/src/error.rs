@@ -2,7 +2,11 @@
 //! key, command, path) and, where there is one, what to do about it; none
 //! ever contains a secret (passwords, keys, signed URLs).
 
-/// Why a backup operation failed.
+use std::path::PathBuf;
+
+/// Why a backup operation failed. Callers match on the kind: the CLI and
+/// the scheduler treat [`Error::Locked`] as "skipped", a restore shows
+/// [`Error::NotFound`] and [`Error::Integrity`] as what they are.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The `[backup]` section is inconsistent (unknown job or target, bad
@@ -20,9 +24,17 @@ pub enum Error {
         location: String,
         message: String,
     },
-    /// Another run of the same job holds the lock.
-    #[error("{0}")]
-    Locked(String),
+    /// Another run of the same job holds its lock (`holder` is what the
+    /// lock file says: pid and start time).
+    #[error(
+        "job {job} is already running ({holder}); wait for it to finish (the lock {} is released when that process exits)",
+        lock.display()
+    )]
+    Locked {
+        job: String,
+        holder: String,
+        lock: PathBuf,
+    },
     /// A snapshot, manifest or object does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -30,9 +42,26 @@ pub enum Error {
     /// unreadable manifest, unsupported format version).
     #[error("{0}")]
     Integrity(String),
-    /// The run took longer than the job's `timeout_secs` or was cancelled.
-    #[error("{0}")]
-    Cancelled(String),
+    /// The run took longer than the job's `timeout_secs`.
+    #[error(
+        "job {job}: timed out after {timeout_secs}s (timeout_secs); the dump was stopped and nothing was committed"
+    )]
+    TimedOut { job: String, timeout_secs: u64 },
+    /// A local file or directory (state directory, lock, scratch space)
+    /// could not be used; `doing` says what for and what to check.
+    #[error("{doing} {}: {source}{hint}", path.display())]
+    Local {
+        doing: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        /// `; check ...` or empty.
+        hint: String,
+    },
+    /// A background task of Steward's own failed (panicked or was
+    /// cancelled): a bug, not the data's or the configuration's fault.
+    #[error("internal: {0}")]
+    Internal(String),
     /// Anything else, already described.
     #[error("{0}")]
     Other(String),
@@ -48,6 +77,22 @@ impl Error {
             target: target.into(),
             location: location.into(),
             message: message.into(),
+        }
+    }
+
+    /// A [`Error::Local`] error: `doing` what to `path` (`cannot create the
+    /// lock directory`), with `hint` (`check agent.state_dir`) or none.
+    pub fn local(
+        doing: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+        hint: Option<&str>,
+    ) -> Self {
+        Error::Local {
+            doing: doing.into(),
+            path: path.into(),
+            source,
+            hint: hint.map(|h| format!("; {h}")).unwrap_or_default(),
         }
     }
 

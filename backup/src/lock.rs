@@ -32,10 +32,12 @@ impl JobLock {
         let path = lock_path(state_dir, job);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Other(format!(
-                    "job {job}: cannot create lock directory {}: {e}; check agent.state_dir",
-                    dir.display()
-                ))
+                Error::local(
+                    format!("job {job}: cannot create lock directory"),
+                    dir,
+                    e,
+                    Some("check agent.state_dir"),
+                )
             })?;
         }
         let mut file = std::fs::OpenOptions::new()
@@ -44,21 +46,20 @@ impl JobLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| {
-                Error::Other(format!(
-                    "job {job}: cannot open lock {}: {e}",
-                    path.display()
-                ))
-            })?;
+            .map_err(|e| Error::local(format!("job {job}: cannot open lock"), &path, e, None))?;
         if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            return Err(Error::Locked(format!(
-                "job {job} is already running ({}); wait for it to finish (the lock {} is released when that process exits)",
-                if holder.is_empty() { "holder unknown".to_string() } else { holder.to_string() },
-                path.display()
-            )));
+            return Err(Error::Locked {
+                job: job.to_string(),
+                holder: if holder.is_empty() {
+                    "holder unknown".to_string()
+                } else {
+                    holder.to_string()
+                },
+                lock: path,
+            });
         }
         let _ = file.set_len(0);
         let _ = file.rewind();

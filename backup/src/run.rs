@@ -165,10 +165,10 @@ async fn run_locked(
     )
     .await
     .unwrap_or_else(|_| {
-        Err(Error::Cancelled(format!(
-            "job {job_name}: timed out after {}s (timeout_secs); the dump was stopped and nothing was committed",
-            job.timeout_secs
-        )))
+        Err(Error::TimedOut {
+            job: job_name.to_string(),
+            timeout_secs: job.timeout_secs,
+        })
     });
 
     match outcome {
@@ -317,7 +317,7 @@ async fn stream_job(
                 let sel = selection.clone();
                 let digest = tokio::task::spawn_blocking(move || content_digest(&sel))
                     .await
-                    .map_err(|e| Error::Other(format!("job {job_name}: digest task failed: {e}")))?
+                    .map_err(|e| Error::Internal(format!("job {job_name}: digest task failed: {e}")))?
                     .map_err(|e| {
                         Error::Source(format!("job {job_name}: reading the config paths: {e}"))
                     })?;

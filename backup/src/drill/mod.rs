@@ -128,10 +128,12 @@ pub async fn run_scheduled(
         .clone()
         .unwrap_or_else(|| reports.join("scratch"));
     std::fs::create_dir_all(&scratch_dir).map_err(|e| {
-        Error::Config(format!(
-            "cannot create the drill scratch directory {}: {e}; set backup.drill.scratch_dir",
-            scratch_dir.display()
-        ))
+        Error::local(
+            "cannot create the drill scratch directory",
+            &scratch_dir,
+            e,
+            Some("set backup.drill.scratch_dir"),
+        )
     })?;
     let settings = DrillSettings {
         host: host.to_string(),
@@ -141,12 +143,8 @@ pub async fn run_scheduled(
         progress: Arc::new(restore::Silent) as Arc<dyn Progress>,
     };
     let report = run(&settings, &jobs).await;
-    write_report(&reports, &report, dc.reports_keep).map_err(|e| {
-        Error::Other(format!(
-            "cannot write the drill report into {}: {e}",
-            reports.display()
-        ))
-    })?;
+    write_report(&reports, &report, dc.reports_keep)
+        .map_err(|e| Error::local("cannot write the drill report into", &reports, e, None))?;
     Ok(report)
 }
 

@@ -59,7 +59,7 @@ pub async fn diff_with_live(
     let root = root.to_path_buf();
     let result = tokio::task::spawn_blocking(move || diff_archive(reader, &root, filter.as_ref()))
         .await
-        .map_err(|e| Error::Other(format!("internal: {e}")))?;
+        .map_err(|e| Error::Internal(e.to_string()))?;
     progress.finish();
     result.map_err(|e| match take_fault(&slot) {
         Some(f) => Error::from(f),

@@ -130,7 +130,7 @@ pub async fn restore(
         Ok::<_, std::io::Error>((counts, tree, disk))
     })
     .await
-    .map_err(|e| Error::Other(format!("internal: {e}")))?;
+    .map_err(|e| Error::Internal(e.to_string()))?;
     progress.finish();
     let (unpacked, tree, disk) = match result {
         Ok(u) => u,
