@@ -73,7 +73,11 @@ pub async fn read_manifest(target: &dyn StorageTarget, key: &str) -> Result<Mani
 }
 
 /// The snapshot `id` on `target` (any host/job matching `filter`).
-pub async fn find(target: &dyn StorageTarget, filter: &Filter, id: &str) -> Result<Option<SnapshotEntry>> {
+pub async fn find(
+    target: &dyn StorageTarget,
+    filter: &Filter,
+    id: &str,
+) -> Result<Option<SnapshotEntry>> {
     let objects = target.list(&list_prefix(filter)).await?;
     for o in objects {
         let Some(parts) = parse_key(&o.key) else {
@@ -91,7 +95,11 @@ pub async fn find(target: &dyn StorageTarget, filter: &Filter, id: &str) -> Resu
 }
 
 /// The newest complete snapshot of `host`/`job` on `target`.
-pub async fn latest(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Option<SnapshotEntry>> {
+pub async fn latest(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+) -> Result<Option<SnapshotEntry>> {
     let filter = Filter {
         host: Some(host.to_string()),
         job: Some(job.to_string()),

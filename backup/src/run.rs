@@ -161,7 +161,15 @@ async fn run_locked(
 
     let outcome = tokio::time::timeout(
         Duration::from_secs(job.timeout_secs),
-        stream_job(config, job_name, job, options, &snapshot_id, started, &mut states),
+        stream_job(
+            config,
+            job_name,
+            job,
+            options,
+            &snapshot_id,
+            started,
+            &mut states,
+        ),
     )
     .await
     .unwrap_or_else(|_| {
@@ -317,7 +325,9 @@ async fn stream_job(
                 let sel = selection.clone();
                 let digest = tokio::task::spawn_blocking(move || content_digest(&sel))
                     .await
-                    .map_err(|e| Error::Internal(format!("job {job_name}: digest task failed: {e}")))?
+                    .map_err(|e| {
+                        Error::Internal(format!("job {job_name}: digest task failed: {e}"))
+                    })?
                     .map_err(|e| {
                         Error::Source(format!("job {job_name}: reading the config paths: {e}"))
                     })?;

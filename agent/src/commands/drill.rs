@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use steward_backup::drill::{self, DrillJob, DrillSettings};
-use steward_backup::restore::{ConnectionOverrides, Identities};
+use steward_backup::restore::{ConnectionOverrides, Identities, Progress};
 
 use crate::commands::progress::TermProgress;
 use crate::commands::source::{open_source, SourceArgs};
@@ -109,8 +109,7 @@ async fn run_drill(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
             } else {
                 None
             };
-            let mut drill_job =
-                DrillJob::configured(name, job, &config.backup.drill, &overrides);
+            let mut drill_job = DrillJob::configured(name, job, &config.backup.drill, &overrides);
             if args.rto_secs.is_some() {
                 drill_job.objective.rto_secs = args.rto_secs;
             }

@@ -76,4 +76,3 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
-

@@ -308,7 +308,9 @@ async fn restore_job(
     // kinds do not use, as before).
     if opts.diff && matches!(m.kind, JobKind::Files | JobKind::Config) {
         let root = opts.to.clone().unwrap_or_else(|| PathBuf::from("/"));
-        let diffs = restore::diff::diff_with_live(&located, &identities, dyn_progress, &root, &opts.paths).await?;
+        let diffs =
+            restore::diff::diff_with_live(&located, &identities, dyn_progress, &root, &opts.paths)
+                .await?;
         progress.finish();
         print_diffs(&diffs, &m.snapshot_id, &root, opts.json)?;
         return Ok(ExitCode::SUCCESS);

@@ -132,4 +132,3 @@ pub async fn open_source(
         .unwrap_or_else(|| loaded.config.agent.effective_hostname());
     Ok(SnapshotSource { targets, host })
 }
-

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use steward_backup::restore::Identities;
+use steward_backup::restore::{Identities, Progress};
 use steward_backup::verify;
 
 use crate::commands::progress::{human_bytes, TermProgress};
@@ -104,4 +104,3 @@ pub async fn run(args: VerifyArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> 
     }
     Ok(ExitCode::SUCCESS)
 }
-

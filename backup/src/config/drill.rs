@@ -149,5 +149,4 @@ mod tests {
         );
         assert!(DrillConfig::default().validate(&[]).is_empty());
     }
-
 }

@@ -309,9 +309,7 @@ async fn restore_scratch(
     };
     let restore_into = |request: RestoreRequest| {
         let progress = Arc::clone(&settings.progress);
-        async move {
-            restore::restore_snapshot(located, &settings.identities, progress, &request).await
-        }
+        async move { restore::restore_snapshot(located, &settings.identities, progress, &request).await }
     };
     match m.kind {
         JobKind::Postgres | JobKind::Mysql => {

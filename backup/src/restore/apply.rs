@@ -65,9 +65,8 @@ pub async fn restore_snapshot(
             mysql::restore(located, identities, progress, &request.mysql, &options).await
         }
         JobKind::Files | JobKind::Config => {
-            let item =
-                files::restore(located, identities, progress, &request.files, request.force)
-                    .await?;
+            let item = files::restore(located, identities, progress, &request.files, request.force)
+                .await?;
             Ok(vec![item])
         }
     }

@@ -25,9 +25,15 @@ impl ConnectionOverrides {
     /// carries no password.
     pub fn postgres(&self, job: Option<&JobConfig>) -> PgConnection {
         PgConnection {
-            host: self.host.clone().or_else(|| job.and_then(|j| j.host.clone())),
+            host: self
+                .host
+                .clone()
+                .or_else(|| job.and_then(|j| j.host.clone())),
             port: self.port.or_else(|| job.and_then(|j| j.port)),
-            user: self.user.clone().or_else(|| job.and_then(|j| j.user.clone())),
+            user: self
+                .user
+                .clone()
+                .or_else(|| job.and_then(|j| j.user.clone())),
             password: if self.host.is_some() || self.user.is_some() {
                 None
             } else {
@@ -54,14 +60,20 @@ impl ConnectionOverrides {
         // belongs to the server it was configured for.
         let explicit_server = self.host.is_some() || self.port.is_some();
         MysqlConnection {
-            host: self.host.clone().or_else(|| job.and_then(|j| j.host.clone())),
+            host: self
+                .host
+                .clone()
+                .or_else(|| job.and_then(|j| j.host.clone())),
             port: self.port.or_else(|| job.and_then(|j| j.port)),
             socket: if explicit_server {
                 None
             } else {
                 job.and_then(|j| j.socket.clone())
             },
-            user: self.user.clone().or_else(|| job.and_then(|j| j.user.clone())),
+            user: self
+                .user
+                .clone()
+                .or_else(|| job.and_then(|j| j.user.clone())),
             password: env_password.or_else(|| {
                 if explicit_server || self.user.is_some() {
                     None

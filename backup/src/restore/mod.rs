@@ -167,7 +167,10 @@ pub async fn hosts(target: &dyn StorageTarget) -> Result<Vec<String>> {
 
 /// The host to restore from: the one asked for, or the only one on the
 /// targets; several hosts without a choice is an error listing them.
-pub async fn resolve_host(targets: &[Arc<dyn StorageTarget>], wanted: Option<&str>) -> Result<String> {
+pub async fn resolve_host(
+    targets: &[Arc<dyn StorageTarget>],
+    wanted: Option<&str>,
+) -> Result<String> {
     if let Some(h) = wanted {
         return Ok(h.to_string());
     }
@@ -201,7 +204,11 @@ fn describe_targets(targets: &[Arc<dyn StorageTarget>]) -> String {
 
 /// Snapshot ids of `job` on `target` that have a manifest (the others are
 /// not snapshots: a run that crashed before committing), oldest first.
-pub async fn snapshot_ids(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Vec<String>> {
+pub async fn snapshot_ids(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+) -> Result<Vec<String>> {
     let mut ids: Vec<String> = target
         .list(&layout::job_prefix(host, job))
         .await?
@@ -302,7 +309,11 @@ pub async fn locate(
 }
 
 /// Finds a snapshot by id alone (any job), for `show`.
-pub async fn locate_id(targets: &[Arc<dyn StorageTarget>], host: &str, id: &str) -> Result<Located> {
+pub async fn locate_id(
+    targets: &[Arc<dyn StorageTarget>],
+    host: &str,
+    id: &str,
+) -> Result<Located> {
     for t in targets {
         for parts in t
             .list(&layout::host_prefix(host))

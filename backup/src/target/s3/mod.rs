@@ -5,7 +5,6 @@
 
 mod multipart;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,21 +14,18 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
-    ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
+    ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncReadExt as _;
-use tokio::task::JoinSet;
 
 use crate::config::S3TargetConfig;
 use crate::error::{Error, Result};
 use crate::target::{ByteReader, ObjectInfo, StorageTarget};
 
 use multipart::{part_size, read_part};
-
 
 pub struct S3Target {
     name: String,

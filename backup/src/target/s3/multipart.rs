@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
-    StorageClass,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
@@ -344,7 +343,11 @@ impl Drop for AbortGuard {
 
 /// Empties `buf` and fills it with up to `want` bytes (fewer only at EOF),
 /// reusing its allocation when it is large enough.
-pub(super) async fn read_part(body: &mut ByteReader, buf: &mut BytesMut, want: usize) -> std::io::Result<()> {
+pub(super) async fn read_part(
+    body: &mut ByteReader,
+    buf: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<()> {
     buf.clear();
     buf.reserve(want);
     while buf.len() < want {
@@ -378,4 +381,3 @@ mod tests {
         assert!(total > 48 * 1024u64.pow(4) / 10, "{total}");
     }
 }
-
