@@ -15,16 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Loaded};
 use crate::generation::{build_scraper, Generation, Shared};
 
-// Transitional: `commands/drill.rs` names `Subsystem` here and builds its
-// scheduled drill's annotator with `Annotator::from_config` until that
-// daemon half leaves the CLI module (arch-backup); then both go.
-pub use crate::generation::Subsystem;
-impl crate::grafana::Annotator {
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(&config.grafana, config.agent.effective_hostname())
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// Listen address of the HTTP server (overrides agent.listen).

@@ -14,7 +14,7 @@ use steward_exporters::{CollectContext, CollectError, Collected, Collector, Metr
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::daemon::Subsystem;
+use crate::generation::Subsystem;
 
 /// Drill scheduling and metrics for one configuration generation: the
 /// collector is always there (it reads the last reports, CLI drills
@@ -50,11 +50,12 @@ async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationT
         tracing::info!("scheduled drill starting");
         // Every drill outcome becomes a Grafana annotation (no-op without
         // `[grafana]`), so drills show next to deployments on dashboards.
-        let annotator = crate::grafana::Annotator::from_config(&config);
+        let annotator =
+            crate::grafana::Annotator::new(&config.grafana, config.agent.effective_hostname());
         let kind = crate::grafana::AnnotationKind::Drill;
-        let span = crate::telemetry::command_span("drill");
+        let span = crate::spans::command_span("drill");
         let result = tracing::Instrument::instrument(scheduled_drill(&config), span.clone()).await;
-        crate::telemetry::record_drill(&span, &result);
+        crate::spans::record_drill(&span, &result);
         drop(span);
         match result {
             Ok(report) if report.success => {

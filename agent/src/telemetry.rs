@@ -12,10 +12,6 @@ use crate::config::Config;
 use crate::generation::Subsystem;
 use crate::spans::self_traces;
 
-// `commands/{restore,drill}.rs` name these here until they are reworked
-// (arch-backup); then this re-export goes and they use `crate::spans`.
-pub use crate::spans::{command_span, record_command, record_drill, CommandSpans};
-
 /// Starts telemetry for one configuration generation; stops when `cancel`
 /// fires. With no `[telemetry.exporter]` nothing starts and no port is bound.
 pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsystem> {

@@ -56,11 +56,11 @@ pub struct DrillArgs {
 }
 
 pub async fn run(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
-    let spans = crate::telemetry::CommandSpans::start(&loaded.config);
-    let span = crate::telemetry::command_span("drill");
+    let spans = crate::spans::CommandSpans::start(&loaded.config);
+    let span = crate::spans::command_span("drill");
     span.record("steward.jobs", args.jobs.join(",").as_str());
     let result = tracing::Instrument::instrument(run_drill(args, loaded), span.clone()).await;
-    crate::telemetry::record_command(&span, &result);
+    crate::spans::record_command(&span, &result);
     drop(span);
     if let Some(spans) = spans {
         spans.finish().await;

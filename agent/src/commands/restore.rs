@@ -133,8 +133,8 @@ pub async fn run(args: RestoreArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
             let job = args.job.ok_or_else(|| {
                 anyhow::anyhow!("name the job to restore (see `steward restore list`)")
             })?;
-            let spans = crate::telemetry::CommandSpans::start(&loaded.config);
-            let span = crate::telemetry::command_span("restore");
+            let spans = crate::spans::CommandSpans::start(&loaded.config);
+            let span = crate::spans::command_span("restore");
             span.record("steward.job", job.as_str());
             span.record("steward.snapshot.id", args.snapshot.as_str());
             let result = tracing::Instrument::instrument(
@@ -142,7 +142,7 @@ pub async fn run(args: RestoreArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
                 span.clone(),
             )
             .await;
-            crate::telemetry::record_command(&span, &result);
+            crate::spans::record_command(&span, &result);
             drop(span);
             if let Some(spans) = spans {
                 spans.finish().await;
