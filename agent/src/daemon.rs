@@ -20,6 +20,10 @@ pub struct AgentArgs {
     /// Listen address of the HTTP server (overrides agent.listen).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// exporter-toolkit web-config file: TLS, client certificates, basic
+    /// auth (overrides agent.web_config_file; re-read on SIGHUP).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 struct Running {
@@ -82,6 +86,13 @@ pub async fn run(
         ),
     }
 
+    let web = match crate::web::load(&initial, args.web_config_file.as_deref()) {
+        Ok(w) => steward_web::WebHandle::new(w),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(crate::EXIT_CONFIG));
+        }
+    };
     let (generation, mut running) = start_generation(initial)?;
     let shared = Arc::new(Shared {
         current: RwLock::new(Arc::new(generation)),
@@ -92,12 +103,13 @@ pub async fn run(
             "cannot listen on {listen}: {e}; choose another address with --listen or agent.listen"
         )
     })?;
-    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "steward agent listening");
+    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), web = %web.current().describe(), "steward agent listening");
 
     let stop = CancellationToken::new();
     let server = tokio::spawn(crate::server::serve(
         listener,
         Arc::clone(&shared),
+        web.clone(),
         stop.clone(),
     ));
 
@@ -117,6 +129,11 @@ pub async fn run(
                         if let Some(l) = args.listen { new_config.agent.listen = l; }
                         if new_config.agent.listen != listen {
                             tracing::warn!("agent.listen changed; the new address takes effect after a restart");
+                        }
+                        // Rotated certificates serve new connections from now on.
+                        match crate::web::load(&new_config, args.web_config_file.as_deref()) {
+                            Ok(w) => { tracing::info!(web = %w.describe(), "web configuration reloaded"); web.replace(w); }
+                            Err(e) => tracing::error!("web configuration reload failed; keeping the running one: {e}"),
                         }
                         running.stop().await;
                         match start_generation(new_config) {

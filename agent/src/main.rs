@@ -17,6 +17,7 @@ mod self_metrics;
 mod server;
 mod spans;
 mod telemetry;
+mod web;
 
 use std::process::ExitCode;
 

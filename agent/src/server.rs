@@ -1,15 +1,18 @@
 //! The HTTP server: `/metrics` (text 0.0.4, gzip, `collect[]`/`exclude[]`),
-//! `/livez`, `/readyz`, `/health` (JSON status of every collector).
+//! `/livez`, `/readyz`, `/health` (JSON status of every collector), served
+//! with the web configuration (TLS, basic auth) and limits of `crate::web`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use steward_exporters::{exposition, ScrapeOptions};
+use steward_web::{InFlight, WebHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::generation::Shared;
@@ -19,27 +22,29 @@ use crate::generation::Shared;
 const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let limit: crate::web::ScrapeLimit = (Arc::clone(&shared), Arc::new(InFlight::default()));
     Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).layer(from_fn_with_state(limit, crate::web::scrape_limit)),
+        )
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
         .with_state(shared)
 }
 
-/// Serves until `stop` fires.
+/// Serves until `stop` fires. The timeouts are the ones of the starting
+/// configuration; `web` is swapped on reload.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
+    web: WebHandle,
     stop: CancellationToken,
 ) {
-    let result = axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("HTTP server failed: {e}");
-    }
+    let timeouts = shared.generation().config.agent.http.timeouts();
+    steward_web::serve(listener, router(shared), web, timeouts, stop).await;
 }
 
 async fn index() -> impl IntoResponse {
@@ -81,7 +86,11 @@ async fn metrics(
 ) -> Response {
     let generation = shared.generation();
     let (include, exclude) = parse_filters(query.as_deref().unwrap_or(""));
-    let timeout = scrape_timeout(&headers, generation.config.agent.scrape_timeout_secs);
+    let timeout = scrape_timeout(
+        &headers,
+        generation.config.agent.scrape_timeout_secs,
+        generation.config.agent.http.max_scrape_timeout_secs,
+    );
     let span = crate::spans::scrape_span();
     let output = tracing::Instrument::instrument(
         generation.scraper.scrape(&ScrapeOptions {
@@ -118,8 +127,8 @@ async fn metrics(
 }
 
 /// The scrape budget: Prometheus' `X-Prometheus-Scrape-Timeout-Seconds`
-/// minus a margin, else the configured default.
-fn scrape_timeout(headers: &HeaderMap, default_secs: f64) -> Duration {
+/// (at most `max_secs`) minus a margin, else the configured default.
+fn scrape_timeout(headers: &HeaderMap, default_secs: f64, max_secs: f64) -> Duration {
     let header_secs = headers
         .get("x-prometheus-scrape-timeout-seconds")
         .and_then(|v| v.to_str().ok())
@@ -127,7 +136,8 @@ fn scrape_timeout(headers: &HeaderMap, default_secs: f64) -> Duration {
         .filter(|v| v.is_finite() && *v > 0.0);
     match header_secs {
         Some(secs) => {
-            let total = Duration::from_secs_f64(secs.min(300.0));
+            let total = Duration::try_from_secs_f64(secs.min(max_secs))
+                .unwrap_or(Duration::from_secs(10));
             if total > SCRAPE_MARGIN * 2 {
                 total - SCRAPE_MARGIN
             } else {
@@ -170,15 +180,21 @@ mod tests {
             "x-prometheus-scrape-timeout-seconds",
             HeaderValue::from_static("10"),
         );
-        assert_eq!(scrape_timeout(&h, 3.0), Duration::from_millis(9500));
+        assert_eq!(scrape_timeout(&h, 3.0, 60.0), Duration::from_millis(9500));
         assert_eq!(
-            scrape_timeout(&HeaderMap::new(), 3.0),
+            scrape_timeout(&HeaderMap::new(), 3.0, 60.0),
             Duration::from_secs(3)
         );
+        // A client asking for more than the cap gets the cap.
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            HeaderValue::from_static("3600"),
+        );
+        assert_eq!(scrape_timeout(&h, 3.0, 20.0), Duration::from_millis(19500));
         h.insert(
             "x-prometheus-scrape-timeout-seconds",
             HeaderValue::from_static("junk"),
         );
-        assert_eq!(scrape_timeout(&h, 3.0), Duration::from_secs(3));
+        assert_eq!(scrape_timeout(&h, 3.0, 60.0), Duration::from_secs(3));
     }
 }

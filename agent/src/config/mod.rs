@@ -68,6 +68,13 @@ pub struct AgentConfig {
     /// A tracing filter such as `info` or `steward=debug`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// exporter-toolkit's web-config file (TLS, client certificates, basic
+    /// auth, headers), as node_exporter's `--web.config.file`.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
+    /// `[agent.http]`: server timeouts and scrape limits.
+    #[serde(default)]
+    pub http: crate::web::HttpConfig,
 }
 
 impl Default for AgentConfig {
@@ -79,6 +86,8 @@ impl Default for AgentConfig {
             state_dir: default_state_dir(),
             log_format: default_log_format(),
             log_level: default_log_level(),
+            web_config_file: None,
+            http: crate::web::HttpConfig::default(),
         }
     }
 }
@@ -113,6 +122,14 @@ impl AgentConfig {
                 "log_format: unknown format {:?}; use \"text\" or \"json\"",
                 self.log_format
             ));
+        }
+        errors.extend(self.http.validate());
+        if let Some(path) = &self.web_config_file {
+            // Read now (certificates included), so `config check`, startup
+            // and a reload all refuse a file that cannot serve.
+            if let Err(e) = steward_web::WebRuntime::load(path, crate::web::ALPN) {
+                errors.push(format!("web_config_file: {e}"));
+            }
         }
         errors
     }

@@ -1,0 +1,246 @@
+//! The HTTP/1.1 server behind Steward's endpoints: TLS from the current
+//! web configuration for each new connection, basic auth and the extra
+//! headers on every request, a header-read timeout (which also bounds the
+//! TLS handshake and the wait for the next keep-alive request) and an idle
+//! timeout for connections that stop moving bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthResult;
+use crate::WebHandle;
+
+/// Connection timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From accept (or the end of the previous response) to the complete
+    /// request header, TLS handshake included.
+    pub header_read: Duration,
+    /// A connection that moves no byte in either direction for this long is
+    /// closed, whatever it is doing (a client that stops reading a
+    /// response, a stalled upload).
+    pub idle: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` fires, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    web: WebHandle,
+    timeouts: Timeouts,
+    stop: CancellationToken,
+) {
+    let app = app.layer(axum::middleware::from_fn_with_state(web.clone(), guard));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and alike: back off, don't spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        // The configuration at accept time serves the whole connection; a
+        // reload (certificate rotation) applies to new connections.
+        let tls = web.current().tls.clone();
+        let app = app.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => connection(tcp, app, timeouts, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeouts.header_read, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => connection(stream, app, timeouts, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn connection<I>(io: I, app: Router, timeouts: Timeouts, stop: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = Tracked {
+        inner: io,
+        activity: Arc::clone(&activity),
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!("HTTP connection ended: {e}");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(timeouts.idle) => {
+                tracing::debug!("closing a connection idle for {:?}", timeouts.idle);
+                return;
+            }
+        }
+    }
+}
+
+/// Basic auth (when users are configured) and the configured headers, on
+/// every response including the 401.
+async fn guard(State(web): State<WebHandle>, request: Request, next: Next) -> Response {
+    let current = web.current();
+    let mut response = match &current.auth {
+        None => next.run(request).await,
+        Some(auth) => {
+            let credentials = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let allowed = auth.is_cached(credentials.as_deref()) || {
+                // bcrypt takes tens of milliseconds: not on an async worker.
+                let auth = Arc::clone(auth);
+                tokio::task::spawn_blocking(move || auth.check(credentials.as_deref()))
+                    .await
+                    .unwrap_or(AuthResult::Denied)
+                    == AuthResult::Allowed
+            };
+            if allowed {
+                next.run(request).await
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"))],
+                    "Unauthorized\n",
+                )
+                    .into_response()
+            }
+        }
+    };
+    for (name, value) in &current.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// When a connection last moved a byte.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = self.start.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+/// An I/O stream that records progress in an [`Activity`].
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
