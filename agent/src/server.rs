@@ -136,8 +136,8 @@ fn scrape_timeout(headers: &HeaderMap, default_secs: f64, max_secs: f64) -> Dura
         .filter(|v| v.is_finite() && *v > 0.0);
     match header_secs {
         Some(secs) => {
-            let total = Duration::try_from_secs_f64(secs.min(max_secs))
-                .unwrap_or(Duration::from_secs(10));
+            let total =
+                Duration::try_from_secs_f64(secs.min(max_secs)).unwrap_or(Duration::from_secs(10));
             if total > SCRAPE_MARGIN * 2 {
                 total - SCRAPE_MARGIN
             } else {

@@ -79,9 +79,17 @@ impl HttpConfig {
                 ));
             }
         };
-        range("header_read_timeout_secs", self.header_read_timeout_secs, 300.0);
+        range(
+            "header_read_timeout_secs",
+            self.header_read_timeout_secs,
+            300.0,
+        );
         range("idle_timeout_secs", self.idle_timeout_secs, 3600.0);
-        range("max_scrape_timeout_secs", self.max_scrape_timeout_secs, 300.0);
+        range(
+            "max_scrape_timeout_secs",
+            self.max_scrape_timeout_secs,
+            300.0,
+        );
         if self.max_concurrent_scrapes == 0 {
             errors.push(
                 "http.max_concurrent_scrapes: 0 would refuse every scrape; use 1 or more".into(),
@@ -161,9 +169,18 @@ mod tests {
             max_scrape_timeout_secs: f64::NAN,
         };
         let errors = bad.validate();
-        assert!(errors[0].starts_with("http.header_read_timeout_secs"), "{errors:?}");
-        assert!(errors[1].starts_with("http.max_scrape_timeout_secs"), "{errors:?}");
-        assert!(errors[2].starts_with("http.max_concurrent_scrapes"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("http.header_read_timeout_secs"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("http.max_scrape_timeout_secs"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with("http.max_concurrent_scrapes"),
+            "{errors:?}"
+        );
         let idle = HttpConfig {
             idle_timeout_secs: 30.0,
             ..HttpConfig::default()

@@ -224,6 +224,10 @@ pub struct ReceiverConfig {
     /// OTLP/HTTP listen address (`/v1/logs`, `/v1/traces`).
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// exporter-toolkit web-config file (TLS, client certificates, basic
+    /// auth) for both listeners, for when they are not on loopback.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
 }
 
 fn default_grpc_listen() -> SocketAddr {
@@ -239,6 +243,7 @@ impl Default for ReceiverConfig {
             enabled: true,
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
+            web_config_file: None,
         }
     }
 }
@@ -348,6 +353,13 @@ impl TelemetryConfig {
                 .into_iter()
                 .map(|m| format!("queue.{m}")),
         );
+        if let (true, Some(path)) = (self.receiver.enabled, &self.receiver.web_config_file) {
+            // Read now (certificates included): `config check`, startup and
+            // reload refuse a file that cannot serve.
+            if let Err(e) = steward_web::WebRuntime::load(path, crate::receiver::GRPC_ALPN) {
+                errors.push(format!("receiver.web_config_file: {e}"));
+            }
+        }
         if self.receiver.enabled && self.receiver.grpc_listen == self.receiver.http_listen {
             errors.push(format!(
                 "receiver.http_listen: {} is also receiver.grpc_listen; use two addresses",

@@ -119,17 +119,26 @@ pub fn start(
     let stop_receivers = CancellationToken::new();
     let mut receivers: Vec<JoinHandle<()>> = Vec::new();
     if cfg.receiver.enabled {
+        let web = receiver::web_runtimes(cfg.receiver.web_config_file.as_deref())?;
+        let describe = web.http.describe();
         let grpc = receiver::serve_grpc(
             cfg.receiver.grpc_listen,
             intake.clone(),
+            web.grpc,
             stop_receivers.clone(),
         )?;
-        let http = receiver::serve_http(cfg.receiver.http_listen, intake, stop_receivers.clone())?;
+        let http = receiver::serve_http(
+            cfg.receiver.http_listen,
+            intake,
+            web.http,
+            stop_receivers.clone(),
+        )?;
         receivers.push(tokio::spawn(grpc));
         receivers.push(tokio::spawn(http));
         tracing::info!(
             grpc = %cfg.receiver.grpc_listen,
             http = %cfg.receiver.http_listen,
+            web = %describe,
             "OTLP receiver listening"
         );
     }

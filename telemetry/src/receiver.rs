@@ -2,10 +2,14 @@
 //! applications on the host send to localhost; what arrives is put in the
 //! durable queue before it is acknowledged, and forwarded upstream from
 //! there. A full disk answers UNAVAILABLE / 503 so the client retries.
+//! Off loopback, a web-config file adds TLS and basic auth to both.
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -28,8 +32,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use steward_web::auth::AuthResult;
+use steward_web::{BasicAuth, Timeouts, WebHandle, WebRuntime};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::parse::string_value;
 use crate::queue::{Entry, Queue, Signal};
@@ -38,6 +48,31 @@ use crate::stats::Stats;
 /// The collector's defaults: 4 MiB gRPC messages, 20 MiB HTTP bodies.
 const GRPC_MAX: usize = 4 * 1024 * 1024;
 const HTTP_MAX: usize = 20 * 1024 * 1024;
+
+/// What each listener speaks over TLS.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+pub const HTTP_ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// Slow clients: a TLS handshake and a request header must arrive within
+/// 10 s; a connection that moves nothing for 2 minutes is closed.
+const TIMEOUTS: Timeouts = Timeouts {
+    header_read: Duration::from_secs(10),
+    idle: Duration::from_secs(120),
+};
+
+/// The web configuration of both listeners (one file, two ALPN lists).
+pub struct ReceiverWeb {
+    pub grpc: WebRuntime,
+    pub http: WebRuntime,
+}
+
+/// Loads `telemetry.receiver.web_config_file` (plain without one).
+pub fn web_runtimes(path: Option<&Path>) -> Result<ReceiverWeb, ReceiverError> {
+    Ok(ReceiverWeb {
+        grpc: WebRuntime::load_optional(path, GRPC_ALPN)?,
+        http: WebRuntime::load_optional(path, HTTP_ALPN)?,
+    })
+}
 
 /// Shared by both protocols.
 #[derive(Clone)]
@@ -148,6 +183,8 @@ pub enum ReceiverError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("telemetry.receiver.web_config_file: {0}")]
+    WebConfig(#[from] steward_web::WebConfigError),
 }
 
 /// Binds the gRPC listener now (so a taken port is a startup error) and
@@ -155,26 +192,106 @@ pub enum ReceiverError {
 pub fn serve_grpc(
     addr: SocketAddr,
     intake: Intake,
+    web: WebRuntime,
     cancel: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "grpc_listen")?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let logs = LogsServiceServer::new(Grpc(intake.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(GRPC_MAX);
     let traces = TraceServiceServer::new(Grpc(intake))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(GRPC_MAX);
+    let check = grpc_auth(web.auth.clone());
+    let router = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(logs, check.clone()))
+        .add_service(InterceptedService::new(traces, check));
     Ok(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(logs)
-            .add_service(traces)
-            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-            .await;
+        let result = match web.tls {
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                    .await
+            }
+            Some(acceptor) => {
+                let incoming = tls_incoming(listener, acceptor, cancel.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                    .await
+            }
+        };
         if let Err(e) = result {
             tracing::error!("OTLP gRPC receiver on {addr} failed: {e}");
         }
     })
+}
+
+/// The gRPC check of `basic_auth_users` (every call passes without users).
+/// bcrypt runs on the calling worker, once per credential: successes are
+/// cached.
+fn grpc_auth(
+    auth: Option<Arc<BasicAuth>>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        let Some(auth) = &auth else {
+            return Ok(request);
+        };
+        let credentials = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        match auth.check(credentials) {
+            AuthResult::Allowed => Ok(request),
+            AuthResult::Denied => Err(tonic::Status::unauthenticated(
+                "basic auth with a user of the receiver's web_config_file is required",
+            )),
+        }
+    }
+}
+
+type TlsIncoming =
+    Pin<Box<dyn futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send>>;
+
+/// Accepted connections after their TLS handshake, each handshake in its
+/// own task and bounded in time, so one slow client holds up no other.
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+    cancel: CancellationToken,
+) -> TlsIncoming {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("OTLP gRPC accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TIMEOUTS.header_read, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, "OTLP gRPC TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "OTLP gRPC TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 fn bind(addr: SocketAddr, key: &'static str) -> Result<tokio::net::TcpListener, ReceiverError> {
@@ -193,6 +310,7 @@ fn bind(addr: SocketAddr, key: &'static str) -> Result<tokio::net::TcpListener, 
 pub fn serve_http(
     addr: SocketAddr,
     intake: Intake,
+    web: WebRuntime,
     cancel: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "http_listen")?;
@@ -201,14 +319,13 @@ pub fn serve_http(
         .route("/v1/traces", post(http_traces))
         .layer(DefaultBodyLimit::max(HTTP_MAX))
         .with_state(Arc::new(intake));
-    Ok(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            tracing::error!("OTLP HTTP receiver on {addr} failed: {e}");
-        }
-    })
+    Ok(steward_web::serve(
+        listener,
+        app,
+        WebHandle::new(web),
+        TIMEOUTS,
+        cancel,
+    ))
 }
 
 /// The protobuf body, gunzipped if needed; an error response otherwise.

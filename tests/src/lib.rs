@@ -10,6 +10,7 @@ pub mod nginx;
 pub mod node_exporter;
 pub mod otlp_sink;
 pub mod phpfpm;
+pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod promtext;

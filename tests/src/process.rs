@@ -204,6 +204,30 @@ impl StewardAgent {
         extra_agent: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let agent = Self::spawn(config, extra_agent, env, &[])?;
+        if let Err(e) = wait_for_http(agent.port, "/livez", Duration::from_secs(30)) {
+            anyhow::bail!("steward did not start: {e}\nlog:\n{}", agent.log());
+        }
+        Ok(agent)
+    }
+
+    /// Starts `steward agent` with extra command-line `args` (such as
+    /// `--web.config.file`) and waits until its port accepts connections:
+    /// with TLS or basic auth on, a plain `/livez` would not answer 200.
+    pub fn start_with_args(config: &str, extra_agent: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let agent = Self::spawn(config, extra_agent, &[], args)?;
+        if let Err(e) = wait_for_tcp(agent.port, Duration::from_secs(30)) {
+            anyhow::bail!("steward did not start: {e}\nlog:\n{}", agent.log());
+        }
+        Ok(agent)
+    }
+
+    fn spawn(
+        config: &str,
+        extra_agent: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let state = dir.path().join("state");
@@ -221,6 +245,7 @@ impl StewardAgent {
         cmd.arg("agent")
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -228,16 +253,12 @@ impl StewardAgent {
             cmd.env(k, v);
         }
         let guard = ChildGuard::spawn("steward", &mut cmd)?;
-        let agent = StewardAgent {
+        Ok(StewardAgent {
             guard,
             port,
             dir,
             config_path,
-        };
-        if let Err(e) = wait_for_http(port, "/livez", Duration::from_secs(30)) {
-            anyhow::bail!("steward did not start: {e}\nlog:\n{}", agent.log());
-        }
-        Ok(agent)
+        })
     }
 
     /// One scrape of `/metrics` as text.

@@ -179,11 +179,20 @@ mod tests {
     #[test]
     fn checks_user_and_password() {
         let a = auth();
-        assert_eq!(a.check(Some(&header("prom", "s3cret"))), AuthResult::Allowed);
+        assert_eq!(
+            a.check(Some(&header("prom", "s3cret"))),
+            AuthResult::Allowed
+        );
         // Second time from the cache.
-        assert_eq!(a.check(Some(&header("prom", "s3cret"))), AuthResult::Allowed);
+        assert_eq!(
+            a.check(Some(&header("prom", "s3cret"))),
+            AuthResult::Allowed
+        );
         assert_eq!(a.check(Some(&header("prom", "wrong"))), AuthResult::Denied);
-        assert_eq!(a.check(Some(&header("other", "s3cret"))), AuthResult::Denied);
+        assert_eq!(
+            a.check(Some(&header("other", "s3cret"))),
+            AuthResult::Denied
+        );
         assert_eq!(a.check(None), AuthResult::Denied);
         assert_eq!(a.check(Some(b"Bearer x")), AuthResult::Denied);
         assert_eq!(a.check(Some(b"Basic !!!")), AuthResult::Denied);
@@ -193,7 +202,13 @@ mod tests {
     #[test]
     fn unknown_users_pay_a_bcrypt_of_the_configured_cost() {
         let a = auth();
-        assert_eq!(a.dummy_hash.parse::<bcrypt::HashParts>().unwrap().get_cost(), 4);
+        assert_eq!(
+            a.dummy_hash
+                .parse::<bcrypt::HashParts>()
+                .unwrap()
+                .get_cost(),
+            4
+        );
         assert!(bcrypt::verify("steward-unknown-user", &a.dummy_hash).unwrap());
     }
 
@@ -201,6 +216,9 @@ mod tests {
     fn malformed_hash_names_the_user() {
         let e = BasicAuth::new(BTreeMap::from([("alice".to_string(), "plain".to_string())]))
             .unwrap_err();
-        assert!(e.starts_with("basic_auth_users.alice: not a bcrypt hash"), "{e}");
+        assert!(
+            e.starts_with("basic_auth_users.alice: not a bcrypt hash"),
+            "{e}"
+        );
     }
 }

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         let err = WebConfigFile::parse("tls_server_config:\n  cert_fil: x\n").unwrap_err();
-        assert!(err.starts_with("tls_server_config: unknown field `cert_fil`"), "{err}");
+        assert!(
+            err.starts_with("tls_server_config: unknown field `cert_fil`"),
+            "{err}"
+        );
         let err = WebConfigFile::parse("basic_auth_user:\n  a: b\n").unwrap_err();
         assert!(err.contains("unknown field `basic_auth_user`"), "{err}");
     }
@@ -190,16 +193,15 @@ mod tests {
                 .len(),
             2
         );
-        let err = WebConfigFile::parse("http_server_config:\n  headers:\n    Foo: bar\n")
-            .unwrap_err();
+        let err =
+            WebConfigFile::parse("http_server_config:\n  headers:\n    Foo: bar\n").unwrap_err();
         assert!(
             err.contains("headers.Foo: this header cannot be configured"),
             "{err}"
         );
-        let err = WebConfigFile::parse(
-            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
-        )
-        .unwrap_err();
+        let err =
+            WebConfigFile::parse("http_server_config:\n  headers:\n    X-Frame-Options: allow\n")
+                .unwrap_err();
         assert!(err.contains("invalid value \"allow\""), "{err}");
     }
 
@@ -228,6 +230,9 @@ mod tests {
         );
         assert_eq!(c.tls_server_config.key_file, "/abs/k.pem");
         let err = WebConfigFile::load(&dir.path().join("missing.yml")).unwrap_err();
-        assert!(err.to_string().contains("missing.yml: cannot read"), "{err}");
+        assert!(
+            err.to_string().contains("missing.yml: cannot read"),
+            "{err}"
+        );
     }
 }

@@ -88,7 +88,12 @@ impl WebRuntime {
 
     /// One line for the logs: what is on, never a secret.
     pub fn describe(&self) -> String {
-        let mut parts = vec![if self.tls.is_some() { "TLS" } else { "plain HTTP" }.to_string()];
+        let mut parts = vec![if self.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        }
+        .to_string()];
         if let Some(auth) = &self.auth {
             parts.push(format!("basic auth ({} users)", auth.len()));
         }

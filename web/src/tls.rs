@@ -92,13 +92,11 @@ impl ClientAuth {
             "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
             "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
             "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
-            other => {
-                return Err(format!(
-                    "tls_server_config.client_auth_type: unknown value {other:?}; use NoClientCert, \
+            other => return Err(format!(
+                "tls_server_config.client_auth_type: unknown value {other:?}; use NoClientCert, \
                      RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or \
                      RequireAndVerifyClientCert"
-                ))
-            }
+            )),
         })
     }
 
@@ -188,7 +186,9 @@ fn provider(cfg: &TlsServerConfig) -> Result<CryptoProvider, String> {
 fn read_certs(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("tls_server_config.{key}: cannot read certificates from {path}: {e}"))?;
+        .map_err(|e| {
+            format!("tls_server_config.{key}: cannot read certificates from {path}: {e}")
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "tls_server_config.{key}: {path} holds no PEM certificate"
@@ -202,10 +202,14 @@ fn read_certs(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, Str
 /// is what the server speaks (`http/1.1`, or `h2` for gRPC).
 pub fn server_config(cfg: &TlsServerConfig, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
     if cfg.cert_file.is_empty() {
-        return Err("tls_server_config.cert_file: missing (TLS needs cert_file and key_file)".into());
+        return Err(
+            "tls_server_config.cert_file: missing (TLS needs cert_file and key_file)".into(),
+        );
     }
     if cfg.key_file.is_empty() {
-        return Err("tls_server_config.key_file: missing (TLS needs cert_file and key_file)".into());
+        return Err(
+            "tls_server_config.key_file: missing (TLS needs cert_file and key_file)".into(),
+        );
     }
     let client_auth = ClientAuth::parse(&cfg.client_auth_type)?;
     if !cfg.client_ca_file.is_empty() && client_auth == ClientAuth::NoClientCert {
@@ -386,7 +390,10 @@ mod tests {
             "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAndVerifyClientCert\n",
         ))
         .unwrap_err();
-        assert!(e.starts_with("tls_server_config.client_ca_file: missing"), "{e}");
+        assert!(
+            e.starts_with("tls_server_config.client_ca_file: missing"),
+            "{e}"
+        );
         let e = server_config(&cfg(
             "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: Maybe\n",
         ))
@@ -398,7 +405,10 @@ mod tests {
             "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: k\n",
         ))
         .unwrap_err();
-        assert!(e.contains("cannot read certificates from /nonexistent/c.pem"), "{e}");
+        assert!(
+            e.contains("cannot read certificates from /nonexistent/c.pem"),
+            "{e}"
+        );
         let e = server_config(&cfg(
             "tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS13\n  max_version: TLS12\n",
         ))
