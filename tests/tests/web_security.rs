@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use steward_tests::node_exporter::NodeExporter;
 use steward_tests::pki::{cert_der, Pki};
 use steward_tests::{free_port, http_get, steward_bin, wait_for_http, ChildGuard, StewardAgent};
 

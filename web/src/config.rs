@@ -121,16 +121,9 @@ impl WebConfigFile {
         if text.trim().is_empty() {
             return Ok(WebConfigFile::default());
         }
-        let de = serde_norway::Deserializer::from_str(text);
-        let parsed: WebConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            if path == "." || path.is_empty() {
-                message
-            } else {
-                format!("{path}: {message}")
-            }
-        })?;
+        // serde_norway's messages already start with the key path
+        // (`tls_server_config: unknown field ...`) and end with the line.
+        let parsed: WebConfigFile = serde_norway::from_str(text).map_err(|e| e.to_string())?;
         parsed.validate_headers()?;
         Ok(parsed)
     }

@@ -92,11 +92,13 @@ impl ClientAuth {
             "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
             "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
             "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "tls_server_config.client_auth_type: unknown value {other:?}; use NoClientCert, \
                      RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or \
                      RequireAndVerifyClientCert"
-            )),
+            ))
+            }
         })
     }
 
@@ -230,7 +232,10 @@ pub fn server_config(cfg: &TlsServerConfig, alpn: &[&[u8]]) -> Result<Arc<Server
     let versions: Vec<&'static SupportedProtocolVersion> =
         [&rustls::version::TLS12, &rustls::version::TLS13]
             .into_iter()
-            .filter(|v| v.version >= min.version && v.version <= max.version)
+            .filter(|v| {
+                let n = u16::from(v.version);
+                n >= u16::from(min.version) && n <= u16::from(max.version)
+            })
             .collect();
     if versions.is_empty() {
         return Err(format!(
