@@ -244,3 +244,76 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::AsyncWriteExt;
+
+    fn app() -> Router {
+        Router::new().route("/big", get(|| async { "x".repeat(1 << 20) }))
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+        // A 1 KiB pipe: the 1 MiB response stalls once it is full.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let timeouts = Timeouts {
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_millis(300),
+        };
+        let served = tokio::spawn(connection(
+            server,
+            app(),
+            timeouts,
+            CancellationToken::new(),
+        ));
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the stalled connection was not closed")
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_cut_after_the_header_read_timeout() {
+        let (client, server) = tokio::io::duplex(1024);
+        let timeouts = Timeouts {
+            header_read: Duration::from_millis(300),
+            idle: Duration::from_secs(30),
+        };
+        let started = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            connection(server, app(), timeouts, CancellationToken::new()),
+        )
+        .await
+        .expect("a connection that sent nothing was kept open");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn activity_moves_the_idle_deadline() {
+        let activity = Arc::new(Activity::new());
+        let a = Arc::clone(&activity);
+        let toucher = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                a.touch();
+            }
+        });
+        let started = Instant::now();
+        activity.idle_for(Duration::from_millis(150)).await;
+        // Touched every 80 ms for 400 ms, then quiet for 150 ms.
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        toucher.await.unwrap();
+    }
+}
