@@ -132,8 +132,8 @@ pub async fn run(
                         }
                         // Rotated certificates serve new connections from now on.
                         match crate::web::load(&new_config, args.web_config_file.as_deref()) {
-                            Ok(w) => { tracing::info!(web = %w.describe(), "web configuration reloaded"); web.replace(w); }
-                            Err(e) => tracing::error!("web configuration reload failed; keeping the running one: {e}"),
+                            Ok(w) => { tracing::info!(web = %w.describe(), "web config applied to new connections"); web.replace(w); }
+                            Err(e) => tracing::error!("web config reload failed; keeping the running one: {e}"),
                         }
                         running.stop().await;
                         match start_generation(new_config) {

@@ -418,7 +418,7 @@ async fn sighup_serves_a_rotated_certificate_and_keeps_it_over_a_broken_file() {
     std::fs::write(&web, "tls_server_config:\n  cert_fil: oops\n").unwrap();
     steward.guard.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !steward.log().contains("web configuration reload failed") {
+    while !steward.log().contains("web config reload failed") {
         assert!(Instant::now() < deadline, "{}", steward.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
