@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthResult;
@@ -46,7 +47,7 @@ pub async fn serve(
     timeouts: Timeouts,
     stop: CancellationToken,
 ) {
-    let app = app.layer(axum::middleware::from_fn_with_state(web.clone(), guard));
+    let app = protect(app, web.clone(), BCRYPT_AT_ONCE);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -117,9 +118,25 @@ where
     }
 }
 
+/// bcrypt checks running at once. Each costs tens of milliseconds of CPU
+/// by design, so a flood of wrong passwords could starve the scrapes; past
+/// this the request gets 503. Credentials verified before skip bcrypt (the
+/// cache), so a scraper that got in once is not affected by a flood.
+const BCRYPT_AT_ONCE: usize = 2;
+
+/// `app` behind basic auth and the configured headers.
+fn protect(app: Router, web: WebHandle, bcrypt_slots: usize) -> Router {
+    let slots = Arc::new(Semaphore::new(bcrypt_slots));
+    app.layer(axum::middleware::from_fn_with_state((web, slots), guard))
+}
+
 /// Basic auth (when users are configured) and the configured headers, on
 /// every response including the 401.
-async fn guard(State(web): State<WebHandle>, request: Request, next: Next) -> Response {
+async fn guard(
+    State((web, bcrypt_slots)): State<(WebHandle, Arc<Semaphore>)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let current = web.current();
     let mut response = match &current.auth {
         None => next.run(request).await,
@@ -128,23 +145,37 @@ async fn guard(State(web): State<WebHandle>, request: Request, next: Next) -> Re
                 .headers()
                 .get(header::AUTHORIZATION)
                 .map(|v| v.as_bytes().to_vec());
-            let allowed = auth.is_cached(credentials.as_deref()) || {
+            let verdict = if credentials.is_none() {
+                Some(AuthResult::Denied)
+            } else if auth.is_cached(credentials.as_deref()) {
+                Some(AuthResult::Allowed)
+            } else if let Ok(slot) = Arc::clone(&bcrypt_slots).try_acquire_owned() {
                 // bcrypt takes tens of milliseconds: not on an async worker.
                 let auth = Arc::clone(auth);
-                tokio::task::spawn_blocking(move || auth.check(credentials.as_deref()))
-                    .await
-                    .unwrap_or(AuthResult::Denied)
-                    == AuthResult::Allowed
-            };
-            if allowed {
-                next.run(request).await
+                let verdict = tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    auth.check(credentials.as_deref())
+                })
+                .await
+                .unwrap_or(AuthResult::Denied);
+                Some(verdict)
             } else {
-                (
+                None
+            };
+            match verdict {
+                Some(AuthResult::Allowed) => next.run(request).await,
+                Some(AuthResult::Denied) => (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"))],
                     "Unauthorized\n",
                 )
-                    .into_response()
+                    .into_response(),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    "too many password checks at once; retry\n",
+                )
+                    .into_response(),
             }
         }
     };
@@ -298,6 +329,45 @@ mod tests {
         .expect("a connection that sent nothing was kept open");
         assert!(started.elapsed() >= Duration::from_millis(250));
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn password_checks_past_the_bound_get_503_and_verified_ones_pass() {
+        use base64::Engine;
+        use tower::ServiceExt;
+
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let web = WebHandle::new(crate::WebRuntime {
+            auth: Some(Arc::new(
+                crate::BasicAuth::new([("u".to_string(), hash)].into()).unwrap(),
+            )),
+            ..crate::WebRuntime::plain()
+        });
+        let basic = |password: &str| {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("u:{password}"));
+            axum::http::Request::get("/big")
+                .header(header::AUTHORIZATION, format!("Basic {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let status = |app: Router, request: axum::http::Request<axum::body::Body>| async move {
+            match app.oneshot(request).await {
+                Ok(response) => response.status(),
+                Err(never) => match never {},
+            }
+        };
+        let busy = protect(app(), web.clone(), 0);
+        assert_eq!(status(busy.clone(), basic("pw")).await, 503);
+        let open = protect(app(), web.clone(), 1);
+        assert_eq!(status(open.clone(), basic("wrong")).await, 401);
+        assert_eq!(status(open, basic("pw")).await, 200);
+        // Verified once: no bcrypt, no slot needed.
+        assert_eq!(status(busy.clone(), basic("pw")).await, 200);
+        assert_eq!(status(busy.clone(), basic("wrong")).await, 503);
+        let anonymous = axum::http::Request::get("/big")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(status(busy, anonymous).await, 401);
     }
 
     #[tokio::test]
