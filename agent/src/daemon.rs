@@ -90,7 +90,7 @@ pub async fn run(
         Ok(w) => steward_web::WebHandle::new(w),
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(crate::EXIT_CONFIG));
+            return Ok(ExitCode::from(crate::exit_code::EXIT_CONFIG));
         }
     };
     let (generation, mut running) = start_generation(initial)?;
