@@ -13,6 +13,7 @@ use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, Progress};
 use crate::restore::tool::{feed, find_tool, run_capture, FeedError};
 use crate::restore::{tables, Check, Located, RestoredItem};
+use crate::source::postgres::dbname_conninfo;
 
 /// How to reach the server to restore into. Unset fields fall back to
 /// libpq's own environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`).
@@ -64,11 +65,13 @@ impl PgConnection {
     }
 
     /// Runs SQL (from stdin, so `:'var'` / `:"var"` quoting works) in `db`
-    /// with psql variables; returns tuples-only unaligned output.
+    /// with psql variables; returns tuples-only unaligned output. `db` and
+    /// the variables' values stay data: the name goes through
+    /// [`dbname_conninfo`], values through psql's own quoting.
     pub fn sql(&self, db: &str, vars: &[(&str, &str)], sql: &str) -> Result<String> {
         let mut cmd = self.command("psql")?;
         cmd.args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(db);
+            .arg(dbname_conninfo(db));
         for (k, v) in vars {
             cmd.arg("-v").arg(format!("{k}={v}"));
         }
@@ -316,7 +319,7 @@ async fn restore_one(
     let slot = reader.fault_slot();
     let mut cmd = conn.command("pg_restore")?;
     cmd.args(["--exit-on-error", "--no-password", "-d"])
-        .arg(into);
+        .arg(dbname_conninfo(into));
     if !opts.globals {
         cmd.args(["--no-owner", "--no-privileges"]);
     }

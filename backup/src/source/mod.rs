@@ -53,8 +53,14 @@ impl std::fmt::Debug for PlannedObject {
 }
 
 /// Object names are path-like; keep database names from escaping them.
+/// A name that had to change also gets `~` and 8 hex digits of its
+/// sha256: whoever may create databases could otherwise name one `my app`
+/// to overwrite the dump of `my_app` in the same snapshot (a name kept as
+/// it is never holds a `~`, so the two kinds cannot meet either).
 pub fn safe_object_segment(name: &str) -> String {
-    name.chars()
+    use sha2::Digest;
+    let safe: String = name
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
@@ -62,5 +68,24 @@ pub fn safe_object_segment(name: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if safe == name {
+        return safe;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    format!("{safe}~{}", hex::encode(&digest[..4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_object_segment;
+
+    #[test]
+    fn object_segments_stay_in_place_and_never_collide() {
+        assert_eq!(safe_object_segment("my_app"), "my_app");
+        let spaced = safe_object_segment("my app");
+        assert!(spaced.starts_with("my_app~") && spaced.len() == "my_app~".len() + 8);
+        assert_ne!(safe_object_segment("my/app"), spaced);
+        assert!(!safe_object_segment("../../etc").contains('/'));
+    }
 }

@@ -153,6 +153,9 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
             "--triggers",
             "--hex-blob",
             "--databases",
+            // Names come from SHOW DATABASES, chosen by whoever may create
+            // a database: after `--`, `--result-file=...` is a name.
+            "--",
         ])
         .arg(db);
         objects.push(PlannedObject {

@@ -1,6 +1,9 @@
 //! PostgreSQL jobs: `pg_dump -Fc` per database (restore selectively with
 //! `pg_restore`) plus `pg_dumpall --globals-only` for roles and tablespaces.
-//! The password travels in `PGPASSWORD`, never on a command line.
+//! The password travels in `PGPASSWORD`, never on a command line. Database
+//! names come from `pg_database`, where any role with CREATEDB chooses them:
+//! they reach the tools only as the quoted `dbname` of a conninfo string
+//! ([`dbname_conninfo`]), never as a string libpq would expand.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,11 +71,30 @@ async fn psql(job: &JobConfig, database: &str, sql: &str, what: &str) -> Result<
         "-F",
         "\t",
         "--dbname",
-        database,
+        &dbname_conninfo(database),
         "-c",
         sql,
     ]);
     run_capture(what, c).await
+}
+
+/// `dbname='NAME'` with `\` and `'` escaped as libpq documents for
+/// conninfo values. Given to `--dbname`/`-d`, libpq would read a bare
+/// `host=... dbname=...` or `postgresql://...` as connection parameters
+/// (a database named so could send the backup's password elsewhere); this
+/// string sets the database name and nothing else, and the tools' own
+/// `--host`/`--port`/`--username` or `PG*` variables still apply.
+pub fn dbname_conninfo(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 10);
+    out.push_str("dbname='");
+    for c in name.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// Lists the databases, counts rows, and prepares one source per object.
@@ -131,7 +153,7 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<PostgresPlan> {
         let mut c = command(job, "pg_dump");
         // We compress ourselves; -Z0 keeps pg_dump from doing it twice.
         c.args(["--format=custom", "--compress=0", "--dbname"])
-            .arg(db);
+            .arg(dbname_conninfo(db));
         objects.push(PlannedObject {
             name: format!("postgres/{}.pgdump.zst.age", safe_object_segment(db)),
             role: ObjectRole::PostgresDump,
@@ -185,5 +207,17 @@ mod tests {
         let s = super::parse_stats("public.a\t3\npublic.b\t0\n\n");
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].rows, 3);
+    }
+
+    #[test]
+    fn database_names_become_quoted_conninfo_values() {
+        use super::dbname_conninfo;
+        assert_eq!(dbname_conninfo("app"), "dbname='app'");
+        assert_eq!(
+            dbname_conninfo("host=evil dbname=x"),
+            "dbname='host=evil dbname=x'"
+        );
+        assert_eq!(dbname_conninfo(r"it's \ x"), r"dbname='it\'s \\ x'");
+        assert_eq!(dbname_conninfo(""), "dbname=''");
     }
 }
