@@ -31,6 +31,18 @@ pub struct MysqlConnection {
     pub bin_dir: Option<PathBuf>,
 }
 
+/// Whether the client knows `--sandbox` (MariaDB 10.5.25, 10.6.18,
+/// 10.11.8, 11.0.6 and later; not Oracle's `mysql`), from its `--help`.
+fn has_sandbox(client: &std::ffi::OsStr) -> bool {
+    Command::new(client)
+        .args(["--no-defaults", "--help"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--sandbox"))
+        .unwrap_or(false)
+}
+
 impl MysqlConnection {
     pub fn command(&self) -> Result<Command> {
         let path = find_tool(self.bin_dir.as_deref(), &["mariadb", "mysql"])?;
@@ -50,6 +62,17 @@ impl MysqlConnection {
             c.arg(format!("--user={u}"));
         }
         c.arg("--connect-timeout=15");
+        // What goes in comes from the bucket, which the backed-up host can
+        // write: it is SQL for the server and nothing else. --binary-mode
+        // turns off the client's own commands (`\!` runs a shell, `\.`
+        // reads a file) except DELIMITER, which routines need;
+        // --local-infile=0 keeps `LOAD DATA LOCAL` from sending this host's
+        // files (the private key) to the server; the sandbox refuses the
+        // file and shell commands too, on clients that have it.
+        c.args(["--binary-mode", "--local-infile=0"]);
+        if has_sandbox(c.get_program()) {
+            c.arg("--sandbox");
+        }
         if let Some(pw) = &self.password {
             c.env("MYSQL_PWD", pw);
         }

@@ -3,6 +3,7 @@
 //! roles from the globals dump through `psql`, then the restored tables and
 //! row counts checked against the manifest.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -476,7 +477,41 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Applies the roles/tablespaces dump through psql. Statements that fail
+/// The most of a roles dump read into memory (a real one is kilobytes).
+const GLOBALS_MAX_BYTES: u64 = 64 << 20;
+
+/// Refuses a roles dump in which psql would find a meta-command: `\!` and
+/// `\o |cmd` run shell commands, `\copy ... program` too, `\i` reads files.
+/// The bucket is writable by the backed-up host, so the dump is untrusted.
+/// A backslash is refused wherever it is, inside a string literal too:
+/// whether `'a\'` ends at its second quote depends on
+/// `standard_conforming_strings`, which the dump itself may change, so
+/// only a dump without backslashes lexes the same for psql and for this
+/// check. The one exception is the `\restrict KEY` / `\unrestrict KEY`
+/// pair that pg_dumpall writes (PostgreSQL 15.14 and later): they only
+/// forbid the other meta-commands in between.
+pub fn refuse_meta_commands(sql: &[u8], object: &str) -> Result<()> {
+    for (index, line) in sql.split(|b| *b == b'\n').enumerate() {
+        if !line.contains(&b'\\') {
+            continue;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let restrict = [&b"\\restrict "[..], &b"\\unrestrict "[..]]
+            .iter()
+            .find_map(|p| line.strip_prefix(*p))
+            .is_some_and(|key| !key.is_empty() && key.iter().all(u8::is_ascii_alphanumeric));
+        if !restrict {
+            return Err(Error::Integrity(format!(
+                "{object}: line {} holds a backslash, which psql could run as a meta-command (`\\!` runs a shell command); a dump made by pg_dumpall has none there, so it is not applied. Restore without --globals, or decrypt the object with age and zstd, review it and apply what is right by hand",
+                index + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the roles/tablespaces dump through psql, after
+/// [`refuse_meta_commands`] found nothing psql would run itself. Statements that fail
 /// because a role already exists are expected on a server that has them;
 /// every failure is counted and reported, none stops the restore.
 async fn restore_globals(
@@ -518,11 +553,34 @@ async fn restore_globals(
         "-f",
         "-",
     ]);
-    let out = tokio::task::spawn_blocking(move || feed(&mut cmd, reader, &slot))
-        .await
-        .map_err(|e| Error::Other(format!("internal: {e}")))?;
+    let object = format!("{} of snapshot {}", entry.name, manifest.snapshot_id);
+    let out = tokio::task::spawn_blocking(move || -> Result<_> {
+        // Small (roles and tablespaces): read and checked whole before
+        // psql sees a byte, so nothing of a refused dump runs.
+        let mut sql = Vec::new();
+        let mut reader = reader;
+        if let Err(e) = (&mut reader)
+            .take(GLOBALS_MAX_BYTES + 1)
+            .read_to_end(&mut sql)
+        {
+            return Err(match crate::restore::stream::take_fault(&slot) {
+                Some(f) => Error::from(f),
+                None => Error::Other(format!("reading {object}: {e}")),
+            });
+        }
+        if sql.len() as u64 > GLOBALS_MAX_BYTES {
+            return Err(Error::Integrity(format!(
+                "{object} is larger than {} MiB, which no roles dump is; it is not applied",
+                GLOBALS_MAX_BYTES >> 20
+            )));
+        }
+        refuse_meta_commands(&sql, &object)?;
+        feed(&mut cmd, std::io::Cursor::new(sql), &slot).map_err(Error::from)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("internal: {e}")))?;
     progress.finish();
-    let out = out.map_err(Error::from)?;
+    let out = out?;
     let errors = out.stderr.lines().filter(|l| l.contains("ERROR:")).count();
     if errors > 0 {
         progress.note(&format!(
@@ -531,4 +589,40 @@ async fn restore_globals(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_meta_commands;
+
+    #[test]
+    fn a_roles_dump_without_backslashes_passes() {
+        let dump = b"\\restrict Ab12\n--\n-- PostgreSQL database cluster dump\n--\nSET standard_conforming_strings = on;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:x$y:z';\n\\unrestrict Ab12\r\n";
+        refuse_meta_commands(dump, "globals").expect("a pg_dumpall roles dump");
+    }
+
+    #[test]
+    fn meta_commands_are_refused_wherever_they_hide() {
+        for (dump, line) in [
+            ("CREATE ROLE a;\n\\! touch /tmp/x\n", 2),
+            ("\\o |touch /tmp/x\n", 1),
+            ("SELECT 1 \\g |sh\n", 1),
+            ("\\copy (SELECT 1) TO PROGRAM 'sh'\n", 1),
+            // A quote that ends the literal only for one lexer.
+            (
+                "SET standard_conforming_strings = off;\nSELECT 'a\\' \\! sh';\n",
+                2,
+            ),
+            ("\\restrict k\n\\restrict k; \\! sh\n", 2),
+            ("\\unrestrict \n", 1),
+        ] {
+            let e = refuse_meta_commands(dump.as_bytes(), "postgres/globals.sql.zst.age")
+                .expect_err(dump)
+                .to_string();
+            assert!(
+                e.contains(&format!("line {line} ")) && e.contains("globals.sql"),
+                "{dump:?}: {e}"
+            );
+        }
+    }
 }

@@ -88,6 +88,9 @@ async fn query(job: &JobConfig, sql: &str, what: &str) -> Result<String> {
     let mut c = command(job, &client);
     c.args([
         "--connect-timeout=10",
+        // `-e` text is parsed for client commands (`\!` runs a shell) like
+        // piped input; the SQL holds names from the server, so turn them off.
+        "--binary-mode",
         "--batch",
         "--skip-column-names",
         "--raw",
