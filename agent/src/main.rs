@@ -23,8 +23,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Sets the umask to 0o077 before anything is created. The agent runs as
+/// root and writes plaintext logs (the telemetry queue), checkpoints,
+/// snapshots on a local target, restore spools and scratch trees, and
+/// reports; under the usual inherited 0o022 all of that would be readable
+/// by every local user, the web application's among them. The libraries
+/// also ask for 0o700/0o600 where they create their own files; this covers
+/// the rest and the tools run as children (pg_restore spools, tar).
+fn private_by_default() {
+    let _inherited = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 fn main() -> ExitCode {
     memory::limit_malloc_arenas();
+    private_by_default();
     let cli = cli::Cli::parse();
     match commands::dispatch(cli) {
         Ok(code) => code,

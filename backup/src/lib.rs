@@ -20,6 +20,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod pipeline;
+pub mod private_fs;
 pub mod report;
 pub mod restore;
 pub mod retention;

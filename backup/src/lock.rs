@@ -5,6 +5,7 @@
 //! another run prints.
 
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -31,7 +32,7 @@ impl JobLock {
     pub fn try_acquire(state_dir: &Path, job: &str) -> Result<JobLock> {
         let path = lock_path(state_dir, job);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            crate::private_fs::create_dir_all(dir).map_err(|e| {
                 Error::local(
                     format!("job {job}: cannot create lock directory"),
                     dir,
@@ -45,6 +46,7 @@ impl JobLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::private_fs::FILE_MODE)
             .open(&path)
             .map_err(|e| Error::local(format!("job {job}: cannot open lock"), &path, e, None))?;
         if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {

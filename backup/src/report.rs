@@ -92,12 +92,12 @@ pub fn reports_dir(state_dir: &Path, job: &str) -> PathBuf {
 /// Returns the report's path.
 pub fn write(state_dir: &Path, report: &RunReport, keep: usize) -> std::io::Result<PathBuf> {
     let dir = reports_dir(state_dir, &report.job);
-    std::fs::create_dir_all(&dir)?;
+    crate::private_fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}.json", report.snapshot_id));
     let tmp = dir.join(format!(".{}.json.tmp", report.snapshot_id));
     let mut json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
     json.push(b'\n');
-    std::fs::write(&tmp, json)?;
+    crate::private_fs::write(&tmp, &json)?;
     std::fs::rename(&tmp, &path)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

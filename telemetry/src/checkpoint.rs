@@ -185,7 +185,7 @@ impl Checkpoints {
         let tmp = self.path.with_extension("tmp");
         let result = (|| -> std::io::Result<()> {
             let bytes = bytes.map_err(std::io::Error::other)?;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::queue::private_file().open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &self.path)

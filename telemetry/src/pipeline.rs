@@ -87,7 +87,7 @@ pub fn start(
 ) -> Result<Pipeline, StartError> {
     let exporter_cfg = cfg.exporter.as_ref().ok_or(StartError::NoExporter)?;
     let base = opts.state_dir.join("telemetry");
-    std::fs::create_dir_all(&base).map_err(|error| StartError::StateDir {
+    crate::queue::private_dir(&base).map_err(|error| StartError::StateDir {
         dir: base.clone(),
         error,
     })?;

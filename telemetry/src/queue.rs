@@ -329,13 +329,32 @@ struct Ledger {
     acked_offset: u64,
 }
 
+/// Creates `dir` and its missing parents 0o700: the queue holds log lines
+/// in plain text (query strings, user names), for the agent's user alone.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Options that create (or truncate) a file for writing, 0o600 when
+/// created, for the same reason.
+pub(crate) fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true).mode(0o600);
+    o
+}
+
 impl Queue {
     /// Opens (or creates) the queue in `opts.dir`, checking every record not
     /// yet acknowledged; a torn record at the end of the last segment (a
     /// crash mid-write) is cut off, corrupt ones are counted and skipped.
     pub fn open(opts: QueueOptions) -> Result<(Arc<Queue>, Recovered), QueueError> {
         let dir = opts.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|error| QueueError::CreateDir {
+        private_dir(&dir).map_err(|error| QueueError::CreateDir {
             dir: dir.clone(),
             error,
         })?;
@@ -445,7 +464,9 @@ impl Queue {
         if segments.is_empty() {
             let number = ledger.acked_segment.max(1);
             let path = segment_path(&dir, number);
-            File::create(&path).map_err(|error| QueueError::CreateSegment { path, error })?;
+            private_file()
+                .open(&path)
+                .map_err(|error| QueueError::CreateSegment { path, error })?;
             segments.push_back(Segment {
                 number,
                 bytes: 0,
@@ -553,8 +574,8 @@ impl Queue {
         st.writer.sync_data().ok();
         let number = st.segments.back().map(|s| s.number + 1).unwrap_or(1);
         let path = segment_path(&self.dir, number);
-        st.writer = OpenOptions::new()
-            .create(true)
+        st.writer = private_file()
+            .truncate(false)
             .append(true)
             .open(&path)
             .map_err(|error| QueueError::CreateSegment {
@@ -832,7 +853,7 @@ impl Queue {
                 let tmp = self.dir.join("ledger.tmp");
                 let bytes = serde_json::to_vec(&ledger).map_err(std::io::Error::other)?;
                 {
-                    let mut f = File::create(&tmp)?;
+                    let mut f = private_file().open(&tmp)?;
                     f.write_all(&bytes)?;
                     f.sync_data()?;
                 }

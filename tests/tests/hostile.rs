@@ -43,7 +43,10 @@ fn restore(env: &BackupEnv, args: &[&str]) -> Output {
 /// A libpq conninfo naming only `dbname`, so the harness's `psql -d` takes
 /// a hostile name as a name.
 fn pg_dbname(name: &str) -> String {
-    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 /// Listens where a hostile database name would send a client (127.0.0.2 on
@@ -100,7 +103,10 @@ fn postgres_database_names_that_look_like_connection_strings_stay_names() {
         .unwrap();
         pg.psql_db(
             &pg_dbname(name),
-            &format!("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, {})", i + 2),
+            &format!(
+                "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, {})",
+                i + 2
+            ),
         )
         .unwrap();
     }
@@ -141,7 +147,10 @@ fn mariadb_database_names_that_look_like_options_stay_names() {
     let db = Mariadb::start().unwrap();
     let pwned = std::env::temp_dir().join(format!("steward-pwned-{}", std::process::id()));
     let _ = std::fs::remove_file(&pwned);
-    let hostile = [format!("--result-file={}", pwned.display()), "-r".to_string()];
+    let hostile = [
+        format!("--result-file={}", pwned.display()),
+        "-r".to_string(),
+    ];
     for (i, name) in hostile.iter().enumerate() {
         db.mysql(&format!(
             "CREATE DATABASE `{name}`; CREATE TABLE `{name}`.t (x INT); INSERT INTO `{name}`.t VALUES {}",
@@ -156,7 +165,10 @@ fn mariadb_database_names_that_look_like_options_stay_names() {
         db.root_password
     ));
     let (code, report, stderr) = env.run_job("my");
-    assert!(!pwned.exists(), "a dump tool took a database name as an option");
+    assert!(
+        !pwned.exists(),
+        "a dump tool took a database name as an option"
+    );
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let mut want = hostile.to_vec();
     want.sort();
@@ -169,7 +181,8 @@ fn mariadb_database_names_that_look_like_options_stay_names() {
     assert!(o.status.success(), "{}", text(&o));
     for (i, name) in hostile.iter().enumerate() {
         assert_eq!(
-            db.mysql(&format!("SELECT COUNT(*) FROM `{name}`.t")).unwrap(),
+            db.mysql(&format!("SELECT COUNT(*) FROM `{name}`.t"))
+                .unwrap(),
             (i + 2).to_string()
         );
     }
@@ -214,9 +227,15 @@ fn a_planted_mariadb_dump_cannot_run_shell_commands_or_read_local_files() {
     let (code, _, stderr) = env.run_job("my");
     assert_eq!(code, 0, "{stderr}");
     let o = restore(&env, &["my", "latest"]);
-    assert!(!touched.exists(), "restored SQL ran a shell command:\n{}", text(&o));
+    assert!(
+        !touched.exists(),
+        "restored SQL ran a shell command:\n{}",
+        text(&o)
+    );
     assert!(!text(&o).contains("AGE-SECRET-KEY"), "{}", text(&o));
-    let stolen = db.mysql("SELECT COUNT(*) FROM app.stolen").unwrap_or_default();
+    let stolen = db
+        .mysql("SELECT COUNT(*) FROM app.stolen")
+        .unwrap_or_default();
     assert!(
         stolen.is_empty() || stolen == "0",
         "LOAD DATA LOCAL read the key file into the database"
@@ -256,7 +275,10 @@ fn a_planted_roles_dump_cannot_run_psql_meta_commands() {
             text(&o)
         );
     }
-    assert!(!o.status.success(), "a roles dump with meta-commands was applied");
+    assert!(
+        !o.status.success(),
+        "a roles dump with meta-commands was applied"
+    );
     let t = text(&o);
     assert!(t.contains("globals") && t.contains("meta-command"), "{t}");
 }
@@ -291,8 +313,7 @@ fn files_holding(dir: &Path, needle: &str) -> usize {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if std::fs::read(&p)
-                .is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+            } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
             {
                 n += 1;
             }
@@ -334,13 +355,18 @@ fn what_a_backup_and_the_log_queue_create_is_private_under_a_permissive_umask() 
     // line stays there in plain text).
     let agent = ChildGuard::spawn(
         "steward agent",
-        under_022("agent").stdout(Stdio::null()).stderr(Stdio::null()),
+        under_022("agent")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     )
     .unwrap();
     std::fs::write(&log, "user=alice token=hello-queued-line\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while files_holding(&env.state, "hello-queued-line") == 0 {
-        assert!(Instant::now() < deadline, "the line never reached the queue");
+        assert!(
+            Instant::now() < deadline,
+            "the line never reached the queue"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(agent);
@@ -361,7 +387,11 @@ fn dump_tools_see_neither_the_private_key_nor_s3_credentials() {
     std::fs::create_dir_all(&bin).unwrap();
     // A "pg_dump" whose dump is its environment, and a psql that lists one
     // database.
-    for (tool, body) in [("pg_dump", "env"), ("pg_dumpall", "env"), ("psql", "echo app")] {
+    for (tool, body) in [
+        ("pg_dump", "env"),
+        ("pg_dumpall", "env"),
+        ("psql", "echo app"),
+    ] {
         std::fs::write(bin.join(tool), format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(bin.join(tool), std::fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -1,5 +1,5 @@
-//! The one configuration schema: load a TOML file, substitute `${VAR}`,
-//! read `*_file` secrets, deserialize every section and validate, reporting
+//! The one configuration schema: load a TOML file, substitute `${VAR}` in
+//! its string values, read `*_file` secrets, deserialize every section and validate, reporting
 //! every error at once with the key it is about.
 
 pub mod collectors;
@@ -224,13 +224,28 @@ pub fn parse(
         source: source.to_string(),
         errors,
     };
-    let substituted = env::substitute(text, lookup).map_err(fail)?;
-    let mut table: toml::Table = toml::from_str(&substituted).map_err(|e| {
+    // Parsed before substitution: the parser only ever quotes the file.
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        let hint = if text.contains("= ${") {
+            "; `${VAR}` is substituted inside quoted strings only: write \"${VAR}\""
+        } else {
+            ""
+        };
         fail(vec![format!(
-            "{} (TOML syntax)",
+            "{} (TOML syntax{hint})",
             e.to_string().trim().replace('\n', "\n    ")
         )])
     })?;
+    let (substituted, errors) = env::substitute(&mut table, lookup);
+    if !errors.is_empty() {
+        return Err(fail(errors));
+    }
+    // From here on a message may quote a value: never one from the
+    // environment.
+    let fail = |errors: Vec<String>| ConfigErrors {
+        source: source.to_string(),
+        errors: errors.iter().map(|e| substituted.scrub(e)).collect(),
+    };
     let mut errors = secrets::resolve_files(&mut table, "");
 
     let mut config = Config::default();
@@ -450,5 +465,38 @@ mod tests {
         let c = parse(text, "t", &|k| (k == "HOST").then(|| "web1".to_string())).unwrap();
         assert_eq!(c.agent.listen.to_string(), "127.0.0.1:1");
         assert_eq!(c.agent.hostname.as_deref(), Some("web1"));
+    }
+
+    /// A secret as hostile as environment values get.
+    const NASTY: &str = "s3\"cr\\et\nx = 1\n[evil]";
+
+    fn nasty_env(k: &str) -> Option<String> {
+        (k == "SECRET").then(|| NASTY.to_string())
+    }
+
+    #[test]
+    fn a_secret_with_quotes_backslashes_and_newlines_is_taken_as_is() {
+        let text = "[grafana]\nurl = \"http://127.0.0.1:3000\"\ntoken = \"${SECRET}\"\n";
+        let c = parse(text, "t", &nasty_env).unwrap();
+        assert_eq!(c.grafana.token.as_deref(), Some(NASTY));
+    }
+
+    #[test]
+    fn errors_never_show_a_substituted_value() {
+        // A syntax error on the secret's line quotes the file, not the secret.
+        let text = "[grafana]\ntoken = \"${SECRET}\" oops\n";
+        let all = parse(text, "t", &nasty_env).unwrap_err().to_string();
+        assert!(all.contains("TOML syntax"), "{all}");
+        assert!(!all.contains("s3") && !all.contains("evil"), "{all}");
+        // A value the schema rejects is named by its key, its content hidden.
+        let text = "[agent]\nlisten = \"${SECRET}\"\n";
+        let all = parse(text, "t", &nasty_env).unwrap_err().to_string();
+        assert!(all.contains("agent.listen"), "{all}");
+        assert!(!all.contains("s3") && !all.contains("evil"), "{all}");
+        // Unquoted, `${VAR}` is a syntax error with a hint.
+        let all = parse("[agent]\nhostname = ${SECRET}\n", "t", &nasty_env)
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("inside quoted strings"), "{all}");
     }
 }

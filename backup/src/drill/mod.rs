@@ -360,7 +360,7 @@ async fn restore_scratch(
 /// `<dir>/jobs/<job>.json` (the last drill of each job, read by the
 /// daemon's metrics) and keeps the newest `keep` reports.
 pub fn write_report(dir: &Path, report: &DrillReport, keep: usize) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir.join("jobs"))?;
+    crate::private_fs::create_dir_all(&dir.join("jobs"))?;
     let stamp = chrono::DateTime::from_timestamp(report.finished_at as i64, 0)
         .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
         .unwrap_or_else(|| format!("{}", report.finished_at as i64));
@@ -402,7 +402,7 @@ pub fn to_json(report: &DrillReport) -> Vec<u8> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
+    crate::private_fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

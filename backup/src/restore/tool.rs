@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::restore::stream::{take_fault, FaultSlot, ObjectFault};
+use crate::source::command::without_secrets;
 
 /// Resolves a tool: in `bin_dir` when given, else the first of `names` on
 /// `PATH` (e.g. `mariadb` before `mysql`).
@@ -58,6 +59,7 @@ pub fn describe(cmd: &Command) -> String {
 /// the command and its stderr.
 pub fn run_capture(cmd: &mut Command, stdin: &str) -> Result<String> {
     let what = describe(cmd);
+    without_secrets(cmd);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -132,6 +134,7 @@ pub fn feed(
     slot: &FaultSlot,
 ) -> std::result::Result<ToolOutput, FeedError> {
     let what = describe(cmd);
+    without_secrets(cmd);
     let mut child: Child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

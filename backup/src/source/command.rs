@@ -69,6 +69,7 @@ impl Source for CommandSource {
             .ok_or_else(|| Error::Other(format!("{} was already started", self.description)))?;
         let (pipe, stdout_end) = PipeReader::pipe()
             .map_err(|e| Error::Source(format!("{}: cannot make a pipe: {e}", self.description)))?;
+        without_secrets(command.as_std_mut());
         command
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout_end))
@@ -304,10 +305,30 @@ impl<R: AsyncRead + Unpin> AsyncRead for TailKeeper<R> {
     }
 }
 
+/// Removes from `command`'s environment what no dump or client tool needs
+/// and every one of them could leak: the age identity (`STEWARD_IDENTITY*`,
+/// the private key a drill or restore holds) and the S3 credentials
+/// (`AWS_*`). Both inherited and explicitly set variables go; the
+/// database's own (`PGPASSWORD`, `MYSQL_PWD`) stay.
+pub fn without_secrets(command: &mut std::process::Command) {
+    let inherited = std::env::vars_os().map(|(k, _)| k);
+    let set: Vec<std::ffi::OsString> = command.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for name in inherited.chain(set) {
+        let secret = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("STEWARD_IDENTITY") || n.starts_with("AWS_"));
+        if secret {
+            command.env_remove(&name);
+        }
+    }
+}
+
 /// The first line a tool prints for `--version`, e.g.
 /// `pg_dump (PostgreSQL) 15.8`; `None` when it cannot run.
 pub async fn tool_version(program: &std::path::Path) -> Option<String> {
-    let out = Command::new(program).arg("--version").output().await.ok()?;
+    let mut command = Command::new(program);
+    without_secrets(command.as_std_mut());
+    let out = command.arg("--version").output().await.ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .next()
@@ -318,6 +339,7 @@ pub async fn tool_version(program: &std::path::Path) -> Option<String> {
 /// Runs a short query tool (psql, mariadb) and returns its stdout, or an
 /// error with the tool's stderr.
 pub async fn run_capture(what: &str, mut command: Command) -> Result<String> {
+    without_secrets(command.as_std_mut());
     command.stdin(Stdio::null()).kill_on_drop(true);
     let program = command.as_std().get_program().to_string_lossy().to_string();
     let out = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
@@ -389,6 +411,22 @@ mod tests {
         assert_eq!(read_all(&mut source).await, b"partial\n");
         let err = source.finish().await.expect_err("a killed tool fails");
         assert!(err.to_string().contains("killed by signal 9"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn child_tools_see_neither_the_identity_nor_s3_credentials() {
+        let mut c = shell("env");
+        c.env("STEWARD_IDENTITY", "AGE-SECRET-KEY-1TEST")
+            .env("AWS_SECRET_ACCESS_KEY", "s3-secret")
+            .env("PGPASSWORD", "db-password");
+        let mut source = CommandSource::new("test", c);
+        let seen = String::from_utf8(read_all(&mut source).await).unwrap();
+        source.finish().await.expect("env exits 0");
+        assert!(
+            !seen.contains("AGE-SECRET-KEY") && !seen.contains("s3-secret"),
+            "{seen}"
+        );
+        assert!(seen.contains("PGPASSWORD=db-password"), "{seen}");
     }
 
     #[test]

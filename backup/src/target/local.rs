@@ -82,7 +82,10 @@ impl StorageTarget for LocalTarget {
     async fn put(&self, key: &str, mut body: ByteReader) -> Result<u64> {
         let path = self.path_of(key)?;
         let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&parent)
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::private_fs::DIR_MODE)
+            .create(&parent)
             .await
             .map_err(|e| self.err(format!("cannot create directory {}: {e}", parent.display())))?;
         let mut partial_name = path.as_os_str().to_owned();
@@ -91,7 +94,12 @@ impl StorageTarget for LocalTarget {
         let mut guard = PartialGuard {
             path: Some(partial.clone()),
         };
-        let file = tokio::fs::File::create(&partial)
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::private_fs::FILE_MODE)
+            .open(&partial)
             .await
             .map_err(|e| self.err(format!("cannot create {}: {e}", partial.display())))?;
         let mut file = tokio::io::BufWriter::with_capacity(1024 * 1024, file);

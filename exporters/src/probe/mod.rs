@@ -115,12 +115,12 @@ impl ProbeScrapeTarget {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             Ok(u) => errors.push(format!(
                 "url: {:?} has scheme {:?}; probes speak http:// and https://",
-                self.url,
+                without_userinfo(&self.url),
                 u.scheme()
             )),
             Err(e) => errors.push(format!(
                 "url: {:?} is not a URL ({e}); write e.g. https://app.example/livez",
-                self.url
+                without_userinfo(&self.url)
             )),
         }
         if !matches!(self.method.as_str(), "GET" | "HEAD") {
@@ -176,6 +176,30 @@ impl ProbeScrapeTarget {
         }
         errors
     }
+}
+
+/// `text` with the userinfo of every URL in it removed
+/// (`http://user:pass@host/` -> `http://host/`): what labels, logs and
+/// failure reasons show. A URL may carry credentials for the probed site;
+/// `/metrics` and the logs are read by far more people than the config.
+pub fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        out.push_str(match authority.rfind('@') {
+            Some(at) => &authority[at + 1..],
+            None => authority,
+        });
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Builds one collector per configured probe.
@@ -253,7 +277,7 @@ impl ProbeCollector {
         }
         let labels: Labels = vec![
             ("probe".into(), target.name.clone()),
-            ("target".into(), target.url.clone()),
+            ("target".into(), without_userinfo(&target.url)),
         ];
         Ok(ProbeCollector {
             target,
@@ -278,7 +302,7 @@ impl ProbeCollector {
         result.duration = started.elapsed();
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(reason)) => result.failure = Some(reason),
+            Ok(Err(reason)) => result.failure = Some(without_userinfo(&reason)),
             Err(_) => result.failure = Some(format!("no complete answer within {timeout:?}")),
         }
         result.success = result.failure.is_none();
@@ -549,13 +573,13 @@ impl Collector for ProbeCollector {
         let was_ok = self.last_success.swap(result.success, Ordering::Relaxed);
         match (&result.failure, was_ok) {
             (Some(reason), true) => {
-                tracing::warn!(probe = %self.target.name, target = %self.target.url, "probe failed: {reason}")
+                tracing::warn!(probe = %self.target.name, target = %without_userinfo(&self.target.url), "probe failed: {reason}")
             }
             (Some(reason), false) => {
-                tracing::debug!(probe = %self.target.name, target = %self.target.url, "probe still failing: {reason}")
+                tracing::debug!(probe = %self.target.name, target = %without_userinfo(&self.target.url), "probe still failing: {reason}")
             }
             (None, false) => {
-                tracing::info!(probe = %self.target.name, target = %self.target.url, "probe succeeds again")
+                tracing::info!(probe = %self.target.name, target = %without_userinfo(&self.target.url), "probe succeeds again")
             }
             (None, true) => {}
         }
@@ -619,6 +643,50 @@ mod tests {
             "probe_success{{probe=\"app\",target=\"http://127.0.0.1:{port}/livez\"}} 0\n"
         )));
         assert!(!text.contains("probe_ssl_earliest_cert_expiry"));
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_stay_out_of_labels_and_reasons() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let c = ProbeCollector::new(probe(&format!(
+            "http://admin:hunter2@127.0.0.1:{port}/livez"
+        )))
+        .unwrap();
+        let r = c.probe(Duration::from_secs(2)).await;
+        let text = crate::exposition::encode(&families(&r, &c.labels));
+        assert!(
+            text.contains(&format!("target=\"http://127.0.0.1:{port}/livez\"")),
+            "{text}"
+        );
+        let reason = r.failure.unwrap_or_default();
+        for shown in [&text, &reason] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("admin"),
+                "{shown}"
+            );
+        }
+        let errors = probe("ftp://u:pw@h/").validate();
+        assert!(!errors.concat().contains("pw@"), "{errors:?}");
+    }
+
+    #[test]
+    fn userinfo_is_cut_from_every_url_in_a_text() {
+        for (text, shown) in [
+            ("http://u:p@h:1/x?y#z", "http://h:1/x?y#z"),
+            ("https://u@h", "https://h"),
+            (
+                "\"http://u:p@h\" then https://a:b@c/d",
+                "\"http://h\" then https://c/d",
+            ),
+            ("http://h/p@q", "http://h/p@q"),
+            ("no url at all", "no url at all"),
+            ("http://u:p@", "http://"),
+        ] {
+            assert_eq!(without_userinfo(text), shown, "{text}");
+        }
     }
 
     #[test]
