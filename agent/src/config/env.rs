@@ -62,10 +62,8 @@ fn substitute_value(
     errors: &mut Vec<String>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                *s = substitute_str(s, path, lookup, done, errors);
-            }
+        toml::Value::String(s) if s.contains('$') => {
+            *s = substitute_str(s, path, lookup, done, errors);
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
