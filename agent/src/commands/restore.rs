@@ -93,6 +93,11 @@ pub struct IntoArgs {
     #[arg(long = "path", value_name = "GLOB")]
     pub paths: Vec<String>,
 
+    /// Files and config: keep setuid/setgid bits in a `--to` restore
+    /// (dropped by default there; `--in-place` always keeps them).
+    #[arg(long)]
+    pub keep_setuid: bool,
+
     /// Config: show how the snapshot differs from the live files; restores
     /// nothing.
     #[arg(long)]
@@ -329,6 +334,7 @@ async fn restore_job(
             to: opts.to.clone(),
             in_place: opts.in_place,
             paths: opts.paths.clone(),
+            keep_setuid: opts.keep_setuid,
         },
     };
     let items: Vec<RestoredItem> =

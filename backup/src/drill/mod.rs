@@ -348,6 +348,7 @@ async fn restore_scratch(
                     to: Some(dir),
                     in_place: false,
                     paths: Vec::new(),
+                    keep_setuid: false,
                 },
                 ..base
             };

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +30,8 @@ pub struct FilesRestoreOptions {
     /// Only entries matching these globs (archive paths, no leading `/`);
     /// directories leading to them are recreated too.
     pub paths: Vec<String>,
+    /// Keep setuid/setgid bits in a `--to` restore (always kept in place).
+    pub keep_setuid: bool,
 }
 
 /// The tar object of a files/config snapshot.
@@ -67,6 +71,8 @@ pub struct Unpacked {
     pub directories: u64,
     pub symlinks: u64,
     pub bytes: u64,
+    /// Hard links, devices and fifos, which are not recreated.
+    pub skipped: u64,
 }
 
 /// Restores the archive of a files/config snapshot. Refuses to write into
@@ -96,6 +102,9 @@ pub async fn restore(
             ))
         }
     };
+    if !opts.in_place {
+        refuse_foreign_owner(&dest)?;
+    }
     if !opts.in_place && !allow_non_empty {
         if let Ok(mut rd) = std::fs::read_dir(&dest) {
             if rd.next().is_some() {
@@ -124,8 +133,25 @@ pub async fn restore(
     let slot = reader.fault_slot();
     let dest_for_task = dest.clone();
     let filtered = filter.is_some();
+    let unpack_opts = UnpackOptions {
+        keep_setuid: opts.keep_setuid || opts.in_place,
+    };
+    let in_place = opts.in_place;
     let result = tokio::task::spawn_blocking(move || {
-        let (counts, tree) = unpack_recording(reader, &dest_for_task, filter.as_ref())?;
+        let (counts, tree) = if in_place {
+            // Over live files, nothing is touched before the whole object
+            // decrypted and matched its hashes: a truncated or tampered
+            // object must not leave half-replaced live files.
+            let spool = spool_verified(reader)?;
+            unpack_recording(
+                std::io::BufReader::new(spool),
+                &dest_for_task,
+                filter.as_ref(),
+                unpack_opts,
+            )?
+        } else {
+            unpack_recording(reader, &dest_for_task, filter.as_ref(), unpack_opts)?
+        };
         let disk = tree.read_back(&dest_for_task)?;
         Ok::<_, std::io::Error>((counts, tree, disk))
     })
@@ -233,6 +259,38 @@ pub async fn restore(
     Ok(item)
 }
 
+/// Refuses a `--to` directory owned by another user: its owner could swap
+/// or pre-seed entries while a root restore writes into it.
+fn refuse_foreign_owner(dest: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    match std::fs::metadata(dest) {
+        Ok(meta) if meta.uid() != me => Err(Error::Config(format!(
+            "{} is owned by uid {}, not by the user running the restore (uid {me}); restore into a new directory or one you own",
+            dest.display(),
+            meta.uid()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the whole plaintext into an unnamed temporary file (`$TMPDIR`);
+/// reaching its end means the object's sizes and hashes were checked.
+fn spool_verified(mut reader: impl Read) -> std::io::Result<std::fs::File> {
+    use std::io::Seek;
+    let dir = std::env::temp_dir();
+    let fd = rustix::fs::open(
+        &dir,
+        OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io_context(e.into(), "creating a spool file (O_TMPFILE) in", &dir))?;
+    let mut spool = std::fs::File::from(fd);
+    std::io::copy(&mut reader, &mut spool)?;
+    spool.rewind()?;
+    Ok(spool)
+}
+
 trait AnnotatePartial {
     fn annotate_partial(self, dest: &Path) -> Self;
 }
@@ -258,17 +316,27 @@ pub(crate) fn selected(filter: Option<&GlobSet>, path: &Path) -> bool {
     }
 }
 
+/// How an archive is written to disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackOptions {
+    /// Keep setuid/setgid bits on restored files. Off for `--to` restores:
+    /// a copy under a scratch directory must not hand out privileges.
+    pub keep_setuid: bool,
+}
+
 /// Unpacks a tar stream under `dest` (modes, owners when root, mtimes,
-/// symlinks), directories last so their mtimes and modes stick. Regular
-/// files are written here (hashing their content on the way) so the result
-/// can be compared with the disk afterwards; everything else goes through
-/// the tar crate, which refuses entries escaping `dest`.
+/// symlinks), directories last so their mtimes and modes stick. Every path
+/// is resolved one component at a time from a descriptor of `dest` with
+/// `O_NOFOLLOW`, so neither a symlink in the archive nor one already on
+/// disk can redirect a write outside `dest`; entries with `..` or an
+/// absolute path are refused. Files and symlinks are written under a
+/// temporary name and renamed over the old entry, never written through it.
 pub fn unpack(
     input: impl Read,
     dest: &Path,
     filter: Option<&GlobSet>,
 ) -> std::io::Result<Unpacked> {
-    unpack_recording(input, dest, filter).map(|(counts, _)| counts)
+    unpack_recording(input, dest, filter, UnpackOptions::default()).map(|(counts, _)| counts)
 }
 
 /// [`unpack`], also returning the tree as the archive describes it.
@@ -276,26 +344,32 @@ pub fn unpack_recording(
     input: impl Read,
     dest: &Path,
     filter: Option<&GlobSet>,
+    opts: UnpackOptions,
 ) -> std::io::Result<(Unpacked, TreeDigest)> {
     std::fs::create_dir_all(dest)?;
-    let canon_dest = dest.canonicalize()?;
+    let root_fd = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_context(e.into(), "opening", dest))?;
     let root = is_root();
     let mut archive = tar::Archive::new(input);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(root);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    archive.set_unpack_xattrs(false);
     let mut counts = Unpacked::default();
     let mut tree = TreeDigest::default();
     let mut parents_of_selected: BTreeSet<PathBuf> = BTreeSet::new();
     let mut directories = Vec::new();
+    let mut temp_names = 0u64;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
+        let parts = archive_parts(&path)?;
+        let Some((name, parents)) = parts.split_last() else {
+            continue;
+        };
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            directories.push(entry);
+            directories.push((path, parts.clone(), entry.header().clone()));
             continue;
         }
         if !selected(filter, &path) {
@@ -309,140 +383,223 @@ pub fn unpack_recording(
             parents_of_selected.insert(p.to_path_buf());
             parent = p.parent();
         }
-        if kind.is_file() {
-            counts.files += 1;
-            counts.bytes += entry.header().size().unwrap_or(0);
-            let record = write_file(&mut entry, &path, dest, &canon_dest, root)?;
-            tree.records.push(record);
-        } else {
-            if kind.is_symlink() {
-                counts.symlinks += 1;
-                tree.records
-                    .push(TreeRecord::from_header(&path, entry.header(), None)?);
-            }
-            entry.unpack_in(dest)?;
+        if !(kind.is_file() || kind.is_symlink()) {
+            // Hard links, devices and fifos are never produced by the
+            // files source; one in an archive is not recreated.
+            counts.skipped += 1;
+            continue;
         }
+        let dir = open_dirs(&root_fd, parents, &path)?;
+        temp_names += 1;
+        let temp = format!(".steward-restore-{}-{temp_names}", std::process::id());
+        let header = entry.header().clone();
+        let record = if kind.is_file() {
+            counts.files += 1;
+            counts.bytes += header.size().unwrap_or(0);
+            write_file(&mut entry, &path, &dir, &temp, root, opts)?
+        } else {
+            counts.symlinks += 1;
+            let target = header.link_name()?.unwrap_or_default().into_owned();
+            rustix::fs::symlinkat(&target, &dir, temp.as_str())
+                .map_err(|e| io_context(e.into(), "creating the symlink", &path))?;
+            if root {
+                let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+                let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+                rustix::fs::chownat(
+                    &dir,
+                    temp.as_str(),
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            TreeRecord::from_header(&path, &header, None)?
+        };
+        replace(&dir, &temp, name, &path)?;
+        tree.records.push(record);
     }
     // Deepest first, as tar's own unpack does, so restrictive parent modes
     // are applied after their children were written.
-    directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
-    for mut dir in directories {
-        let path = dir.path()?.into_owned();
+    directories.sort_by(|a, b| b.0.as_os_str().cmp(a.0.as_os_str()));
+    for (path, parts, header) in directories {
         if filter.is_some() && !selected(filter, &path) && !parents_of_selected.contains(&path) {
             continue;
         }
         counts.directories += 1;
         tree.records
-            .push(TreeRecord::from_header(&path, dir.header(), None)?);
-        let mtime = dir.header().mtime().ok();
-        if dir.unpack_in(dest)? {
-            // The tar crate sets no directory mtimes; children are all
-            // written by now, so the time sticks.
-            if let Some(mtime) = mtime {
-                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-                let on_disk = dest.join(normalize(&path));
-                std::fs::File::open(&on_disk)
-                    .and_then(|f| {
-                        f.set_times(
-                            std::fs::FileTimes::new()
-                                .set_modified(when)
-                                .set_accessed(when),
-                        )
-                    })
-                    .map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("setting the mtime of {}: {e}", on_disk.display()),
-                        )
-                    })?;
-            }
+            .push(TreeRecord::from_header(&path, &header, None)?);
+        let dir = open_dirs(&root_fd, &parts, &path)?;
+        if root {
+            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+            rustix::fs::fchown(
+                &dir,
+                uid.map(rustix::fs::Uid::from_raw),
+                gid.map(rustix::fs::Gid::from_raw),
+            )?;
+        }
+        let mode = header.mode().unwrap_or(0o755) & 0o7777;
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))?;
+        if let Ok(mtime) = header.mtime() {
+            set_mtime(&std::fs::File::from(dir), mtime)
+                .map_err(|e| io_context(e, "setting the mtime of", &path))?;
         }
     }
     tree.records.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((counts, tree))
 }
 
-/// Writes one regular file entry under `dest` with its mode, owner (when
-/// root) and mtime, hashing the content; refuses paths that leave `dest`
-/// (`..`, or through a symlink unpacked earlier).
-fn write_file<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    path: &Path,
-    dest: &Path,
-    canon_dest: &Path,
-    root: bool,
-) -> std::io::Result<TreeRecord> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut target = dest.to_path_buf();
+/// The components of an archive path; `..` and absolute paths are refused
+/// (the files source writes neither, so such an entry is hostile).
+fn archive_parts(path: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut parts = Vec::new();
     for part in path.components() {
         match part {
-            Component::Normal(p) => target.push(p),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
+            Component::Normal(p) => parts.push(p.to_os_string()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("archive entry {} leaves the destination", path.display()),
+                    format!(
+                        "archive entry {} leaves the destination (absolute or `..` path); the snapshot was not written by steward",
+                        path.display()
+                    ),
                 ))
             }
         }
     }
-    let parent = target.parent().unwrap_or(dest);
-    std::fs::create_dir_all(parent)?;
-    if !parent.canonicalize()?.starts_with(canon_dest) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "archive entry {} would be written outside {} (through a symlink)",
-                path.display(),
-                dest.display()
+    Ok(parts)
+}
+
+/// Opens (creating when missing) the directory `parts` below `root`, one
+/// component at a time and never through a symlink.
+fn open_dirs(
+    root: &OwnedFd,
+    parts: &[std::ffi::OsString],
+    entry: &Path,
+) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::openat(root, ".", flags, Mode::empty())?;
+    for part in parts {
+        let next = match rustix::fs::openat(&dir, part.as_os_str(), flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) => {
+                match rustix::fs::mkdirat(&dir, part.as_os_str(), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(io_context(e.into(), "creating a directory for", entry)),
+                }
+                rustix::fs::openat(&dir, part.as_os_str(), flags, Mode::empty())
+            }
+            other => other,
+        };
+        dir = next.map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "archive entry {} would be written through a symlink or non-directory ({}); nothing is written through links",
+                    entry.display(),
+                    part.to_string_lossy()
+                ),
             ),
-        ));
-    }
-    let header = entry.header().clone();
-    let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    // Replace, never write through: an existing symlink at the path must
-    // not redirect the content elsewhere.
-    match std::fs::symlink_metadata(&target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
-        Ok(_) => std::fs::remove_file(&target)?,
-        Err(_) => {}
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&target)
-        .map_err(|e| {
-            std::io::Error::new(e.kind(), format!("creating {}: {e}", target.display()))
+            e => io_context(e.into(), "opening a directory for", entry),
         })?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = entry.read(&mut buf)?;
-        if n == 0 {
-            break;
+    }
+    Ok(dir)
+}
+
+/// Renames `temp` over `name` in `dir`: the old entry (a file or a link,
+/// never followed) is replaced in one step.
+fn replace(dir: &OwnedFd, temp: &str, name: &std::ffi::OsStr, entry: &Path) -> std::io::Result<()> {
+    match rustix::fs::renameat(dir, temp, dir, name) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+            Err(match e {
+                rustix::io::Errno::ISDIR | rustix::io::Errno::NOTEMPTY | rustix::io::Errno::NOTDIR => {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is a directory on disk but not in the archive; move it away and restore again",
+                            entry.display()
+                        ),
+                    )
+                }
+                e => io_context(e.into(), "replacing", entry),
+            })
         }
-        hasher.update(&buf[..n]);
-        std::io::Write::write_all(&mut file, &buf[..n]).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("writing {}: {e}", target.display()))
-        })?;
     }
-    if root {
-        let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
-        let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
-        std::os::unix::fs::fchown(&file, uid, gid)?;
+}
+
+fn io_context(e: std::io::Error, doing: &str, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
+
+fn set_mtime(file: &std::fs::File, mtime: u64) -> std::io::Result<()> {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(when)
+            .set_accessed(when),
+    )
+}
+
+/// Writes one regular file entry as `temp` in `dir` with its mode, owner
+/// (when root) and mtime, hashing the content. Setuid/setgid bits are
+/// dropped unless `opts.keep_setuid`.
+fn write_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &Path,
+    dir: &OwnedFd,
+    temp: &str,
+    root: bool,
+    opts: UnpackOptions,
+) -> std::io::Result<TreeRecord> {
+    let header = entry.header().clone();
+    let mut mode = header.mode().unwrap_or(0o644) & 0o7777;
+    if !opts.keep_setuid {
+        mode &= !0o6000;
     }
-    // After chown, which clears setuid/setgid bits.
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    if let Ok(mtime) = header.mtime() {
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-        file.set_times(
-            std::fs::FileTimes::new()
-                .set_modified(when)
-                .set_accessed(when),
-        )?;
-    }
-    TreeRecord::from_header(path, &header, Some(hex::encode(hasher.finalize())))
+    let fd = rustix::fs::openat(
+        dir,
+        temp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| io_context(e.into(), "creating", path))?;
+    let mut file = std::fs::File::from(fd);
+    let written = (|| {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            std::io::Write::write_all(&mut file, &buf[..n])
+                .map_err(|e| io_context(e, "writing", path))?;
+        }
+        if root {
+            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+            std::os::unix::fs::fchown(&file, uid, gid)?;
+        }
+        // After chown, which clears setuid/setgid bits.
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+        if let Ok(mtime) = header.mtime() {
+            set_mtime(&file, mtime)?;
+        }
+        Ok::<_, std::io::Error>(hasher.finalize())
+    })();
+    let sha = match written {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+            return Err(e);
+        }
+    };
+    let mut record = TreeRecord::from_header(path, &header, Some(hex::encode(sha)))?;
+    record.mode = mode;
+    Ok(record)
 }
 
 /// One entry of a tree as compared: metadata and content hash.
@@ -541,7 +698,7 @@ impl TreeDigest {
 
     /// Reads the same paths back from the disk under `dest`.
     pub fn read_back(&self, dest: &Path) -> std::io::Result<TreeDigest> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let mut records = Vec::new();
         for r in &self.records {
             let p = dest.join(&r.path);
@@ -559,8 +716,30 @@ impl TreeDigest {
                     0,
                 )
             } else {
+                // Not through a link swapped in since, and never blocking
+                // on a fifo: such an entry reads as a different type.
+                let mut file = match std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+                    .open(&p)
+                {
+                    Ok(f) if f.metadata()?.is_file() => f,
+                    _ => {
+                        records.push(TreeRecord {
+                            path: r.path.clone(),
+                            kind: '?',
+                            mode: 0,
+                            uid: 0,
+                            gid: 0,
+                            mtime: 0,
+                            size: 0,
+                            content: String::new(),
+                        });
+                        continue;
+                    }
+                };
                 let mut h = Sha256::new();
-                std::io::copy(&mut std::fs::File::open(&p)?, &mut h)?;
+                std::io::copy(&mut file, &mut h)?;
                 ('f', hex::encode(h.finalize()), meta.len())
             };
             records.push(TreeRecord {

@@ -211,6 +211,12 @@ fn write_tar(
         let mut out = builder.into_inner()?;
         out.flush_all()
     });
+    if !skipped.is_empty() || !totals.skipped.is_empty() {
+        tracing::warn!(
+            skipped = skipped.len() + totals.skipped.len(),
+            "entries skipped by the files backup (vanished, unreadable, changed while read or not regular files); the manifest lists them"
+        );
+    }
     if let Ok(mut i) = info.lock() {
         i.files = totals.files;
         i.directories = totals.directories;
@@ -250,10 +256,10 @@ fn append_entry<W: Write>(
         header.set_size(0);
         builder.append_link(&mut header, &name, &link)
     } else if ft.is_file() {
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                totals.skipped.push(format!("{}: vanished", path.display()));
+        let file = match open_walked_file(path, meta) {
+            Ok(Ok(f)) => f,
+            Ok(Err(why)) => {
+                totals.skipped.push(format!("{}: {why}", path.display()));
                 return Ok(());
             }
             Err(e) => {
@@ -263,6 +269,8 @@ fn append_entry<W: Write>(
                 ))
             }
         };
+        let meta = file.metadata()?;
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         let size = meta.len();
         header.set_size(size);
         totals.files += 1;
@@ -279,6 +287,35 @@ fn append_entry<W: Write>(
         ));
         Ok(())
     }
+}
+
+/// Opens a file the walk saw as regular: never through a symlink swapped in
+/// since (`O_NOFOLLOW`), never blocking on a fifo (`O_NONBLOCK`), and only
+/// when the opened inode is still the one walked. `Ok(Err(why))` when the
+/// entry vanished or changed: it is skipped, not archived.
+fn open_walked_file(
+    path: &Path,
+    walked: &std::fs::Metadata,
+) -> std::io::Result<std::result::Result<std::fs::File, &'static str>> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err("vanished")),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(Err("replaced by a symlink while backed up"))
+        }
+        Err(e) => return Err(e),
+    };
+    let now = file.metadata()?;
+    if !now.is_file() || now.dev() != walked.dev() || now.ino() != walked.ino() {
+        return Ok(Err("replaced by another file or a fifo while backed up"));
+    }
+    Ok(Ok(file))
 }
 
 struct PieceWriter {
@@ -331,8 +368,12 @@ pub fn content_digest(selection: &Selection) -> std::io::Result<String> {
             if meta.file_type().is_symlink() {
                 hasher.update(std::fs::read_link(path)?.as_os_str().as_encoded_bytes());
             } else if meta.is_file() {
-                let mut f = std::fs::File::open(path)?;
-                std::io::copy(&mut f, &mut hasher)?;
+                match open_walked_file(path, meta)? {
+                    Ok(mut f) => {
+                        std::io::copy(&mut f, &mut hasher)?;
+                    }
+                    Err(why) => hasher.update(why.as_bytes()),
+                }
             }
             hasher.update([0xff]);
             Ok(())
@@ -389,5 +430,53 @@ mod tests {
         assert_eq!(d1, content_digest(&sel).unwrap());
         std::fs::write(&f, "a=2").unwrap();
         assert_ne!(d1, content_digest(&sel).unwrap());
+    }
+
+    /// Archives one entry the walk saw as `walked`, after `path` changed.
+    fn archive_changed(path: &Path, walked: &std::fs::Metadata) -> (Vec<u8>, FilesInfo) {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut totals = FilesInfo::default();
+        append_entry(&mut builder, path, walked, &mut totals, &mut Vec::new()).unwrap();
+        (builder.into_inner().unwrap(), totals)
+    }
+
+    #[test]
+    fn file_swapped_for_a_symlink_is_skipped_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root-only-content").unwrap();
+        let upload = dir.path().join("upload.jpg");
+        std::fs::write(&upload, "picture").unwrap();
+        let walked = std::fs::symlink_metadata(&upload).unwrap();
+        std::fs::remove_file(&upload).unwrap();
+        std::os::unix::fs::symlink(&secret, &upload).unwrap();
+        let (bytes, totals) = archive_changed(&upload, &walked);
+        assert!(
+            !bytes.windows(17).any(|w| w == b"root-only-content"),
+            "the symlink's target was archived"
+        );
+        assert_eq!((totals.files, totals.skipped.len()), (0, 1), "{totals:?}");
+        assert!(totals.skipped[0].contains("symlink"), "{totals:?}");
+    }
+
+    #[test]
+    fn file_swapped_for_a_fifo_is_skipped_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let upload = dir.path().join("upload.jpg");
+        std::fs::write(&upload, "picture").unwrap();
+        let walked = std::fs::symlink_metadata(&upload).unwrap();
+        std::fs::remove_file(&upload).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &upload,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let (_, totals) = archive_changed(&upload, &walked);
+        assert_eq!((totals.files, totals.skipped.len()), (0, 1), "{totals:?}");
+        let sel = Selection::new(&[dir.path().to_path_buf()], &[], &[]).unwrap();
+        content_digest(&sel).unwrap();
     }
 }
