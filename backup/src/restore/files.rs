@@ -874,4 +874,171 @@ mod tests {
         assert_eq!((counts.files, counts.directories), (1, 1));
         assert!(!out2.path().join("srv/app/skip.log").exists());
     }
+
+    /// Appends an entry with `name` written raw into the header, so names
+    /// the tar crate's builder refuses (`..`, absolute) can be made.
+    fn raw_entry(
+        builder: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        mode: u32,
+        link: Option<&Path>,
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_000_000);
+        h.set_size(data.len() as u64);
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        builder.append(&h, data).unwrap();
+    }
+
+    #[test]
+    fn parent_and_absolute_entries_are_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dest = scratch.path().join("dest");
+        let absolute = scratch.path().join("absolute.txt");
+        for name in ["../escape.txt", absolute.to_str().unwrap()] {
+            let mut b = tar::Builder::new(Vec::new());
+            raw_entry(&mut b, tar::EntryType::Regular, name, 0o644, None, b"evil");
+            let bytes = b.into_inner().unwrap();
+            let err = unpack(&bytes[..], &dest, None).unwrap_err();
+            assert!(err.to_string().contains("leaves the destination"), "{err}");
+        }
+        assert!(!scratch.path().join("escape.txt").exists());
+        assert!(!absolute.exists());
+        assert!(!dest.join(absolute.strip_prefix("/").unwrap()).exists());
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_from_the_archive() {
+        let scratch = tempfile::tempdir().unwrap();
+        let outside = scratch.path().join("etc");
+        std::fs::create_dir(&outside).unwrap();
+        let dest = scratch.path().join("dest");
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut b,
+            tar::EntryType::Symlink,
+            "link",
+            0o777,
+            Some(&outside),
+            b"",
+        );
+        raw_entry(
+            &mut b,
+            tar::EntryType::Regular,
+            "link/passwd",
+            0o644,
+            None,
+            b"evil",
+        );
+        let bytes = b.into_inner().unwrap();
+        let err = unpack(&bytes[..], &dest, None).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
+        assert!(!outside.join("passwd").exists());
+    }
+
+    #[test]
+    fn symlinks_already_in_the_destination_are_never_followed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let outside = scratch.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("target"), "precious").unwrap();
+        let dest = scratch.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("srv")).unwrap();
+        std::os::unix::fs::symlink(outside.join("target"), dest.join("a.txt")).unwrap();
+
+        // A directory link: refused before anything is created beyond it.
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut b,
+            tar::EntryType::Regular,
+            "srv/app/x.php",
+            0o644,
+            None,
+            b"evil",
+        );
+        let bytes = b.into_inner().unwrap();
+        let err = unpack(&bytes[..], &dest, None).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
+        assert!(
+            !outside.join("app").exists(),
+            "a directory was created through the link"
+        );
+
+        // A file link: replaced, its target untouched.
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut b,
+            tar::EntryType::Regular,
+            "a.txt",
+            0o644,
+            None,
+            b"new",
+        );
+        let bytes = b.into_inner().unwrap();
+        unpack(&bytes[..], &dest, None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.join("target")).unwrap(),
+            "precious"
+        );
+        let meta = std::fs::symlink_metadata(dest.join("a.txt")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "new");
+    }
+
+    #[test]
+    fn setuid_bits_are_dropped_unless_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut b,
+            tar::EntryType::Regular,
+            "bin/tool",
+            0o6755,
+            None,
+            b"#!",
+        );
+        let bytes = b.into_inner().unwrap();
+        let mode = |dir: &Path| {
+            std::fs::metadata(dir.join("bin/tool"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        let stripped = tempfile::tempdir().unwrap();
+        let (_, tree) =
+            unpack_recording(&bytes[..], stripped.path(), None, UnpackOptions::default()).unwrap();
+        assert_eq!(mode(stripped.path()), 0o755);
+        let disk = tree.read_back(stripped.path()).unwrap();
+        assert_eq!(tree.digest(false), disk.digest(false));
+        let kept = tempfile::tempdir().unwrap();
+        let opts = UnpackOptions { keep_setuid: true };
+        unpack_recording(&bytes[..], kept.path(), None, opts).unwrap();
+        assert_eq!(mode(kept.path()), 0o6755);
+    }
+
+    #[test]
+    fn a_destination_owned_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refuse_foreign_owner(dir.path()).is_ok());
+        let me = rustix::process::geteuid();
+        let other = if me.is_root() { 65534 } else { 0 };
+        if rustix::fs::chown(dir.path(), Some(rustix::fs::Uid::from_raw(other)), None).is_ok() {
+            let err = refuse_foreign_owner(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("owned by uid"), "{err}");
+        } else {
+            assert!(!me.is_root(), "root could not chown a temp dir");
+        }
+    }
 }
