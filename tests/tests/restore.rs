@@ -857,3 +857,91 @@ fn drill_passes_then_misses_its_rto_and_metrics_say_so() {
         "{metrics}"
     );
 }
+
+/// The stored object files of a local target under `repo`.
+fn stored_objects(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![repo.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "age") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn files_restore_guards_the_host_setuid_foreign_dirs_and_damaged_in_place() {
+    let setup = Setup::new();
+    let src = setup.path("www");
+    make_tree(&src);
+    std::fs::create_dir(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let repo = setup.path("repo");
+    let config = setup.config(&format!(
+        "[backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n[backup.jobs.files]\nkind = \"files\"\npaths = [\"{}\"]\n",
+        repo.display(),
+        src.display()
+    ));
+    ok(steward(&["-c", s(&config), "backup", "run", "files"], &[]));
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["-c", s(&config), "restore", "-i", s(&setup.key), "files"];
+        args.extend_from_slice(extra);
+        steward(&args, &[])
+    };
+    let tool_mode = |root: &Path| {
+        std::fs::metadata(root.join(src.strip_prefix("/").unwrap()).join("bin/tool"))
+            .unwrap()
+            .mode()
+            & 0o7777
+    };
+
+    // --to: setuid/setgid dropped unless asked for.
+    let plain = setup.path("plain");
+    ok(restore(&["--to", s(&plain)]));
+    assert_eq!(tool_mode(&plain), 0o755);
+    let kept = setup.path("kept");
+    ok(restore(&["--to", s(&kept), "--keep-setuid"]));
+    assert_eq!(tool_mode(&kept), 0o4755);
+
+    // A --to directory another user owns is refused, even with --force.
+    let foreign = setup.path("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let t = failed(restore(&["--to", s(&foreign), "--force"]));
+    assert!(t.contains("owned by uid 65534"), "{t}");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 0);
+
+    // --in-place from a truncated object: the live files stay as they are.
+    std::fs::write(src.join("index.php"), "live v2").unwrap();
+    let objects = stored_objects(&repo);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let original = std::fs::read(&objects[0]).unwrap();
+    assert!(original.len() > 200_000, "{}", original.len());
+    std::fs::write(&objects[0], &original[..original.len() - 100]).unwrap();
+    let t = failed(restore(&["--in-place"]));
+    assert!(t.contains("truncated"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(src.join("index.php")).unwrap(),
+        "live v2"
+    );
+
+    // And a whole object restores in place, setuid bits included.
+    std::fs::write(&objects[0], &original).unwrap();
+    ok(restore(&["--in-place"]));
+    assert_eq!(
+        std::fs::read_to_string(src.join("index.php")).unwrap(),
+        "<?php echo 'hi';\n"
+    );
+    assert_eq!(tool_mode(Path::new("/")), 0o4755);
+}
