@@ -880,6 +880,18 @@ fn files_restore_guards_the_host_setuid_foreign_dirs_and_damaged_in_place() {
     let setup = Setup::new();
     let src = setup.path("www");
     make_tree(&src);
+    // Incompressible and several MiB, so damage at its end is found only
+    // after the first MiB of the archive (index.php) was handed on.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("zz.bin"), big).unwrap();
     std::fs::create_dir(src.join("bin")).unwrap();
     std::fs::write(src.join("bin/tool"), "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(
@@ -928,7 +940,7 @@ fn files_restore_guards_the_host_setuid_foreign_dirs_and_damaged_in_place() {
     let objects = stored_objects(&repo);
     assert_eq!(objects.len(), 1, "{objects:?}");
     let original = std::fs::read(&objects[0]).unwrap();
-    assert!(original.len() > 200_000, "{}", original.len());
+    assert!(original.len() > 2_500_000, "{}", original.len());
     let mut tampered = original.clone();
     let near_end = tampered.len() - 50;
     tampered[near_end] ^= 0x01;
