@@ -45,6 +45,10 @@ pub enum QueueError {
     Closed,
     #[error("cannot write to the telemetry queue in {}: {error}; check free space", dir.display())]
     Write { dir: PathBuf, error: std::io::Error },
+    /// A record larger than the queue takes: refused whole, so the reader
+    /// never meets a record it would have to call corrupt.
+    #[error("a telemetry record of {bytes} bytes is larger than the queue's {max} byte limit")]
+    TooLarge { bytes: usize, max: usize },
     /// Flushing records or saving the ledger failed.
     #[error("cannot sync the telemetry queue in {}: {error}; check free space", dir.display())]
     Sync { dir: PathBuf, error: std::io::Error },
@@ -109,7 +113,8 @@ pub struct Delivery {
 pub struct QueueStats {
     /// Items dropped because the queue was full (oldest first).
     pub dropped_full_items: AtomicU64,
-    /// Records found corrupt on disk at startup (checksum or torn write).
+    /// Records found corrupt on disk (checksum, bad length or torn write),
+    /// each counted once and skipped alone.
     pub dropped_corrupt_records: AtomicU64,
 }
 
@@ -123,9 +128,11 @@ pub struct QueueOptions {
 }
 
 const HEADER: usize = 8;
-/// Largest record accepted (gRPC upstreams take 4 MiB; the receiver's HTTP
-/// side takes 20 MiB bodies).
-const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// Largest record body the queue writes and reads back (the same number at
+/// both ends: `append` refuses anything larger). Above the receiver's
+/// largest request and the tailer's largest batch, which must stay below it.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+const MAX_RECORD: usize = MAX_RECORD_BYTES;
 
 #[derive(Debug)]
 struct Segment {
@@ -161,8 +168,17 @@ struct State {
     /// Where `acked_id` lives, persisted in the ledger.
     acked_seg: u64,
     acked_off: u64,
-    /// Handed out, not yet acknowledged: id -> (segment, end offset).
-    in_flight: HashMap<u64, Vec<FilePosition>>,
+    /// Handed out, not yet acknowledged, by id: the lowest one is where
+    /// the ledger stands while any is out.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// One past the last id the reader handed out or skipped: every id
+    /// below it that is not in flight is done (acknowledged, given up,
+    /// or never written: ids may have gaps after a corrupt record).
+    read_next_id: u64,
+    /// Corrupt stretches found at open, by (segment, offset): where the
+    /// next good record starts, so the reader skips them without
+    /// counting them again.
+    skips: HashMap<(u64, u64), u64>,
     /// Acknowledged out of order, waiting for the ones before them.
     acked_ahead: BTreeMap<u64, Vec<FilePosition>>,
     total_bytes: u64,
@@ -173,6 +189,14 @@ struct State {
     closed: bool,
     /// The segment the reader has open.
     reader: Option<(u64, File)>,
+}
+
+/// A record handed out: its checkpoint positions and where it starts.
+#[derive(Debug)]
+struct InFlight {
+    positions: Vec<FilePosition>,
+    segment: u64,
+    offset: u64,
 }
 
 /// The queue; share it with `Arc`.
@@ -322,6 +346,22 @@ fn read_record(file: &File, off: u64, file_len: u64) -> Result<Option<(RawRecord
     )))
 }
 
+/// Where the first good record after the corrupt one at `off` starts, or
+/// `None` when nothing after it reads back. A damaged body with an intact
+/// length skips just that frame; a damaged length is found again by
+/// scanning for the next frame whose checksum holds (a false match needs a
+/// CRC-32 collision on a plausible length).
+fn resync(file: &File, off: u64, file_len: u64) -> Option<u64> {
+    let mut len = [0u8; 4];
+    if file.read_exact_at(&mut len, off).is_ok() {
+        let next = off + HEADER as u64 + u64::from(u32::from_le_bytes(len));
+        if next <= file_len && matches!(read_record(file, next, file_len), Ok(Some(_))) {
+            return Some(next);
+        }
+    }
+    (off + 1..file_len).find(|&at| matches!(read_record(file, at, file_len), Ok(Some(_))))
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Ledger {
     acked_id: u64,
@@ -377,6 +417,7 @@ impl Queue {
         numbers.sort_unstable();
 
         let stats = QueueStats::default();
+        let mut skips = HashMap::new();
         let mut recovered = Recovered::default();
         let mut segments = VecDeque::new();
         let mut next_id = ledger.acked_id;
@@ -436,6 +477,14 @@ impl Queue {
                         stats
                             .dropped_corrupt_records
                             .fetch_add(1, Ordering::Relaxed);
+                        if let Some(next) = resync(&file, off, len) {
+                            // Records after a damaged one are still good:
+                            // lose only the damaged one.
+                            tracing::warn!(segment = %path.display(), offset = off, skipped_bytes = next - off, "telemetry queue: skipped one corrupt record");
+                            skips.insert((number, off), next);
+                            off = next;
+                            continue;
+                        }
                         if Some(number) == last {
                             // A torn tail: cut it so appends continue cleanly.
                             let cut = OpenOptions::new().write(true).open(&path).and_then(|f| {
@@ -449,7 +498,8 @@ impl Queue {
                             seg.bytes = off;
                             tracing::warn!(segment = %path.display(), offset = off, "telemetry queue: cut a torn record at the end");
                         } else {
-                            tracing::warn!(segment = %path.display(), offset = off, "telemetry queue: corrupt record; skipping the rest of the segment");
+                            tracing::warn!(segment = %path.display(), offset = off, "telemetry queue: corrupt record with nothing readable after it; skipping the rest of the segment");
+                            skips.insert((number, off), len);
                         }
                         break;
                     }
@@ -500,7 +550,9 @@ impl Queue {
             acked_id: ledger.acked_id,
             acked_seg,
             acked_off,
-            in_flight: HashMap::new(),
+            in_flight: BTreeMap::new(),
+            read_next_id: ledger.acked_id,
+            skips,
             acked_ahead: BTreeMap::new(),
             total_bytes,
             unacked_items: recovered.items,
@@ -530,6 +582,23 @@ impl Queue {
     /// Appends a record. It is on disk (page cache) when this returns, so a
     /// killed process loses nothing; `sync` makes it survive power loss.
     pub fn append(&self, entry: &Entry) -> Result<(), QueueError> {
+        self.append_with(entry, write_record)
+    }
+
+    /// `append` with the write itself passed in: the seam through which
+    /// tests make the disk fail mid-record.
+    fn append_with(
+        &self,
+        entry: &Entry,
+        write: impl FnOnce(&mut File, &[u8], &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), QueueError> {
+        let body = META + entry.positions.len().min(u16::MAX as usize) * 16 + entry.payload.len();
+        if body > MAX_RECORD {
+            return Err(QueueError::TooLarge {
+                bytes: body,
+                max: MAX_RECORD,
+            });
+        }
         let mut st = self.lock();
         if st.closed {
             return Err(QueueError::Closed);
@@ -548,10 +617,13 @@ impl Queue {
                 self.drop_oldest(&mut st);
             }
         }
-        write_record(&mut st.writer, &head, &entry.payload).map_err(|error| QueueError::Write {
-            dir: self.dir.clone(),
-            error,
-        })?;
+        if let Err(error) = write(&mut st.writer, &head, &entry.payload) {
+            self.cut_partial_write(&mut st);
+            return Err(QueueError::Write {
+                dir: self.dir.clone(),
+                error,
+            });
+        }
         let seg = st.segments.back_mut().expect("a tail segment");
         if seg.items.is_empty() {
             seg.first_id = id;
@@ -568,6 +640,24 @@ impl Queue {
         self.notify.notify_waiters();
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// After a failed write (a full disk writes part of a record), cuts the
+    /// tail segment back to its last whole record, so the next append does
+    /// not land behind a torn one. If even that fails, appends continue in
+    /// a new segment: the torn bytes sit past what the reader is told the
+    /// old one holds.
+    fn cut_partial_write(&self, st: &mut State) {
+        let good = st.segments.back().map(|s| s.bytes).unwrap_or(0);
+        let Err(e) = st.writer.set_len(good) else {
+            return;
+        };
+        tracing::error!(
+            "cannot cut a partly written telemetry queue record: {e}; continuing in a new segment"
+        );
+        if let Err(e) = self.roll(st) {
+            tracing::error!("{e}");
+        }
     }
 
     fn roll(&self, st: &mut State) -> Result<(), QueueError> {
@@ -611,6 +701,7 @@ impl Queue {
             st.acked_ahead.remove(&id);
         }
         let _ = std::fs::remove_file(seg.path(&self.dir));
+        st.skips.retain(|(number, _), _| *number != seg.number);
         st.total_bytes = st.total_bytes.saturating_sub(seg.bytes);
         st.unacked_items = st.unacked_items.saturating_sub(dropped_items);
         st.unacked_records = st.unacked_records.saturating_sub(dropped_records);
@@ -636,16 +727,11 @@ impl Queue {
         if st.read_seg <= seg.number {
             st.read_seg = next;
             st.read_off = 0;
+            st.read_next_id = st.read_next_id.max(next_first);
         }
-        if st.acked_seg <= seg.number {
-            st.acked_seg = next;
-            st.acked_off = 0;
-            st.acked_id = st.acked_id.max(next_first);
-            // Positions of dropped records are not applied: the data is
-            // given up and counted; later acknowledgements move on.
-            let _ = self.advance_acked(st);
-            st.ledger_dirty = true;
-        }
+        // Positions of dropped records are not applied: the data is given
+        // up and counted; later acknowledgements move on.
+        let _ = self.advance_acked(st);
     }
 
     /// The next record not yet handed out, waiting for one; `None` once
@@ -699,6 +785,10 @@ impl Queue {
                 }
             }
             let read_off = st.read_off;
+            if let Some(&next) = st.skips.get(&(seg_number, read_off)) {
+                st.read_off = next;
+                continue;
+            }
             let result = match &st.reader {
                 Some((_, file)) => read_record(file, read_off, seg_bytes),
                 None => return Ok(None),
@@ -712,17 +802,35 @@ impl Queue {
                     if id < st.acked_id {
                         continue;
                     }
-                    st.in_flight.insert(id, entry.positions.clone());
+                    st.read_next_id = st.read_next_id.max(id + 1);
+                    st.in_flight.insert(
+                        id,
+                        InFlight {
+                            positions: entry.positions.clone(),
+                            segment: seg_number,
+                            offset: read_off,
+                        },
+                    );
                     return Ok(Some(Delivery { id, entry }));
                 }
                 Ok(None) => return Ok(None),
                 Err(()) => {
-                    // Checked at open; a record written since cannot be torn.
-                    // Skip the segment rather than spin.
+                    // Damaged since open (open found and noted the rest):
+                    // skip this one record, or the rest of the segment if
+                    // nothing after it reads back.
                     self.stats
                         .dropped_corrupt_records
                         .fetch_add(1, Ordering::Relaxed);
-                    st.read_off = seg_bytes;
+                    let next = match &st.reader {
+                        Some((_, file)) => resync(file, read_off, seg_bytes),
+                        None => None,
+                    };
+                    tracing::warn!(
+                        segment = seg_number,
+                        offset = read_off,
+                        "telemetry queue: skipped a corrupt record"
+                    );
+                    st.read_off = next.unwrap_or(seg_bytes);
                 }
             }
         }
@@ -738,101 +846,47 @@ impl Queue {
         let mut st = self.lock();
         // Only records handed out count; one whose segment was dropped
         // meanwhile was already counted as dropped.
-        let Some(positions) = st.in_flight.remove(&id) else {
+        let Some(done) = st.in_flight.remove(&id) else {
             return Vec::new();
         };
-        st.acked_ahead.insert(id, positions);
+        st.acked_ahead.insert(id, done.positions);
         st.unacked_items = st.unacked_items.saturating_sub(items as u64);
         st.unacked_records = st.unacked_records.saturating_sub(1);
         self.advance_acked(&mut st)
     }
 
+    /// Moves the ledger to the first record not done: the lowest one in
+    /// flight, else the reader's position (everything it passed was handed
+    /// out and is done, or was corrupt, or never existed: an id gap never
+    /// holds the ledger back). Segments wholly behind it are deleted, and
+    /// only those: unread data stays.
     fn advance_acked(&self, st: &mut State) -> Vec<FilePosition> {
-        let mut moved = false;
+        let (frontier, segment, offset) = match st.in_flight.first_key_value() {
+            Some((&id, f)) => (id, f.segment, f.offset),
+            None => (st.read_next_id, st.read_seg, st.read_off),
+        };
         let mut positions = Vec::new();
-        while st.acked_ahead.first_key_value().map(|(k, _)| *k) == Some(st.acked_id) {
-            if let Some((_, p)) = st.acked_ahead.pop_first() {
-                positions.extend(p);
-            }
-            st.acked_id += 1;
-            moved = true;
-        }
-        // Stale entries from dropped segments.
-        while let Some((&first, _)) = st.acked_ahead.first_key_value() {
-            if first < st.acked_id {
-                st.acked_ahead.pop_first();
-            } else {
+        while let Some(entry) = st.acked_ahead.first_entry() {
+            if *entry.key() >= frontier {
                 break;
             }
+            positions.extend(entry.remove());
         }
-        if !moved {
+        if frontier <= st.acked_id {
             return positions;
         }
-        // Find where acked_id lives: the segment holding it, at the end of
-        // the record before it (known for in-flight or read records).
-        let acked_id = st.acked_id;
-        let position = st
-            .segments
-            .iter()
-            .find(|s| acked_id >= s.first_id && acked_id < s.end_id.max(s.first_id + 1))
-            .map(|s| s.number);
-        match position {
-            Some(number) => {
-                // The record's start: if it is the first of its segment, 0;
-                // otherwise the end of the previous record, which the reader
-                // passed (ack implies it was read).
-                let first_id = st
-                    .segments
-                    .iter()
-                    .find(|s| s.number == number)
-                    .map(|s| s.first_id)
-                    .unwrap_or(acked_id);
-                if acked_id == first_id {
-                    st.acked_seg = number;
-                    st.acked_off = 0;
-                } else {
-                    st.acked_seg = number;
-                    st.acked_off = self.offset_of(number, acked_id).unwrap_or(0);
-                }
-            }
-            None => {
-                // Everything written is acknowledged: the position is the
-                // writer's end.
-                let tail = st.segments.back().expect("a tail segment");
-                st.acked_seg = tail.number;
-                st.acked_off = tail.bytes;
-            }
-        }
+        st.acked_id = frontier;
+        st.acked_seg = segment;
+        st.acked_off = offset;
         st.ledger_dirty = true;
-        // Delete segments entirely before the acknowledged position.
         while st.segments.len() > 1 && st.segments[0].number < st.acked_seg {
             if let Some(seg) = st.segments.pop_front() {
                 st.total_bytes = st.total_bytes.saturating_sub(seg.bytes);
+                st.skips.retain(|(number, _), _| *number != seg.number);
                 let _ = std::fs::remove_file(seg.path(&self.dir));
             }
         }
         positions
-    }
-
-    /// Byte offset of record `id` inside segment `number`, by walking the
-    /// record headers (segments are small; this runs once per ledger move).
-    fn offset_of(&self, number: u64, id: u64) -> Option<u64> {
-        let file = File::open(segment_path(&self.dir, number)).ok()?;
-        let len = file.metadata().ok()?.len();
-        let mut off = 0u64;
-        loop {
-            let mut header = [0u8; HEADER + 8];
-            if off + (HEADER + 8) as u64 > len {
-                return None;
-            }
-            file.read_exact_at(&mut header, off).ok()?;
-            let rec_len = u32::from_le_bytes(header[0..4].try_into().ok()?) as u64;
-            let rec_id = u64::from_le_bytes(header[8..16].try_into().ok()?);
-            if rec_id >= id {
-                return Some(off);
-            }
-            off += HEADER as u64 + rec_len;
-        }
     }
 
     /// Flushes written records to stable storage and persists the ledger
@@ -1014,5 +1068,159 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(n, dropped);
+    }
+
+    /// The next delivery, or `None` when none comes within a second (a
+    /// reader that skipped good records waits forever).
+    async fn next_soon(q: &Queue) -> Option<Delivery> {
+        tokio::time::timeout(Duration::from_secs(1), q.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn text(d: &Delivery) -> String {
+        String::from_utf8_lossy(&d.entry.payload).into_owned()
+    }
+
+    /// Delivers and acknowledges until nothing comes; the payloads in order.
+    async fn drain(q: &Queue) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(d) = next_soon(q).await {
+            seen.push(text(&d));
+            q.ack(d.id, d.entry.items);
+        }
+        seen
+    }
+
+    /// Bytes of one `entry(..)` record on disk.
+    fn frame_len(payload: &str) -> u64 {
+        (HEADER + META + 16 + payload.len()) as u64
+    }
+
+    #[tokio::test]
+    async fn oversized_record_is_refused_and_later_records_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = Queue::open(opts(dir.path(), 1 << 30, 1 << 30)).unwrap();
+        q.append(&entry("before", 1, 1)).unwrap();
+        let mut big = entry("", 1, 2);
+        big.payload = vec![b'x'; MAX_RECORD_BYTES];
+        let refused = q.append(&big);
+        assert!(
+            matches!(refused, Err(QueueError::TooLarge { .. })),
+            "{refused:?}"
+        );
+        q.append(&entry("after", 1, 3)).unwrap();
+        assert_eq!(drain(&q).await, ["before", "after"]);
+        assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_mid_last_segment_loses_only_itself() {
+        // Damage the third record's payload (length intact), then its
+        // length field (found again by scanning).
+        for damage_length in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (q, _) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+                for i in 0..5 {
+                    q.append(&entry(&format!("r{i}"), 1, i + 1)).unwrap();
+                }
+                q.sync().unwrap();
+            }
+            let seg = segment_path(dir.path(), 1);
+            let mut bytes = std::fs::read(&seg).unwrap();
+            let third = 2 * frame_len("r0") as usize;
+            let at = if damage_length {
+                third + 2
+            } else {
+                third + frame_len("r2") as usize - 1
+            };
+            bytes[at] ^= 0x5a;
+            std::fs::write(&seg, &bytes).unwrap();
+
+            let (q, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+            assert_eq!(rec.records, 4, "damage_length={damage_length}");
+            assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 1);
+            q.append(&entry("new", 1, 9)).unwrap();
+            assert_eq!(drain(&q).await, ["r0", "r1", "r3", "r4", "new"]);
+            // Counted once, not again when the reader passes it.
+            assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 1);
+            assert_eq!(q.depth().0, 0);
+            q.sync().unwrap();
+            drop(q);
+            let (_, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+            assert_eq!(rec.records, 0, "everything was acknowledged");
+        }
+    }
+
+    /// Writes segment `number` holding records with these ids.
+    fn craft_segment(dir: &Path, number: u64, ids: &[u64]) {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let e = entry(&format!("id{id}"), 1, id + 1);
+            bytes.extend(encode_head(id, &e));
+            bytes.extend(&e.payload);
+        }
+        std::fs::write(segment_path(dir, number), bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_id_gap_neither_deletes_unread_segments_nor_stalls_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        craft_segment(dir.path(), 1, &[0, 1, 2]);
+        craft_segment(dir.path(), 2, &[5, 6]);
+        craft_segment(dir.path(), 3, &[7]);
+        let (q, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+        assert_eq!(rec.records, 6);
+        for expected in ["id0", "id1", "id2"] {
+            let d = next_soon(&q).await.expect("a record");
+            assert_eq!(text(&d), expected);
+            q.ack(d.id, 1);
+        }
+        assert!(
+            segment_path(dir.path(), 2).exists(),
+            "unread segment deleted"
+        );
+        let d = next_soon(&q).await.expect("the record after the gap");
+        assert_eq!(text(&d), "id5");
+        let moved: Vec<u64> = q.ack(d.id, 1).iter().map(|p| p.offset).collect();
+        assert_eq!(moved, [6], "the ledger waits for ids that do not exist");
+        assert_eq!(drain(&q).await, ["id6", "id7"]);
+        assert_eq!(q.depth().0, 0);
+        q.sync().unwrap();
+        drop(q);
+        let (_, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+        assert_eq!(rec.records, 0);
+    }
+
+    #[tokio::test]
+    async fn a_short_write_is_cut_back_and_later_records_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+            q.append(&entry("a", 1, 1)).unwrap();
+            // A full disk: the head and part of the payload reach the file.
+            let failed = q.append_with(&entry("torn-payload", 1, 2), |file, head, payload| {
+                file.write_all(head)?;
+                file.write_all(&payload[..4])?;
+                Err(std::io::Error::from_raw_os_error(28))
+            });
+            assert!(
+                matches!(failed, Err(QueueError::Write { .. })),
+                "{failed:?}"
+            );
+            q.append(&entry("b", 1, 3)).unwrap();
+            assert_eq!(drain(&q).await, ["a", "b"]);
+            assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 0);
+        }
+        let seg = segment_path(dir.path(), 1);
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            frame_len("a") + frame_len("b")
+        );
+        let (q, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+        assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 0);
+        assert_eq!(rec.records, 2, "not synced, so both are sent again");
     }
 }

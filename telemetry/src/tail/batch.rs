@@ -268,6 +268,12 @@ impl Batcher {
                     self.access.record(&name, &access);
                     break;
                 }
+                Err(e @ crate::queue::QueueError::TooLarge { .. }) => {
+                    // Cannot happen within the configured batch bounds;
+                    // retrying would stall the source for good.
+                    tracing::error!(source = %name, "{e}; batch dropped");
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(source = %name, "{e}");
                     if self.stop.load(Ordering::Relaxed) {
