@@ -228,6 +228,27 @@ pub struct ReceiverConfig {
     /// auth) for both listeners, for when they are not on loopback.
     #[serde(default)]
     pub web_config_file: Option<PathBuf>,
+    /// Largest request, after gunzipping, either protocol accepts: larger
+    /// ones get HTTP 413 / gRPC RESOURCE_EXHAUSTED or OUT_OF_RANGE, and a
+    /// gzip body is cut off while inflating once it passes this.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Requests decoded at once over both protocols; more wait for a turn
+    /// (so memory stays near this times `max_request_bytes`).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+/// Upper bound of `max_request_bytes`: adding `host.name` to each resource
+/// can grow a request several times before it becomes one queue record,
+/// which must stay under the queue's record cap.
+pub const RECEIVER_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+fn default_max_request_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_concurrent_requests() -> usize {
+    4
 }
 
 fn default_grpc_listen() -> SocketAddr {
@@ -244,6 +265,8 @@ impl Default for ReceiverConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
             web_config_file: None,
+            max_request_bytes: default_max_request_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
         }
     }
 }
@@ -364,6 +387,18 @@ impl TelemetryConfig {
             errors.push(format!(
                 "receiver.http_listen: {} is also receiver.grpc_listen; use two addresses",
                 self.receiver.http_listen
+            ));
+        }
+        if !(64 * 1024..=RECEIVER_MAX_REQUEST_BYTES).contains(&self.receiver.max_request_bytes) {
+            errors.push(format!(
+                "receiver.max_request_bytes: {} is out of range; use 65536..={RECEIVER_MAX_REQUEST_BYTES}",
+                self.receiver.max_request_bytes
+            ));
+        }
+        if !(1..=64).contains(&self.receiver.max_concurrent_requests) {
+            errors.push(format!(
+                "receiver.max_concurrent_requests: {} is out of range; use 1..=64",
+                self.receiver.max_concurrent_requests
             ));
         }
         let mut names = std::collections::HashSet::new();

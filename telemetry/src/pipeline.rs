@@ -115,6 +115,10 @@ pub fn start(
         queue: Arc::clone(&queue),
         stats: Arc::clone(&stats),
         host_name: opts.host_name.clone(),
+        max_request_bytes: cfg.receiver.max_request_bytes,
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            cfg.receiver.max_concurrent_requests,
+        )),
     };
     let stop_receivers = CancellationToken::new();
     let mut receivers: Vec<JoinHandle<()>> = Vec::new();

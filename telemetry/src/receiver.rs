@@ -3,6 +3,10 @@
 //! durable queue before it is acknowledged, and forwarded upstream from
 //! there. A full disk answers UNAVAILABLE / 503 so the client retries.
 //! Off loopback, a web-config file adds TLS and basic auth to both.
+//! Requests are bounded in size (also while gunzipping) and in number at
+//! once, and decoded on blocking threads: a local client sending large or
+//! many requests cannot starve `/metrics` or the scheduler of the async
+//! workers, nor run the agent out of memory.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -12,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -35,6 +40,7 @@ use prost::Message;
 use steward_web::auth::AuthResult;
 use steward_web::{BasicAuth, Timeouts, WebHandle, WebRuntime};
 use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -42,12 +48,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::parse::string_value;
-use crate::queue::{Entry, Queue, Signal};
+use crate::queue::{Entry, Queue, QueueError, Signal};
 use crate::stats::Stats;
-
-/// The collector's defaults: 4 MiB gRPC messages, 20 MiB HTTP bodies.
-const GRPC_MAX: usize = 4 * 1024 * 1024;
-const HTTP_MAX: usize = 20 * 1024 * 1024;
 
 /// What each listener speaks over TLS.
 pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
@@ -81,6 +83,65 @@ pub struct Intake {
     pub stats: Arc<Stats>,
     /// Added to every resource that lacks it.
     pub host_name: String,
+    /// Largest request after gunzipping (`max_request_bytes`).
+    pub max_request_bytes: usize,
+    /// One permit per request being read and decoded, over both protocols
+    /// (`max_concurrent_requests`).
+    pub permits: Arc<Semaphore>,
+}
+
+/// Why a request was not queued; each protocol answers it its own way.
+#[derive(Debug)]
+enum Refusal {
+    /// Larger than the receiver or the queue takes: the client must not
+    /// send it again as it is.
+    TooLarge(String),
+    /// The queue cannot take it now (full disk, stopping): retry later.
+    Unavailable(String),
+}
+
+impl From<QueueError> for Refusal {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::TooLarge { .. } => Refusal::TooLarge(e.to_string()),
+            other => Refusal::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for tonic::Status {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::TooLarge(m) => tonic::Status::resource_exhausted(m),
+            Refusal::Unavailable(m) => tonic::Status::unavailable(m),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::TooLarge(m) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("{m}\n")).into_response()
+            }
+            Refusal::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                format!("{m}\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl Intake {
+    /// Waits for a turn to decode a request.
+    async fn turn(&self) -> Result<SemaphorePermit<'_>, Refusal> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| Refusal::Unavailable("the OTLP receiver is stopping".into()))
+    }
 }
 
 fn fill_resource(resource: &mut Option<Resource>, host: &str) {
@@ -95,7 +156,7 @@ fn fill_resource(resource: &mut Option<Resource>, host: &str) {
 }
 
 impl Intake {
-    fn logs(&self, mut req: ExportLogsServiceRequest) -> Result<(), String> {
+    fn logs(&self, mut req: ExportLogsServiceRequest) -> Result<(), Refusal> {
         let items: usize = req
             .resource_logs
             .iter()
@@ -108,7 +169,7 @@ impl Intake {
         self.put(Signal::Logs, items, req.encode_to_vec())
     }
 
-    fn traces(&self, mut req: ExportTraceServiceRequest) -> Result<(), String> {
+    fn traces(&self, mut req: ExportTraceServiceRequest) -> Result<(), Refusal> {
         let items: usize = req
             .resource_spans
             .iter()
@@ -121,18 +182,16 @@ impl Intake {
         self.put(Signal::Traces, items, req.encode_to_vec())
     }
 
-    fn put(&self, signal: Signal, items: usize, payload: Vec<u8>) -> Result<(), String> {
+    fn put(&self, signal: Signal, items: usize, payload: Vec<u8>) -> Result<(), Refusal> {
         if items == 0 {
             return Ok(());
         }
-        self.queue
-            .append(&Entry {
-                signal,
-                items: items as u32,
-                positions: Vec::new(),
-                payload,
-            })
-            .map_err(|e| e.to_string())?;
+        self.queue.append(&Entry {
+            signal,
+            items: items as u32,
+            positions: Vec::new(),
+            payload,
+        })?;
         self.stats
             .items_received
             .add(&[signal.as_str()], items as u64);
@@ -148,9 +207,10 @@ impl LogsService for Grpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.0
-            .logs(request.into_inner())
-            .map_err(tonic::Status::unavailable)?;
+        let _turn = self.0.turn().await?;
+        let intake = self.0.clone();
+        let req = request.into_inner();
+        off_the_async_workers(move || intake.logs(req)).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -161,11 +221,22 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0
-            .traces(request.into_inner())
-            .map_err(tonic::Status::unavailable)?;
+        let _turn = self.0.turn().await?;
+        let intake = self.0.clone();
+        let req = request.into_inner();
+        off_the_async_workers(move || intake.traces(req)).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// Runs `work` (gunzip, decode, re-encode, append: milliseconds to
+/// seconds for a large request) on a blocking thread.
+async fn off_the_async_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Unavailable(format!("the request failed: {e}"))))
 }
 
 /// Why a receiver cannot listen.
@@ -196,12 +267,14 @@ pub fn serve_grpc(
     cancel: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "grpc_listen")?;
+    // tonic checks the limit on the message and while gunzipping it.
+    let max = intake.max_request_bytes;
     let logs = LogsServiceServer::new(Grpc(intake.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(GRPC_MAX);
+        .max_decoding_message_size(max);
     let traces = TraceServiceServer::new(Grpc(intake))
         .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(GRPC_MAX);
+        .max_decoding_message_size(max);
     let check = grpc_auth(web.auth.clone());
     let router = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(logs, check.clone()))
@@ -314,11 +387,19 @@ pub fn serve_http(
     cancel: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()> + Send, ReceiverError> {
     let listener = bind(addr, "http_listen")?;
+    let max = intake.max_request_bytes;
+    let intake = Arc::new(intake);
     let app = Router::new()
         .route("/v1/logs", post(http_logs))
         .route("/v1/traces", post(http_traces))
-        .layer(DefaultBodyLimit::max(HTTP_MAX))
-        .with_state(Arc::new(intake));
+        // The turn is taken before the body is read, so waiting requests
+        // hold a connection, not their bodies.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&intake),
+            one_turn,
+        ))
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(intake);
     Ok(steward_web::serve(
         listener,
         app,
@@ -328,8 +409,21 @@ pub fn serve_http(
     ))
 }
 
-/// The protobuf body, gunzipped if needed; an error response otherwise.
-fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, (StatusCode, String)> {
+/// Lets a request in once it has a turn (`max_concurrent_requests`).
+async fn one_turn(State(intake): State<Arc<Intake>>, request: Request, next: Next) -> Response {
+    match intake.turn().await {
+        Ok(_turn) => next.run(request).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The protobuf body, gunzipped if needed (stopping as soon as it inflates
+/// past `max` bytes); an error response otherwise.
+fn body_bytes(
+    headers: &HeaderMap,
+    body: &Bytes,
+    max: usize,
+) -> Result<Vec<u8>, (StatusCode, String)> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -348,9 +442,15 @@ fn body_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, (StatusCode,
         Some("gzip") => {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(body.as_ref())
-                .take(HTTP_MAX as u64 * 8)
+                .take(max as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}\n")))?;
+            if out.len() > max {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the gzip body inflates past telemetry.receiver.max_request_bytes ({max} bytes)\n"),
+                ));
+            }
             Ok(out)
         }
         Some(other) => Err((
@@ -364,27 +464,44 @@ fn protobuf_response(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/x-protobuf")], bytes).into_response()
 }
 
-async fn http_logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
-    let raw = match body_bytes(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
+/// Gunzips, decodes and queues one HTTP request on a blocking thread.
+async fn http_export(
+    intake: Arc<Intake>,
+    headers: HeaderMap,
+    body: Bytes,
+    signal: Signal,
+) -> Response {
+    let work = move || -> Result<Response, Refusal> {
+        let raw = match body_bytes(&headers, &body, intake.max_request_bytes) {
+            Ok(b) => b,
+            Err(r) => return Ok(r.into_response()),
+        };
+        let bad = |what: &str| (StatusCode::BAD_REQUEST, format!("body is not an {what}\n"));
+        Ok(match signal {
+            Signal::Logs => match ExportLogsServiceRequest::decode(raw.as_slice()) {
+                Ok(req) => {
+                    intake.logs(req)?;
+                    protobuf_response(ExportLogsServiceResponse::default().encode_to_vec())
+                }
+                Err(_) => bad("ExportLogsServiceRequest").into_response(),
+            },
+            Signal::Traces => match ExportTraceServiceRequest::decode(raw.as_slice()) {
+                Ok(req) => {
+                    intake.traces(req)?;
+                    protobuf_response(ExportTraceServiceResponse::default().encode_to_vec())
+                }
+                Err(_) => bad("ExportTraceServiceRequest").into_response(),
+            },
+        })
     };
-    let Ok(req) = ExportLogsServiceRequest::decode(raw.as_slice()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "body is not an ExportLogsServiceRequest\n",
-        )
-            .into_response();
-    };
-    match intake.logs(req) {
-        Ok(()) => protobuf_response(ExportLogsServiceResponse::default().encode_to_vec()),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            format!("{e}\n"),
-        )
-            .into_response(),
+    match off_the_async_workers(work).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+async fn http_logs(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+    http_export(intake, headers, body, Signal::Logs).await
 }
 
 async fn http_traces(
@@ -392,24 +509,139 @@ async fn http_traces(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let raw = match body_bytes(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let Ok(req) = ExportTraceServiceRequest::decode(raw.as_slice()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "body is not an ExportTraceServiceRequest\n",
-        )
-            .into_response();
-    };
-    match intake.traces(req) {
-        Ok(()) => protobuf_response(ExportTraceServiceResponse::default().encode_to_vec()),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            format!("{e}\n"),
-        )
-            .into_response(),
+    http_export(intake, headers, body, Signal::Traces).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+    use crate::queue::QueueOptions;
+
+    const MAX: usize = 64 * 1024;
+
+    fn intake(dir: &std::path::Path) -> Intake {
+        let (queue, _) = Queue::open(QueueOptions {
+            dir: dir.to_path_buf(),
+            max_bytes: 1 << 30,
+            segment_bytes: 1 << 26,
+            fsync_interval: Duration::from_secs(1),
+        })
+        .unwrap();
+        Intake {
+            queue,
+            stats: Arc::new(Stats::default()),
+            host_name: "test-host".into(),
+            max_request_bytes: MAX,
+            permits: Arc::new(Semaphore::new(2)),
+        }
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// One log record whose body is `body_bytes` long.
+    fn logs_request(body_bytes: usize) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(string_value("a".repeat(body_bytes))),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    async fn post_logs(addr: SocketAddr, body: Vec<u8>, gzipped: bool) -> reqwest::StatusCode {
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(body);
+        if gzipped {
+            req = req.header("content-encoding", "gzip");
+        }
+        req.send().await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn http_refuses_oversized_bodies_and_gzip_bombs_with_413() {
+        let dir = tempfile::tempdir().unwrap();
+        let intake = intake(dir.path());
+        let queue = Arc::clone(&intake.queue);
+        let addr = free_addr();
+        let cancel = CancellationToken::new();
+        let web = web_runtimes(None).unwrap().http;
+        tokio::spawn(serve_http(addr, intake, web, cancel.clone()).unwrap());
+
+        let fits = logs_request(1000).encode_to_vec();
+        assert_eq!(post_logs(addr, fits.clone(), false).await, 200);
+        assert_eq!(post_logs(addr, gzip(&fits), true).await, 200);
+        let big = logs_request(MAX + 1).encode_to_vec();
+        assert_eq!(post_logs(addr, big.clone(), false).await, 413);
+        // 10 MiB that gzips to a few KiB: refused while inflating.
+        let bomb = gzip(&logs_request(10 << 20).encode_to_vec());
+        assert!(bomb.len() < MAX);
+        assert_eq!(post_logs(addr, bomb, true).await, 413);
+        assert_eq!(queue.depth().0, 2, "only the two that fit are queued");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn grpc_refuses_oversized_messages_and_gzip_bombs() {
+        let dir = tempfile::tempdir().unwrap();
+        let intake = intake(dir.path());
+        let queue = Arc::clone(&intake.queue);
+        let addr = free_addr();
+        let cancel = CancellationToken::new();
+        let web = web_runtimes(None).unwrap().grpc;
+        tokio::spawn(serve_grpc(addr, intake, web, cancel.clone()).unwrap());
+        let mut client = None;
+        for _ in 0..50 {
+            match LogsServiceClient::connect(format!("http://{addr}")).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let plain = client.expect("the receiver listens");
+        let mut gzipped = plain.clone().send_compressed(CompressionEncoding::Gzip);
+        let mut plain = plain;
+
+        plain.export(logs_request(1000)).await.unwrap();
+        let code = plain
+            .export(logs_request(MAX + 1))
+            .await
+            .unwrap_err()
+            .code();
+        assert_eq!(code, tonic::Code::OutOfRange);
+        let code = gzipped
+            .export(logs_request(10 << 20))
+            .await
+            .unwrap_err()
+            .code();
+        assert_eq!(code, tonic::Code::ResourceExhausted);
+        assert_eq!(queue.depth().0, 1);
+        cancel.cancel();
     }
 }
