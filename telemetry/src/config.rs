@@ -229,7 +229,7 @@ pub struct ReceiverConfig {
     #[serde(default)]
     pub web_config_file: Option<PathBuf>,
     /// Largest request, after gunzipping, either protocol accepts: larger
-    /// ones get HTTP 413 / gRPC RESOURCE_EXHAUSTED or OUT_OF_RANGE, and a
+    /// ones get HTTP 413 / gRPC RESOURCE_EXHAUSTED, and a
     /// gzip body is cut off while inflating once it passes this.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,

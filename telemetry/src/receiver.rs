@@ -277,6 +277,7 @@ pub fn serve_grpc(
         .max_decoding_message_size(max);
     let check = grpc_auth(web.auth.clone());
     let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(oversize_is_not_retried))
         .add_service(InterceptedService::new(logs, check.clone()))
         .add_service(InterceptedService::new(traces, check));
     Ok(async move {
@@ -299,6 +300,20 @@ pub fn serve_grpc(
             tracing::error!("OTLP gRPC receiver on {addr} failed: {e}");
         }
     })
+}
+
+/// tonic answers a message over `max_decoding_message_size` with
+/// OUT_OF_RANGE, which OTLP clients retry, forever; RESOURCE_EXHAUSTED
+/// without RetryInfo tells them to drop it. The handlers never answer
+/// OUT_OF_RANGE themselves, so only that limit is rewritten.
+fn oversize_is_not_retried(
+    mut response: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let status = response.headers_mut().get_mut("grpc-status");
+    if let Some(code) = status.filter(|v| *v == "11") {
+        *code = header::HeaderValue::from_static("8");
+    }
+    response
 }
 
 /// The gRPC check of `basic_auth_users` (every call passes without users).
@@ -634,7 +649,8 @@ mod tests {
             .await
             .unwrap_err()
             .code();
-        assert_eq!(code, tonic::Code::OutOfRange);
+        // Not OUT_OF_RANGE (tonic's own answer), which OTLP clients retry.
+        assert_eq!(code, tonic::Code::ResourceExhausted);
         let code = gzipped
             .export(logs_request(10 << 20))
             .await
