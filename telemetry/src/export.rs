@@ -359,7 +359,9 @@ impl Exporter {
             return Outcome::Accepted { rejected, message };
         }
         let reason = format!("http_{status}");
-        if matches!(status, 429 | 502 | 503 | 504) {
+        // 401/403: an expired or revoked token is an outage to wait out,
+        // not bad data to drop.
+        if matches!(status, 401 | 403 | 429 | 502 | 503 | 504) {
             Outcome::Retry {
                 reason,
                 after: retry_after,
@@ -368,6 +370,15 @@ impl Exporter {
             Outcome::Fatal { reason }
         }
     }
+}
+
+/// A refusal of the credentials (logged loudly: retrying alone will not
+/// fix it).
+fn is_credentials(reason: &str) -> bool {
+    matches!(
+        reason,
+        "http_401" | "http_403" | "grpc_unauthenticated" | "grpc_permissiondenied"
+    )
 }
 
 /// The OTLP spec's retryable gRPC codes; RESOURCE_EXHAUSTED only when the
@@ -390,6 +401,8 @@ fn classify_grpc(status: &tonic::Status) -> Outcome {
         | Code::OutOfRange
         | Code::DataLoss
         | Code::Cancelled => true,
+        // Credentials, not data: kept queued until the token is fixed.
+        Code::Unauthenticated | Code::PermissionDenied => true,
         Code::ResourceExhausted => {
             memchr::memmem::find(status.details(), b"google.rpc.RetryInfo").is_some()
         }
@@ -538,7 +551,11 @@ impl Worker {
                     let wait = after
                         .unwrap_or(backoff)
                         .min(self.max_backoff.max(Duration::from_secs(1)) * 4);
-                    tracing::debug!(signal, %reason, ?wait, "export failed; retrying");
+                    if is_credentials(&reason) {
+                        tracing::warn!(signal, %reason, ?wait, "the upstream refuses Steward's credentials; batches stay queued and are retried. Check telemetry.exporter's token or headers");
+                    } else {
+                        tracing::debug!(signal, %reason, ?wait, "export failed; retrying");
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => return false,
                         _ = tokio::time::sleep(jitter(wait)) => {}

@@ -40,6 +40,8 @@ pub enum Mode {
     Unavailable,
     /// gRPC INVALID_ARGUMENT / HTTP 400 (never retried).
     BadRequest,
+    /// gRPC UNAUTHENTICATED / HTTP 401, as for an expired token.
+    Unauthorized,
     /// Accept, keep, and report this many log records rejected.
     PartialReject(i64),
 }
@@ -114,6 +116,18 @@ impl Shared {
         *self.mode.lock().unwrap()
     }
 
+    /// The gRPC error the mode answers with, counted; `None` to accept.
+    fn grpc_refusal(&self) -> Option<tonic::Status> {
+        let status = match self.mode() {
+            Mode::Unavailable => tonic::Status::unavailable("sink is in outage mode"),
+            Mode::BadRequest => tonic::Status::invalid_argument("sink refuses everything"),
+            Mode::Unauthorized => tonic::Status::unauthenticated("sink: token expired"),
+            Mode::Accept | Mode::PartialReject(_) => return None,
+        };
+        self.refuse();
+        Some(status)
+    }
+
     fn record_headers(&self, pairs: Vec<(String, String)>) {
         self.headers.lock().unwrap().extend(pairs);
     }
@@ -183,29 +197,20 @@ impl LogsService for Grpc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         self.0.record_headers(metadata_pairs(request.metadata()));
-        match self.0.mode() {
-            Mode::Unavailable => {
-                self.0.refuse();
-                Err(tonic::Status::unavailable("sink is in outage mode"))
-            }
-            Mode::BadRequest => {
-                self.0.refuse();
-                Err(tonic::Status::invalid_argument("sink refuses everything"))
-            }
-            Mode::Accept => {
-                self.0.keep_logs(request.into_inner());
-                Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-            }
-            Mode::PartialReject(n) => {
-                self.0.keep_logs(request.into_inner());
-                Ok(tonic::Response::new(ExportLogsServiceResponse {
-                    partial_success: Some(ExportLogsPartialSuccess {
-                        rejected_log_records: n,
-                        error_message: "sink rejects some".into(),
-                    }),
-                }))
-            }
+        if let Some(status) = self.0.grpc_refusal() {
+            return Err(status);
         }
+        let partial_success = match self.0.mode() {
+            Mode::PartialReject(n) => Some(ExportLogsPartialSuccess {
+                rejected_log_records: n,
+                error_message: "sink rejects some".into(),
+            }),
+            _ => None,
+        };
+        self.0.keep_logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success,
+        }))
     }
 }
 
@@ -216,20 +221,11 @@ impl TraceService for Grpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.0.record_headers(metadata_pairs(request.metadata()));
-        match self.0.mode() {
-            Mode::Unavailable => {
-                self.0.refuse();
-                Err(tonic::Status::unavailable("sink is in outage mode"))
-            }
-            Mode::BadRequest => {
-                self.0.refuse();
-                Err(tonic::Status::invalid_argument("sink refuses everything"))
-            }
-            _ => {
-                self.0.keep_spans(request.into_inner());
-                Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-            }
+        if let Some(status) = self.0.grpc_refusal() {
+            return Err(status);
         }
+        self.0.keep_spans(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
@@ -278,6 +274,10 @@ fn refused(shared: &Shared) -> Option<Response> {
         Mode::BadRequest => {
             shared.refuse();
             Some((StatusCode::BAD_REQUEST, "refused").into_response())
+        }
+        Mode::Unauthorized => {
+            shared.refuse();
+            Some((StatusCode::UNAUTHORIZED, "token expired").into_response())
         }
         _ => None,
     }

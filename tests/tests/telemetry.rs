@@ -448,6 +448,37 @@ fn retryable_errors_are_retried_and_fatal_ones_dropped_and_counted() {
 }
 
 #[test]
+fn an_expired_token_keeps_batches_queued_until_the_upstream_accepts() {
+    for protocol in ["http", "grpc"] {
+        let sink = OtlpSink::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.log");
+        std::fs::write(&app, "").unwrap();
+        sink.set_mode(Mode::Unauthorized);
+        let endpoint = match protocol {
+            "http" => sink.http_endpoint(),
+            _ => sink.grpc_endpoint(),
+        };
+        let agent = PersistentAgent::start(
+            dir.path(),
+            &config(&endpoint, protocol, "", &source("app", &[&app], "")),
+        )
+        .unwrap();
+        let expected = lines(&format!("token-{protocol}"), 40);
+        append(&app, expected.clone());
+        assert!(
+            sink.wait_until(WAIT, |s| s.refused() >= 2),
+            "{protocol}: retried while unauthorized"
+        );
+        sink.set_mode(Mode::Accept);
+        wait_all(&sink, &expected, &|| agent.log());
+        assert_exactly_once(&sink, &expected);
+        let dropped = "steward_telemetry_dropped_items_total{reason=\"non_retryable\"}";
+        assert_eq!(agent.metric(dropped).unwrap_or(0.0), 0.0, "{protocol}");
+    }
+}
+
+#[test]
 fn queue_bound_drops_oldest_and_counts_them() {
     let mut sink = OtlpSink::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
