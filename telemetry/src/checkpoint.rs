@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file is not what Steward writes (a crash cannot cause this:
-    /// saves are atomic).
-    #[error("telemetry checkpoint file {} is damaged ({error}); move it away to start over (files are then re-read from their start)", path.display())]
+    /// saves are atomic) and cannot even be copied aside.
+    #[error("telemetry checkpoint file {} is damaged ({error}) and cannot be copied aside ({copy_error}); move it away to start over (files are then re-read from their start)", path.display())]
     Damaged {
         path: PathBuf,
         error: serde_json::Error,
+        copy_error: std::io::Error,
     },
     #[error("cannot read telemetry checkpoints {}: {error}", path.display())]
     Read {
@@ -65,6 +66,13 @@ struct Inner {
     dirty: bool,
 }
 
+/// Where a damaged checkpoint file is copied: `checkpoints.json.damaged`.
+pub fn damaged_copy_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct OnDisk {
     files: Vec<(u64, FileCheckpoint)>,
@@ -72,16 +80,36 @@ struct OnDisk {
 
 impl Checkpoints {
     /// Loads `path`; `existed` tells a first start (no file) from a restart.
+    ///
+    /// A damaged file (disk error, an editor) does not stop telemetry: it
+    /// is copied aside to `<path>.damaged`, logged as an error, and every
+    /// file is read again from its start. Of the two safe-looking places
+    /// to resume without positions, the start sends duplicates and the end
+    /// loses whatever was not yet acknowledged; for logs, duplicates are
+    /// the lesser harm (a backend can deduplicate, nothing brings back a
+    /// lost line). It counts as a restart, so `start_at = "end"` does not
+    /// apply.
     pub fn load(path: &Path) -> Result<(Checkpoints, bool), CheckpointError> {
         let (files, existed) = match std::fs::read(path) {
-            Ok(bytes) => {
-                let on_disk: OnDisk =
-                    serde_json::from_slice(&bytes).map_err(|error| CheckpointError::Damaged {
-                        path: path.to_path_buf(),
-                        error,
-                    })?;
-                (on_disk.files.into_iter().collect(), true)
-            }
+            Ok(bytes) => match serde_json::from_slice::<OnDisk>(&bytes) {
+                Ok(on_disk) => (on_disk.files.into_iter().collect(), true),
+                Err(error) => {
+                    let aside = damaged_copy_path(path);
+                    if let Err(copy_error) = std::fs::write(&aside, &bytes) {
+                        return Err(CheckpointError::Damaged {
+                            path: path.to_path_buf(),
+                            error,
+                            copy_error,
+                        });
+                    }
+                    tracing::error!(
+                        checkpoints = %path.display(),
+                        copy = %aside.display(),
+                        "telemetry checkpoint file is damaged ({error}); kept a copy and starting every file from its beginning: expect duplicate log records, no loss"
+                    );
+                    (HashMap::new(), true)
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), false),
             Err(error) => {
                 return Err(CheckpointError::Read {
@@ -198,5 +226,27 @@ impl Checkpoints {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_file_is_kept_aside_and_reading_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        let garbage = b"{\"files\": [[1, {\"source\": \"app\"";
+        std::fs::write(&path, garbage).unwrap();
+        let (checkpoints, existed) = Checkpoints::load(&path).expect("telemetry starts");
+        assert!(existed, "a restart: start_at = end must not skip lines");
+        assert!(checkpoints.all().is_empty());
+        assert_eq!(std::fs::read(damaged_copy_path(&path)).unwrap(), garbage);
+        // The next save replaces the damaged file with a good one.
+        checkpoints.remove(1);
+        checkpoints.save().unwrap();
+        let (_, existed) = Checkpoints::load(&path).unwrap();
+        assert!(existed);
     }
 }

@@ -479,6 +479,52 @@ fn an_expired_token_keeps_batches_queued_until_the_upstream_accepts() {
 }
 
 #[test]
+fn a_damaged_checkpoint_file_is_kept_aside_and_no_line_is_lost() {
+    let sink = OtlpSink::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, lines("cp-before", 50));
+    let mut agent = PersistentAgent::start(
+        dir.path(),
+        &config(
+            &sink.http_endpoint(),
+            "http",
+            "",
+            &source("app", &[&app], ""),
+        ),
+    )
+    .unwrap();
+    wait_all(&sink, &lines("cp-before", 50), &|| agent.log());
+    assert!(agent.stop(), "{}", agent.log());
+
+    let checkpoints = agent.state_dir.join("telemetry/checkpoints.json");
+    assert!(checkpoints.exists());
+    std::fs::write(&checkpoints, "{\"files\": [[1, {\"sou").unwrap();
+    append(&app, lines("cp-after", 50));
+    agent.restart().unwrap();
+    // Everything arrives: the new lines once, the old ones again (read
+    // from the start: duplicates, never loss).
+    let mut all = lines("cp-before", 50);
+    all.extend(lines("cp-after", 50));
+    wait_all(&sink, &all, &|| agent.log());
+    assert_exactly_once(&sink, &lines("cp-after", 50));
+    let aside = agent.state_dir.join("telemetry/checkpoints.json.damaged");
+    assert!(aside.exists(), "the damaged file is kept for a look");
+    assert!(
+        agent.log().contains("telemetry checkpoint file is damaged"),
+        "{}",
+        agent.log()
+    );
+    // And the agent wrote good checkpoints again.
+    assert!(agent.stop());
+    let text = std::fs::read_to_string(&checkpoints).unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+        "{text}"
+    );
+}
+
+#[test]
 fn queue_bound_drops_oldest_and_counts_them() {
     let mut sink = OtlpSink::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
