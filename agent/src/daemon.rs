@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Loaded};
 use crate::generation::{build_scraper, Generation, Shared};
+use crate::supervise::{start_or_retry, StartFn, SubsystemCollector, SubsystemHealth};
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
@@ -46,25 +47,35 @@ impl Running {
     }
 }
 
-fn start_generation(config: Config) -> anyhow::Result<(Generation, Running)> {
+/// Starts every subsystem of `config`. A subsystem that cannot start (a
+/// taken port, an unreadable state file) does not stop the others: it is
+/// retried with backoff and reported (supervise.rs), so backups keep
+/// running when telemetry cannot, and the other way round.
+fn start_generation(config: Config) -> (Generation, Running) {
     let cancel = CancellationToken::new();
-    let mut extra = Vec::new();
+    let config = Arc::new(config);
+    let health = Arc::new(SubsystemHealth::default());
+    let mut extra: Vec<Arc<dyn steward_exporters::Collector>> =
+        vec![Arc::new(SubsystemCollector(Arc::clone(&health)))];
     let mut tasks = Vec::new();
-    for sub in [
-        crate::scheduler::start(&config, cancel.child_token())?,
-        crate::telemetry::start(&config, cancel.child_token())?,
-    ] {
+    let subsystems: [(&'static str, StartFn); 2] = [
+        ("scheduler", crate::scheduler::start),
+        ("telemetry", crate::telemetry::start),
+    ];
+    for (name, start) in subsystems {
+        let sub = start_or_retry(name, start, &config, &cancel, &health);
         extra.extend(sub.collectors);
         tasks.extend(sub.tasks);
     }
     let scraper = Arc::new(build_scraper(&config, extra));
-    Ok((
+    (
         Generation {
-            config: Arc::new(config),
+            config,
             scraper,
+            health,
         },
         Running { cancel, tasks },
-    ))
+    )
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -93,7 +104,7 @@ pub async fn run(
             return Ok(ExitCode::from(crate::exit_code::EXIT_CONFIG));
         }
     };
-    let (generation, mut running) = start_generation(initial)?;
+    let (generation, mut running) = start_generation(initial);
     let shared = Arc::new(Shared {
         current: RwLock::new(Arc::new(generation)),
     });
@@ -136,20 +147,12 @@ pub async fn run(
                             Err(e) => tracing::error!("web config reload failed; keeping the running one: {e}"),
                         }
                         running.stop().await;
-                        match start_generation(new_config) {
-                            Ok((generation, r)) => {
-                                running = r;
-                                if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
-                                tracing::info!("configuration reloaded");
-                            }
-                            Err(e) => {
-                                tracing::error!("cannot start the new configuration ({e:#}); restarting the previous one");
-                                let previous = (*shared.generation().config).clone();
-                                let (generation, r) = start_generation(previous)?;
-                                running = r;
-                                if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
-                            }
-                        }
+                        // Never fails: a subsystem the new configuration
+                        // cannot start is retried and shown in /health.
+                        let (generation, r) = start_generation(new_config);
+                        running = r;
+                        if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
+                        tracing::info!("configuration reloaded");
                     }
                 }
             }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::self_metrics::ProcessCollector;
+use crate::supervise::SubsystemHealth;
 
 /// A running part of the daemon (scheduler, telemetry) for one
 /// configuration generation: its self-metric collectors and its tasks.
@@ -23,6 +24,8 @@ pub struct Subsystem {
 pub struct Generation {
     pub config: Arc<Config>,
     pub scraper: Arc<Scraper>,
+    /// Which subsystems run and which failed to start (`/health`).
+    pub health: Arc<SubsystemHealth>,
 }
 
 /// What the HTTP server reads.

@@ -16,6 +16,7 @@ mod scheduler;
 mod self_metrics;
 mod server;
 mod spans;
+mod supervise;
 mod telemetry;
 mod web;
 

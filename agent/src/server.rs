@@ -66,10 +66,12 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let generation = shared.generation();
     let statuses = generation.scraper.statuses();
-    let healthy = statuses.iter().all(|s| s.success);
+    let subsystems = generation.health.states();
+    let healthy = statuses.iter().all(|s| s.success) && subsystems.iter().all(|s| s.up);
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
+        "subsystems": subsystems,
         "collectors": statuses,
     });
     (
