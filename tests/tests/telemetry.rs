@@ -525,6 +525,63 @@ fn a_damaged_checkpoint_file_is_kept_aside_and_no_line_is_lost() {
 }
 
 #[test]
+fn a_taken_receiver_port_degrades_telemetry_and_the_agent_runs_on() {
+    let sink = OtlpSink::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.log");
+    append(&app, lines("port", 20));
+    // Someone else holds the OTLP gRPC port.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    let config = format!(
+        r#"
+[telemetry]
+poll_interval_ms = 50
+[telemetry.exporter]
+endpoint = "{}"
+protocol = "http"
+batch_timeout_ms = 100
+[telemetry.receiver]
+grpc_listen = "127.0.0.1:{taken}"
+http_listen = "127.0.0.1:{}"
+{}"#,
+        sink.http_endpoint(),
+        free_port(),
+        source("app", &[&app], "")
+    );
+    let agent = PersistentAgent::start(dir.path(), &config).expect("the agent starts anyway");
+
+    let up = |name: &str| agent.metric(&format!("steward_subsystem_up{{subsystem=\"{name}\"}}"));
+    assert_eq!(up("telemetry"), Some(0.0), "{}", agent.scrape().unwrap());
+    assert_eq!(up("scheduler"), Some(1.0), "backups are unaffected");
+    let (status, _, body) = steward_tests::http_get(agent.port, "/health", &[]).unwrap();
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    let telemetry = health["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "telemetry")
+        .cloned()
+        .unwrap();
+    assert_eq!(telemetry["up"], false, "{health}");
+    assert!(
+        telemetry["error"]
+            .as_str()
+            .unwrap()
+            .contains(&taken.to_string()),
+        "{health}"
+    );
+
+    // The port frees: telemetry starts on a retry and ships the file.
+    drop(squatter);
+    wait_all(&sink, &lines("port", 20), &|| agent.log());
+    assert_eq!(up("telemetry"), Some(1.0));
+    assert_exactly_once(&sink, &lines("port", 20));
+}
+
+#[test]
 fn queue_bound_drops_oldest_and_counts_them() {
     let mut sink = OtlpSink::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
