@@ -660,4 +660,41 @@ mod tests {
         assert_eq!(queue.depth().0, 1);
         cancel.cancel();
     }
+
+    #[tokio::test]
+    async fn a_slow_client_holds_one_turn_and_the_others_wait_for_it() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(dir.path());
+        intake.permits = Arc::new(Semaphore::new(1));
+        let addr = free_addr();
+        let cancel = CancellationToken::new();
+        let web = web_runtimes(None).unwrap().http;
+        tokio::spawn(serve_http(addr, intake, web, cancel.clone()).unwrap());
+        let fits = logs_request(100).encode_to_vec();
+        assert_eq!(post_logs(addr, fits.clone(), false).await, 200);
+
+        // Headers and a tenth of the body, then nothing: it has the turn.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            fits.len()
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(&fits[..fits.len() / 10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = tokio::spawn(post_logs(addr, fits.clone(), false));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a second request waits for the turn"
+        );
+        slow.write_all(&fits[fits.len() / 10..]).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("served once the slow one is done")
+            .unwrap();
+        assert_eq!(status, 200);
+        cancel.cancel();
+    }
 }
