@@ -524,6 +524,11 @@ fn families(metrics: &BackupMetrics) -> Vec<MetricFamily> {
         "Time between the job's next two scheduled runs (alerts compare backup age with it).",
     );
 
+    let mut refused = MetricFamily::gauge(
+        "steward_backup_retention_refused",
+        "1 if the job's last retention on the target removed nothing because the newest snapshot is dated in the future (a wrong clock), else 0.",
+    );
+
     metrics.with(|s| {
         for ((job, result), n) in &s.runs {
             runs.push(
@@ -566,8 +571,14 @@ fn families(metrics: &BackupMetrics) -> Vec<MetricFamily> {
             );
         }
         let mut per_target: BTreeMap<String, f64> = BTreeMap::new();
+        // Retention runs only where a run committed; the latest such run
+        // per target says whether pruning is currently refused.
+        let mut refused_on: BTreeMap<String, bool> = BTreeMap::new();
         for r in list {
             for t in &r.targets {
+                if t.committed {
+                    refused_on.insert(t.target.clone(), t.retention_refused.is_some());
+                }
                 let ts = if t.committed {
                     Some(r.finished_at.timestamp() as f64)
                 } else if r.status == RunStatus::Unchanged && t.error.is_none() {
@@ -585,6 +596,12 @@ fn families(metrics: &BackupMetrics) -> Vec<MetricFamily> {
         for (target, ts) in per_target {
             last_success.push([("job", job.clone()), ("target", target)], ts);
         }
+        for (target, is_refused) in refused_on {
+            refused.push(
+                [("job", job.clone()), ("target", target)],
+                if is_refused { 1.0 } else { 0.0 },
+            );
+        }
     }
     vec![
         last_success,
@@ -596,6 +613,7 @@ fn families(metrics: &BackupMetrics) -> Vec<MetricFamily> {
         next,
         interval,
         running,
+        refused,
     ]
 }
 

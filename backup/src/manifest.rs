@@ -214,10 +214,11 @@ pub fn recipient_fingerprint(recipient: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Manifest {
+    /// A one-object manifest (`web1`/`db`), shared with the catalog tests.
+    pub(crate) fn sample() -> Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
             snapshot_id: "20260101T000000Z-0001".into(),

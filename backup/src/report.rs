@@ -59,6 +59,11 @@ pub struct TargetReport {
     pub retention: Vec<Decision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_error: Option<String>,
+    /// Retention removed nothing because the newest snapshot is dated in
+    /// the future ([`crate::retention::clock_refusal`]); exported as a
+    /// metric so a wrong clock pages someone instead of growing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_refused: Option<String>,
 }
 
 /// The report of one run.

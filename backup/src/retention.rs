@@ -2,7 +2,15 @@
 //! function from (snapshots, policy, now) to a keep/remove decision with
 //! the reasons for each, so `prune --dry-run` can print them and tests can
 //! check them as tables. Only complete snapshots (with a manifest) are ever
-//! considered, and the newest one is always kept.
+//! considered, the newest one is always kept, and so is the one the run
+//! just wrote.
+//!
+//! Every rule counts from the newest snapshot or from `now`, so a wrong
+//! clock turns retention against the backups: a snapshot dated in the
+//! future (written while the clock was ahead) would stay "newest" and push
+//! every real one out. When the newest snapshot is later than `now` (beyond
+//! [`FUTURE_TOLERANCE_SECS`]), nothing is removed and the refusal says
+//! which snapshot and when, until someone checks the clock.
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,6 +75,26 @@ pub struct Candidate {
     pub time: DateTime<Utc>,
 }
 
+/// Skew tolerated between writers' clocks before a snapshot counts as
+/// dated in the future (NTP corrections are seconds; five minutes is
+/// clearly a wrong clock, not jitter).
+pub const FUTURE_TOLERANCE_SECS: i64 = 300;
+
+/// Why retention must not remove anything: the newest snapshot is dated
+/// after `now`, so either it or this clock is wrong. One line naming the
+/// snapshot and both times; `None` when the clock and the snapshots agree.
+pub fn clock_refusal(snapshots: &[Candidate], now: DateTime<Utc>) -> Option<String> {
+    let newest = snapshots.iter().max_by_key(|c| c.time)?;
+    (newest.time > now + Duration::seconds(FUTURE_TOLERANCE_SECS)).then(|| {
+        format!(
+            "pruning refused: snapshot {} is dated {}, after this host's clock ({}); check the clock (timedatectl) and remove the future-dated snapshot by hand once it is understood",
+            newest.id,
+            newest.time.to_rfc3339(),
+            now.to_rfc3339()
+        )
+    })
+}
+
 /// The decision for one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -93,11 +121,13 @@ impl Decision {
 }
 
 /// Applies `policy` to `snapshots` (any order); returns one decision per
-/// snapshot, newest first.
+/// snapshot, newest first. `just_written` (the snapshot this run
+/// committed) is kept whatever its date: a run never undoes itself.
 pub fn decide(
     snapshots: &[Candidate],
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
+    just_written: Option<&str>,
 ) -> Vec<Decision> {
     let mut sorted: Vec<&Candidate> = snapshots.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
@@ -120,7 +150,21 @@ pub fn decide(
         }
         return decisions;
     }
+    if let Some(refusal) = clock_refusal(snapshots, now) {
+        for d in &mut decisions {
+            d.keep = true;
+            d.reasons.push(refusal.clone());
+        }
+        return decisions;
+    }
 
+    if let Some(d) = decisions
+        .iter_mut()
+        .find(|d| Some(d.id.as_str()) == just_written)
+    {
+        d.keep = true;
+        d.reasons.push("written by this run (always kept)".into());
+    }
     if let Some(first) = decisions.first_mut() {
         first.keep = true;
         first.reasons.push("newest snapshot (always kept)".into());
@@ -277,7 +321,7 @@ mod tests {
             ),
         ];
         for (name, policy, expected) in cases {
-            let d = decide(&snaps(&times), &policy, now);
+            let d = decide(&snaps(&times), &policy, now, None);
             assert_eq!(d.len(), times.len(), "{name}");
             assert_eq!(kept(&d), expected, "{name}");
             for decision in &d {
@@ -298,6 +342,7 @@ mod tests {
                 ..Default::default()
             },
             at("2026-01-01T00:00:00"),
+            None,
         );
         assert_eq!(kept(&d), vec!["s1"]);
         assert!(d[0].reasons[0].contains("newest"));
@@ -306,7 +351,57 @@ mod tests {
 
     #[test]
     fn empty_input() {
-        assert!(decide(&[], &RetentionPolicy::default(), Utc::now()).is_empty());
+        assert!(decide(&[], &RetentionPolicy::default(), Utc::now(), None).is_empty());
+    }
+
+    fn keep_last_one() -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        }
+    }
+
+    /// The clock was a year ahead when s1 was written; it is now right and
+    /// this run wrote s0. Nothing goes, and every decision says why.
+    #[test]
+    fn future_dated_newest_refuses_pruning() {
+        let now = at("2026-01-10T00:00:00");
+        let snapshots = snaps(&[
+            "2026-01-10T00:00:00",
+            "2027-01-10T00:00:00",
+            "2026-01-09T00:00:00",
+        ]);
+        let d = decide(&snapshots, &keep_last_one(), now, Some("s0"));
+        assert_eq!(kept(&d), vec!["s0", "s1", "s2"]);
+        let refusal = clock_refusal(&snapshots, now).unwrap();
+        assert!(refusal.contains("s1"), "{refusal}");
+        assert!(refusal.contains("2027-01-10T00:00:00"), "{refusal}");
+        for decision in &d {
+            assert_eq!(decision.reasons, vec![refusal.clone()]);
+        }
+    }
+
+    /// A few seconds of skew between writers is not a wrong clock.
+    #[test]
+    fn small_skew_is_tolerated() {
+        let now = at("2026-01-10T00:00:00");
+        let snapshots = snaps(&["2026-01-10T00:01:00", "2026-01-09T00:00:00"]);
+        assert_eq!(clock_refusal(&snapshots, now), None);
+        let d = decide(&snapshots, &keep_last_one(), now, None);
+        assert_eq!(kept(&d), vec!["s0"]);
+        assert_eq!(clock_refusal(&[], now), None);
+    }
+
+    /// With the clock behind (older than an existing snapshot but not
+    /// refused), the run's own snapshot is still never removed.
+    #[test]
+    fn just_written_is_always_kept() {
+        let now = at("2026-01-10T00:00:00");
+        let snapshots = snaps(&["2026-01-09T00:00:00", "2026-01-10T00:04:00"]);
+        let d = decide(&snapshots, &keep_last_one(), now, Some("s0"));
+        assert_eq!(kept(&d), vec!["s0", "s1"]);
+        let own = d.iter().find(|d| d.id == "s0").unwrap();
+        assert!(own.reasons[0].contains("this run"), "{own:?}");
     }
 
     #[test]

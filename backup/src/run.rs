@@ -155,6 +155,7 @@ async fn run_locked(
                 cleaned: Vec::new(),
                 retention: Vec::new(),
                 retention_error: None,
+                retention_refused: None,
             },
         });
     }
@@ -214,10 +215,20 @@ async fn run_locked(
     for s in states.iter_mut().filter(|s| s.report.committed) {
         let Some(t) = &s.target else { continue };
         let policy = config.retention(job_name, &s.report.target);
-        match apply_retention(t.as_ref(), &options.host, job_name, &policy, false).await {
-            Ok(decisions) => {
-                s.report.retention_error = retention_failures(&decisions);
-                s.report.retention = decisions;
+        match apply_retention(
+            t.as_ref(),
+            &options.host,
+            job_name,
+            &policy,
+            Some(&snapshot_id),
+            false,
+        )
+        .await
+        {
+            Ok(applied) => {
+                s.report.retention_error = retention_failures(&applied.decisions);
+                s.report.retention = applied.decisions;
+                s.report.retention_refused = applied.refused;
             }
             Err(e) => s.report.retention_error = Some(e.to_string()),
         }
@@ -273,10 +284,12 @@ async fn stream_job(
         .map_err(|e| Error::Config(format!("job {job_name}: {e}")))?;
 
     // Leftovers of earlier failed runs go first; an unreachable target
-    // shows up here.
+    // shows up here. Only those old enough that no run can still be
+    // writing them: another machine may share this prefix.
+    let older_than = started - catalog::incomplete_grace(job.timeout_secs);
     for s in states.iter_mut().filter(|s| s.live()) {
         let Some(t) = s.target.clone() else { continue };
-        match catalog::cleanup(t.as_ref(), &options.host, job_name, None).await {
+        match catalog::cleanup(t.as_ref(), &options.host, job_name, None, older_than).await {
             Ok(cleaned) => {
                 for c in &cleaned {
                     tracing::info!(
@@ -422,6 +435,23 @@ async fn stream_job(
     let json = manifest.to_json();
     for s in states.iter_mut().filter(|s| s.live()) {
         let Some(t) = s.target.clone() else { continue };
+        // A manifest makes the snapshot exist; never for objects that are
+        // not all there (removed by another writer sharing the prefix).
+        match catalog::missing_objects(t.as_ref(), &manifest).await {
+            Ok(missing) if missing.is_empty() => {}
+            Ok(missing) => {
+                s.fail(format!(
+                    "not committed: {}; another machine writing under host name {:?} may have removed them",
+                    missing.join("; "),
+                    options.host
+                ));
+                continue;
+            }
+            Err(e) => {
+                s.fail(format!("checking the objects before the manifest: {e}"));
+                continue;
+            }
+        }
         match t.put_bytes(&manifest.key(), json.clone()).await {
             Ok(n) => {
                 s.report.stored_bytes += n;
@@ -454,15 +484,27 @@ async fn unchanged_everywhere(states: &[TargetState], host: &str, job: &str, dig
     any
 }
 
+/// What retention did on one target.
+#[derive(Debug)]
+pub struct Applied {
+    pub decisions: Vec<Decision>,
+    /// Set when nothing was removed because the newest snapshot is dated
+    /// in the future ([`retention::clock_refusal`]).
+    pub refused: Option<String>,
+}
+
 /// Applies `policy` to the snapshots of `host`/`job` on `target`; removes
-/// the snapshots it does not keep unless `dry_run`. Returns every decision.
+/// the snapshots it does not keep unless `dry_run`. `just_written` is the
+/// snapshot the calling run committed (never removed). Returns every
+/// decision, and the refusal when the clock cannot be trusted.
 pub async fn apply_retention(
     target: &dyn StorageTarget,
     host: &str,
     job: &str,
     policy: &retention::RetentionPolicy,
+    just_written: Option<&str>,
     dry_run: bool,
-) -> Result<Vec<Decision>> {
+) -> Result<Applied> {
     let filter = catalog::Filter {
         host: Some(host.to_string()),
         job: Some(job.to_string()),
@@ -475,7 +517,16 @@ pub async fn apply_retention(
             time: s.manifest.started_at,
         })
         .collect();
-    let mut decisions = retention::decide(&candidates, policy, Utc::now());
+    let now = Utc::now();
+    let refused = if policy.keeps_everything() {
+        None
+    } else {
+        retention::clock_refusal(&candidates, now)
+    };
+    if let Some(why) = &refused {
+        tracing::error!(job, target = target.name(), "{why}");
+    }
+    let mut decisions = retention::decide(&candidates, policy, now, just_written);
     // Each snapshot on its own: a locked or undeletable one is reported and
     // the others are still pruned. The Object Lock check is also done on a
     // dry run, so it shows what a real prune would leave.
@@ -500,7 +551,7 @@ pub async fn apply_retention(
             }
         }
     }
-    Ok(decisions)
+    Ok(Applied { decisions, refused })
 }
 
 /// One line about the snapshots retention could not delete, if any.
@@ -524,6 +575,9 @@ pub struct PruneResult {
     pub job: String,
     pub target: String,
     pub decisions: Vec<Decision>,
+    /// Nothing removed: the newest snapshot is dated in the future.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -563,17 +617,18 @@ pub async fn prune(
         for (target_name, opened) in target::open_all(config, &job.target_names()).await {
             let policy = config.retention(&job_name, &target_name);
             let result = match opened {
-                Ok(t) => apply_retention(t.as_ref(), host, &job_name, &policy, dry_run).await,
+                Ok(t) => apply_retention(t.as_ref(), host, &job_name, &policy, None, dry_run).await,
                 Err(e) => Err(e),
             };
-            let (decisions, error) = match result {
-                Ok(d) => (d, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
+            let (decisions, refused, error) = match result {
+                Ok(a) => (a.decisions, a.refused, None),
+                Err(e) => (Vec::new(), None, Some(e.to_string())),
             };
             out.push(PruneResult {
                 job: job_name.clone(),
                 target: target_name,
                 decisions,
+                refused,
                 error,
             });
         }

@@ -209,6 +209,9 @@ fn print_report(r: &RunReport) {
         if let Some(e) = &t.retention_error {
             println!("  {}: retention failed: {e}", t.target);
         }
+        if let Some(why) = &t.retention_refused {
+            println!("  {}: retention removed nothing: {why}", t.target);
+        }
     }
 }
 
@@ -401,6 +404,9 @@ async fn prune(args: PruneArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
                 println!("  error: {e}");
                 continue;
             }
+            if let Some(why) = &r.refused {
+                println!("  {why}");
+            }
             if r.decisions.is_empty() {
                 println!("  no snapshots");
             }
@@ -428,10 +434,10 @@ async fn prune(args: PruneArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
         }
     }
     // Locked snapshots are an expected outcome (exit 0); a delete that
-    // failed is not.
-    let failed = results
-        .iter()
-        .any(|r| r.error.is_some() || r.decisions.iter().any(|d| d.error.is_some()));
+    // failed is not, nor a refusal to prune (a wrong clock needs a person).
+    let failed = results.iter().any(|r| {
+        r.error.is_some() || r.refused.is_some() || r.decisions.iter().any(|d| d.error.is_some())
+    });
     Ok(if failed {
         ExitCode::FAILURE
     } else {

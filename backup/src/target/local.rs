@@ -196,7 +196,11 @@ impl StorageTarget for LocalTarget {
         Ok(())
     }
 
-    async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn cleanup_incomplete(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
         let root = self.root.clone();
         let start = root.join(prefix.trim_end_matches('/'));
         let name = self.name.clone();
@@ -204,8 +208,11 @@ impl StorageTarget for LocalTarget {
         tokio::task::spawn_blocking(move || {
             let mut removed = Vec::new();
             let mut partials = Vec::new();
-            walk(&root, &start, &mut |key, _| {
-                if key.ends_with(PARTIAL_SUFFIX) {
+            walk(&root, &start, &mut |key, meta| {
+                let old = meta
+                    .modified()
+                    .is_ok_and(|m| DateTime::<Utc>::from(m) <= older_than);
+                if key.ends_with(PARTIAL_SUFFIX) && old {
                     partials.push(key.to_string());
                 }
             })

@@ -61,10 +61,16 @@ pub trait StorageTarget: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
 
     /// Removes what a crashed or killed run left under `prefix`: temp files
-    /// (local) or unfinished multipart uploads (S3). Returns a description
-    /// of each item removed. Callers hold the job lock, so nothing under
-    /// `prefix` is being written.
-    async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>>;
+    /// (local) or unfinished multipart uploads (S3) started before
+    /// `older_than`. Returns a description of each item removed. The job
+    /// lock is local to one machine, so a younger item may be another
+    /// writer's upload in progress (a cloned VM with the same host name):
+    /// those, and items of unknown age, are left alone.
+    async fn cleanup_incomplete(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
 
     /// The Object Lock retention that still protects `key` from deletion:
     /// its mode (`GOVERNANCE`, `COMPLIANCE`) and retain-until date, or

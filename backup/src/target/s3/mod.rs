@@ -345,9 +345,13 @@ impl StorageTarget for S3Target {
         })
     }
 
-    async fn cleanup_incomplete(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn cleanup_incomplete(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for (key, upload_id) in self.list_incomplete(prefix).await? {
+        for (key, upload_id) in self.list_incomplete(prefix, older_than).await? {
             self.client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)

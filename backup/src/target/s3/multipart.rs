@@ -8,6 +8,7 @@
 //! abandoned by a killed process is aborted by the next run's
 //! `cleanup_incomplete`.
 
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -198,7 +199,11 @@ impl S3Target {
 
     /// Unfinished multipart uploads under `prefix` (keys relative to the
     /// target), with their upload ids.
-    pub async fn list_incomplete(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+    pub async fn list_incomplete(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
@@ -214,6 +219,13 @@ impl S3Target {
                 .await
                 .map_err(|e| self.err(format!("listing unfinished uploads: {}", describe(&e))))?;
             for u in resp.uploads() {
+                // Unknown start time: maybe another writer's live upload.
+                let started = u
+                    .initiated()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
+                if started.is_none_or(|t| t > older_than) {
+                    continue;
+                }
                 if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
                     out.push((
                         self.relative_key(k).unwrap_or(k).to_string(),
