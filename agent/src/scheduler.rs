@@ -25,7 +25,7 @@ use steward_backup::config::{BackupConfig, JobConfig};
 use steward_backup::manifest::JobKind;
 use steward_backup::report::{self, RunReport, RunStatus};
 use steward_backup::run::{run_job, RunOptions};
-use steward_backup::schedule::Schedule;
+use steward_backup::schedule::{wait_step, Schedule, Wait};
 use steward_exporters::{CollectContext, CollectError, Collected, Collector, MetricFamily};
 use tokio_util::sync::CancellationToken;
 
@@ -224,18 +224,37 @@ async fn schedule_loop(ctx: JobContext, schedule: Schedule, catch_up: bool) {
         };
         ctx.metrics
             .set_next_run(&ctx.name, next, schedule.next_after(next));
-        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        // Timers may fire early by a hair; never run before the due time.
-        let now = Utc::now();
-        if now < next {
-            tokio::select! {
-                _ = ctx.cancel.cancelled() => return,
-                _ = tokio::time::sleep((next - now).to_std().unwrap_or(Duration::ZERO)) => {}
+        // Sleep in bounded slices and re-read the wall clock each time
+        // (the monotonic sleep alone would miss a clock being corrected).
+        let went_back = loop {
+            match wait_step(handled, next, Utc::now()) {
+                Wait::Due => break false,
+                Wait::ClockWentBack => break true,
+                Wait::Sleep(d) => {
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
             }
+        };
+        if went_back {
+            let now = Utc::now();
+            tracing::warn!(
+                job = %ctx.name,
+                was = %handled.to_rfc3339(),
+                now = %now.to_rfc3339(),
+                "the wall clock went back; the next run is computed again from the corrected time"
+            );
+            handled = now;
+            write_schedule_state(
+                &state_path,
+                &ScheduleState {
+                    schedule: schedule.expression().to_string(),
+                    handled_until: handled,
+                },
+            );
+            continue;
         }
         write_schedule_state(
             &state_path,
