@@ -407,3 +407,97 @@ fn a_running_job_blocks_a_second_run_and_the_lock_dies_with_its_holder() {
     );
     assert!(env.manifests("db").is_empty());
 }
+
+/// A snapshot dated a year ahead (written while the clock was wrong) and
+/// `keep_last = 1`: the run must keep what it just wrote, remove nothing,
+/// and say why; `prune` refuses too, with a non-zero exit.
+#[test]
+fn a_future_dated_snapshot_stops_pruning_instead_of_eating_new_ones() {
+    let env = BackupEnv::new();
+    let data = env.dir.path().join("etc");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.conf"), "x=1").unwrap();
+    env.write_config(&format!(
+        "[backup.jobs.cfg]\nkind = \"files\"\npaths = [\"{}\"]\nretention.local = {{ keep_last = 1 }}\n",
+        data.display()
+    ));
+    let (code, first, stderr) = env.run_job("cfg");
+    assert_eq!(code, 0, "{stderr}");
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+
+    // Forge the future snapshot from the real one: same objects, its
+    // manifest dated next year.
+    let job_dir = env.store.join(HOST).join("cfg");
+    let future_id = "29990101T000000Z-future";
+    let future_dir = job_dir.join(future_id);
+    std::fs::create_dir_all(&future_dir).unwrap();
+    for entry in std::fs::read_dir(job_dir.join(&first_id)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), future_dir.join(entry.file_name())).unwrap();
+    }
+    let manifest_path = future_dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["snapshot_id"] = future_id.into();
+    manifest["started_at"] = "2999-01-01T00:00:00Z".into();
+    manifest["finished_at"] = "2999-01-01T00:01:00Z".into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, second, stderr) = env.run_job("cfg");
+    assert_eq!(code, 0, "{stderr}");
+    let second_id = second["snapshot_id"].as_str().unwrap().to_string();
+    let manifests = env.manifests("cfg");
+    assert_eq!(manifests.len(), 3, "nothing may be removed: {manifests:?}");
+    for id in [&first_id, &second_id, &future_id.to_string()] {
+        assert!(
+            manifests.iter().any(|m| m.contains(id.as_str())),
+            "{id} was removed: {manifests:?}"
+        );
+    }
+    let refused = second["targets"][0]["retention_refused"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(refused.contains(future_id), "{second:#}");
+    assert!(refused.contains("2999-01-01"), "{second:#}");
+    assert!(
+        stderr.contains("pruning refused"),
+        "the log says so: {stderr}"
+    );
+
+    let out = env.steward(&["backup", "prune"]);
+    assert!(!out.status.success(), "a refused prune must not exit 0");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pruning refused"), "{text}");
+    assert_eq!(env.manifests("cfg").len(), 3);
+}
+
+/// Another machine with the same host name (a cloned VM) is uploading a
+/// snapshot under the shared prefix: no manifest yet, objects fresh. A run
+/// here must not clean it up.
+#[test]
+fn another_writers_snapshot_in_progress_is_not_cleaned() {
+    let env = BackupEnv::new();
+    let data = env.dir.path().join("etc");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.conf"), "x=1").unwrap();
+    env.write_config(&format!(
+        "[backup.jobs.cfg]\nkind = \"files\"\npaths = [\"{}\"]\n",
+        data.display()
+    ));
+    let other = env.store.join(HOST).join("cfg/20260101T000000Z-clone");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("files.tar.zst.age"), "in progress").unwrap();
+    std::fs::write(other.join("more.tar.zst.age.partial"), "in prog").unwrap();
+
+    let (code, report, stderr) = env.run_job("cfg");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        report["targets"][0]["cleaned"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{report:#}"
+    );
+    assert!(other.join("files.tar.zst.age").exists());
+    assert!(other.join("more.tar.zst.age.partial").exists());
+}
