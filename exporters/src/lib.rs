@@ -1,5 +1,5 @@
 //! Prometheus collectors for a web application host: the host itself (node),
-//! nginx, PHP-FPM, MySQL/MariaDB, PostgreSQL and HTTP/TLS probes.
+//! nginx, PHP-FPM, MySQL/MariaDB, PostgreSQL, Redis and HTTP/TLS probes.
 //!
 //! This crate is a library with no CLI and no global state. The agent builds
 //! collectors from configuration, hands them to a [`scrape::Scraper`] and
@@ -21,3 +21,4 @@ pub mod node;
 pub mod phpfpm;
 pub mod postgres;
 pub mod probe;
+pub mod redis;

@@ -1,6 +1,6 @@
 //! The collector kinds the configuration can enable, in one table
 //! ([`KINDS`]): each entry names its top-level section, how to check it and
-//! which collectors it builds. A new kind (Redis is next) is its module in
+//! which collectors it builds. A new kind is its module in
 //! `exporters` plus one entry here; the list of known sections, per-entry
 //! validation with key paths, the duplicate-name checks and the daemon's
 //! scraper all follow from the table.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe, Collector};
+use steward_exporters::{mysql, nginx, node, phpfpm, postgres, probe, redis, Collector};
 
 /// Every collector kind, in the order its sections are parsed, validated
 /// and scraped.
@@ -53,6 +53,12 @@ pub static KINDS: &[&dyn CollectorKind] = &[
         validate: probe::ProbeScrapeTarget::validate,
         unique: &[("name", |t| &t.name)],
         build: probe::collectors,
+    },
+    &Targets {
+        key: "redis",
+        validate: redis::RedisScrapeTarget::validate,
+        unique: &[("name", |t| &t.name)],
+        build: redis::collectors,
     },
 ];
 

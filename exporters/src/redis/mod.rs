@@ -1,0 +1,679 @@
+//! Redis metrics with redis_exporter 1.45's names, types and labels (INFO
+//! sections, keyspace per db, command stats, `redis_up`), exact-key sizes
+//! (`redis_key_size`, the exporter's `--check-single-keys`) and job-queue
+//! depths (`steward_queue_jobs`), all without SCAN, over one RESP
+//! connection per target that is kept between scrapes.
+//!
+//! Job queues follow Laravel's key layout (see [`QueueKeys`]): a queue named
+//! `default` is the list `<prefix>queues:default` (ready jobs), the sorted
+//! sets `<prefix>queues:default:delayed` and `...:reserved`. Every count is
+//! O(1) (LLEN, ZCARD). Another framework whose queue is a list plus sorted
+//! sets with fixed suffixes is reached through `prefix` and `queue_prefix`.
+
+mod info;
+pub mod resp;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::BufStream;
+
+use crate::collector::{CollectContext, CollectError, Collected, Collector};
+use crate::metrics::{Labels, MetricFamily};
+use crate::probe::client::budget;
+use resp::{Io, Reply};
+
+/// One `[[redis]]` entry: a Redis server to scrape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisScrapeTarget {
+    /// Name of this target, used in `/health`, logs and (with several
+    /// targets) as the `target` label.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// `redis://host:port` or `unix:/path/to/redis.sock`.
+    #[serde(default = "default_addr")]
+    pub addr: String,
+    /// ACL user (Redis 6+); without it AUTH uses the password alone.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Secret: prefer `password_file` or `${ENV}`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Upper bound of one scrape's exchange; the scrape deadline may cut it
+    /// shorter.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+    /// Exact keys whose size is exported as `redis_key_size{db,key}`:
+    /// `"key"` (db 0) or `"db3=key"`, the exporter's `--check-single-keys`
+    /// syntax. Never SCANs.
+    #[serde(default)]
+    pub check_keys: Vec<String>,
+    /// Job queue names (`"default"`, `"emails"`) counted into
+    /// `steward_queue_jobs{queue,state}`.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// The connection's key prefix, prepended to every queue key (Laravel's
+    /// `database.redis.options.prefix`, e.g. `laravel_database_`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Between the prefix and the queue name (Laravel: `queues:`).
+    #[serde(default = "default_queue_prefix")]
+    pub queue_prefix: String,
+    /// Database the queues live in (Laravel's `database` of the connection).
+    #[serde(default)]
+    pub queue_db: u32,
+}
+
+fn default_name() -> String {
+    "redis".into()
+}
+fn default_addr() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_timeout_secs() -> f64 {
+    5.0
+}
+fn default_queue_prefix() -> String {
+    "queues:".into()
+}
+
+impl Default for RedisScrapeTarget {
+    fn default() -> Self {
+        RedisScrapeTarget {
+            name: default_name(),
+            addr: default_addr(),
+            user: None,
+            password: None,
+            timeout_secs: default_timeout_secs(),
+            check_keys: Vec::new(),
+            queues: Vec::new(),
+            prefix: String::new(),
+            queue_prefix: default_queue_prefix(),
+            queue_db: 0,
+        }
+    }
+}
+
+impl RedisScrapeTarget {
+    /// Semantic checks; each message starts with the key it is about.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.name.trim().is_empty() {
+            errors.push("name: must not be empty; it names the target in logs and labels".into());
+        }
+        if let Err(e) = Address::parse(&self.addr) {
+            errors.push(format!("addr: {e}"));
+        }
+        if self.user.is_some() && self.password.is_none() {
+            errors.push("user: an ACL user needs password (or password_file)".into());
+        }
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 300.0) {
+            errors.push(format!(
+                "timeout_secs: {} is out of range; use a value in (0, 300]",
+                self.timeout_secs
+            ));
+        }
+        for (i, key) in self.check_keys.iter().enumerate() {
+            if let Err(e) = parse_check_key(key) {
+                errors.push(format!("check_keys[{i}]: {e}"));
+            }
+        }
+        for (i, queue) in self.queues.iter().enumerate() {
+            if queue.is_empty() {
+                errors.push(format!("queues[{i}]: must not be empty"));
+            }
+        }
+        errors
+    }
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, PartialEq)]
+enum Address {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Address {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(path) = raw.strip_prefix("unix:") {
+            let path = path.trim_start_matches("//");
+            if !path.starts_with('/') {
+                return Err(format!("{raw:?}: write unix:/absolute/path/to/redis.sock"));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if raw.starts_with("rediss://") {
+            return Err(format!(
+                "{raw:?}: rediss:// (TLS) is not supported yet; reach Redis over loopback \
+                 redis://, a unix socket, or a local TLS terminator"
+            ));
+        }
+        let Some(rest) = raw.strip_prefix("redis://") else {
+            return Err(format!(
+                "{raw:?}: use redis://host:port or unix:/path/to/redis.sock"
+            ));
+        };
+        if rest.contains('@') {
+            return Err(format!(
+                "{:?}: put credentials in user/password_file, not in the address (it is logged)",
+                "redis://...@..."
+            ));
+        }
+        let host_port = rest.trim_end_matches('/');
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p),
+            _ => (host_port, "6379"),
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) || host.contains('/') {
+            return Err(format!("{raw:?}: use redis://host:port"));
+        }
+        Ok(Address::Tcp(format!("{host}:{port}")))
+    }
+}
+
+/// `"key"` -> (0, key); `"db3=key"` -> (3, key).
+fn parse_check_key(raw: &str) -> Result<(u32, String), String> {
+    if let Some((db, key)) = raw.split_once('=') {
+        if let Some(n) = db.strip_prefix("db").and_then(|n| n.parse().ok()) {
+            if key.is_empty() {
+                return Err(format!("{raw:?} has an empty key"));
+            }
+            return Ok((n, key.to_string()));
+        }
+    }
+    if raw.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok((0, raw.to_string()))
+}
+
+/// The three keys of one queue in Laravel's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueKeys {
+    pub ready: String,
+    pub delayed: String,
+    pub reserved: String,
+}
+
+impl QueueKeys {
+    pub fn new(prefix: &str, queue_prefix: &str, queue: &str) -> Self {
+        let base = format!("{prefix}{queue_prefix}{queue}");
+        QueueKeys {
+            delayed: format!("{base}:delayed"),
+            reserved: format!("{base}:reserved"),
+            ready: base,
+        }
+    }
+}
+
+/// Builds one collector per configured target. With several targets every
+/// series carries `target="<name>"` so they stay distinct in one scrape.
+pub fn collectors(targets: &[RedisScrapeTarget]) -> Vec<Arc<dyn Collector>> {
+    let several = targets.len() > 1;
+    targets
+        .iter()
+        .filter_map(|t| match RedisCollector::new(t.clone(), several) {
+            Ok(c) => Some(Arc::new(c) as Arc<dyn Collector>),
+            Err(e) => {
+                tracing::error!(target = %t.name, "redis target disabled: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Connection and counters kept across scrapes.
+#[derive(Default)]
+struct State {
+    conn: Option<BufStream<Box<dyn Io>>>,
+    failures: u64,
+    /// Keys of a queue or check that held the wrong type, by key kind.
+    key_errors: BTreeMap<String, u64>,
+}
+
+/// Scrapes one Redis.
+pub struct RedisCollector {
+    target: RedisScrapeTarget,
+    address: Address,
+    checks: Vec<(u32, String)>,
+    labels: Labels,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What one exchange read.
+#[derive(Default)]
+struct Reading {
+    info: String,
+    config: BTreeMap<String, String>,
+    key_sizes: Vec<(u32, String, f64)>,
+    queues: Vec<(String, &'static str, f64)>,
+    wrong_types: Vec<String>,
+}
+
+impl RedisCollector {
+    pub fn new(target: RedisScrapeTarget, label_target: bool) -> Result<Self, String> {
+        let address = Address::parse(&target.addr)?;
+        let checks = target
+            .check_keys
+            .iter()
+            .map(|k| parse_check_key(k))
+            .collect::<Result<_, _>>()?;
+        let mut labels: Labels = Vec::new();
+        if label_target {
+            labels.push(("target".into(), target.name.clone()));
+        }
+        Ok(RedisCollector {
+            target,
+            address,
+            checks,
+            labels,
+            state: tokio::sync::Mutex::new(State::default()),
+        })
+    }
+
+    async fn connect(&self) -> Result<BufStream<Box<dyn Io>>, String> {
+        let io: Box<dyn Io> = match &self.address {
+            Address::Tcp(addr) => {
+                let s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Address::Unix(path) => Box::new(
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?,
+            ),
+        };
+        let mut conn = BufStream::new(io);
+        if let Some(password) = &self.target.password {
+            let mut auth = vec![b"AUTH".to_vec()];
+            if let Some(user) = &self.target.user {
+                auth.push(user.as_bytes().to_vec());
+            }
+            auth.push(password.as_bytes().to_vec());
+            match resp::pipeline(&mut conn, &[auth]).await?.pop() {
+                Some(Reply::Status(_)) => {}
+                // The server's message names neither the password nor the
+                // user's secret (`WRONGPASS invalid username-password pair`).
+                Some(Reply::Error(e)) => return Err(format!("AUTH refused: {e}")),
+                other => return Err(format!("unexpected AUTH answer {other:?}")),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The whole exchange of one scrape on an open connection.
+    async fn read(&self, conn: &mut BufStream<Box<dyn Io>>) -> Result<Reading, String> {
+        let cmd = |args: &[&str]| -> Vec<Vec<u8>> {
+            args.iter().map(|a| a.as_bytes().to_vec()).collect()
+        };
+        let mut replies = resp::pipeline(
+            conn,
+            &[
+                cmd(&["INFO", "ALL"]),
+                cmd(&["CONFIG", "GET", "maxmemory"]),
+                cmd(&["CONFIG", "GET", "maxclients"]),
+                cmd(&["CONFIG", "GET", "io-threads"]),
+                cmd(&["CONFIG", "GET", "databases"]),
+            ],
+        )
+        .await?
+        .into_iter();
+        let mut reading = Reading::default();
+        match replies.next() {
+            Some(Reply::Bulk(Some(text))) => {
+                reading.info = String::from_utf8_lossy(&text).into_owned()
+            }
+            Some(Reply::Error(e)) => return Err(format!("INFO refused: {e}")),
+            other => return Err(format!("unexpected INFO answer {other:?}")),
+        }
+        // CONFIG may be renamed or denied by ACL: those values are then
+        // simply absent, as with the exporter.
+        for reply in replies {
+            if let Reply::Array(Some(items)) = reply {
+                for pair in items.chunks(2) {
+                    if let [k, v] = pair {
+                        if let (Some(k), Some(v)) = (k.text(), v.text()) {
+                            reading.config.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Key checks and queues, grouped by db; SELECT is only sent when
+        // something lives outside db 0, and db 0 is selected back last.
+        let mut wanted: Vec<(u32, Probe)> = Vec::new();
+        for (db, key) in &self.checks {
+            wanted.push((*db, Probe::Type(key.clone())));
+        }
+        for queue in &self.target.queues {
+            let keys = QueueKeys::new(&self.target.prefix, &self.target.queue_prefix, queue);
+            for (key, state, command) in [
+                (keys.ready, "ready", "LLEN"),
+                (keys.delayed, "delayed", "ZCARD"),
+                (keys.reserved, "reserved", "ZCARD"),
+            ] {
+                wanted.push((
+                    self.target.queue_db,
+                    Probe::Queue {
+                        queue: queue.clone(),
+                        state,
+                        command,
+                        key,
+                    },
+                ));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(reading);
+        }
+        let mut commands = Vec::new();
+        let mut probes = Vec::new();
+        let mut selected = 0;
+        wanted.sort_by_key(|(db, _)| *db);
+        for (db, probe) in &wanted {
+            if *db != selected {
+                commands.push(cmd(&["SELECT", &db.to_string()]));
+                probes.push(None);
+                selected = *db;
+            }
+            commands.push(probe.command());
+            probes.push(Some((*db, probe)));
+        }
+        if selected != 0 {
+            commands.push(cmd(&["SELECT", "0"]));
+            probes.push(None);
+        }
+        let replies = resp::pipeline(conn, &commands).await?;
+        // TYPE answers decide the size command of each checked key.
+        let mut sizes = Vec::new();
+        let mut size_of = Vec::new();
+        let mut selected = 0;
+        for (probe, reply) in probes.iter().zip(&replies) {
+            match (probe, reply) {
+                (None, Reply::Error(e)) => return Err(format!("SELECT refused: {e}")),
+                (None, _) => {}
+                (Some((db, Probe::Type(key))), Reply::Status(kind)) => {
+                    let Some(command) = size_command(kind) else {
+                        continue; // `none`: the key does not exist
+                    };
+                    if *db != selected {
+                        sizes.push(cmd(&["SELECT", &db.to_string()]));
+                        size_of.push(None);
+                        selected = *db;
+                    }
+                    sizes.push(vec![command.as_bytes().to_vec(), key.as_bytes().to_vec()]);
+                    size_of.push(Some((*db, key.clone())));
+                }
+                (Some((_, Probe::Type(key))), _) => {
+                    reading.wrong_types.push(format!("check:{key}"))
+                }
+                (Some((_, Probe::Queue { queue, state, .. })), Reply::Int(n)) => {
+                    reading.queues.push((queue.clone(), state, *n as f64));
+                }
+                (Some((_, Probe::Queue { queue, state, .. })), _) => {
+                    reading.wrong_types.push(format!("queue:{queue}:{state}"));
+                }
+            }
+        }
+        if !sizes.is_empty() {
+            if selected != 0 {
+                sizes.push(cmd(&["SELECT", "0"]));
+                size_of.push(None);
+            }
+            let replies = resp::pipeline(conn, &sizes).await?;
+            for (of, reply) in size_of.into_iter().zip(replies) {
+                if let (Some((db, key)), Some(n)) = (of, reply.int()) {
+                    reading.key_sizes.push((db, key, n as f64));
+                }
+            }
+        }
+        Ok(reading)
+    }
+
+    fn families(&self, reading: Option<&Reading>, state: &State) -> Vec<MetricFamily> {
+        let labels = &self.labels;
+        let mut up = MetricFamily::gauge("redis_up", "Information about the Redis instance");
+        up.push_owned(labels.clone(), f64::from(u8::from(reading.is_some())));
+        let mut out = vec![up];
+        if let Some(r) = reading {
+            let fields = info::parse(&r.info);
+            let databases = r.config.get("databases").and_then(|d| d.parse().ok());
+            out.extend(info::families(&fields, databases, labels));
+            for (name, key) in [
+                ("redis_config_maxmemory", "maxmemory"),
+                ("redis_config_maxclients", "maxclients"),
+                ("redis_config_io_threads", "io-threads"),
+            ] {
+                if let Some(v) = r.config.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                    let mut f = MetricFamily::gauge(
+                        name,
+                        format!("config_{} metric", key.replace('-', "_")),
+                    );
+                    f.push_owned(labels.clone(), v);
+                    out.push(f);
+                }
+            }
+            let mut sizes = MetricFamily::gauge("redis_key_size", "The length or size of \"key\"");
+            for (db, key, n) in &r.key_sizes {
+                let mut l = labels.clone();
+                l.push(("db".into(), format!("db{db}")));
+                l.push(("key".into(), key.clone()));
+                sizes.push_owned(l, *n);
+            }
+            out.push(sizes);
+            let mut jobs = MetricFamily::gauge(
+                "steward_queue_jobs",
+                "Jobs in a queue by state: ready (waiting for a worker), delayed (not due yet), reserved (taken by a worker).",
+            );
+            for (queue, state, n) in &r.queues {
+                let mut l = labels.clone();
+                l.push(("queue".into(), queue.clone()));
+                l.push(("state".into(), state.to_string()));
+                jobs.push_owned(l, *n);
+            }
+            out.push(jobs);
+        }
+        let mut errors = MetricFamily::counter(
+            "steward_redis_key_check_errors_total",
+            "Checked keys or queue keys that held a type the check cannot size (e.g. a string where a queue list belongs).",
+        );
+        for (key, n) in &state.key_errors {
+            let mut l = labels.clone();
+            l.push(("key".into(), key.clone()));
+            errors.push_owned(l, *n as f64);
+        }
+        out.push(errors);
+        let mut failure_labels: Labels = vec![
+            ("collector".into(), "redis".into()),
+            ("instance".into(), self.target.name.clone()),
+        ];
+        failure_labels.extend(labels.iter().filter(|(k, _)| k != "target").cloned());
+        let mut failures = MetricFamily::counter(
+            "steward_scrape_failures_total",
+            "Scrapes of a target that failed (unreachable, error status, or a page that does not parse).",
+        );
+        failures.push_owned(failure_labels, state.failures as f64);
+        out.push(failures);
+        out
+    }
+}
+
+/// One key command of the checks pipeline.
+enum Probe {
+    Type(String),
+    Queue {
+        queue: String,
+        state: &'static str,
+        command: &'static str,
+        key: String,
+    },
+}
+
+impl Probe {
+    fn command(&self) -> Vec<Vec<u8>> {
+        match self {
+            Probe::Type(key) => vec![b"TYPE".to_vec(), key.as_bytes().to_vec()],
+            Probe::Queue { command, key, .. } => {
+                vec![command.as_bytes().to_vec(), key.as_bytes().to_vec()]
+            }
+        }
+    }
+}
+
+/// The O(1) size command of a key type, as the exporter's key checks use.
+fn size_command(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "string" => "STRLEN",
+        "list" => "LLEN",
+        "set" => "SCARD",
+        "zset" => "ZCARD",
+        "hash" => "HLEN",
+        "stream" => "XLEN",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl Collector for RedisCollector {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn instance(&self) -> Option<&str> {
+        Some(&self.target.name)
+    }
+
+    async fn collect(&self, ctx: CollectContext) -> Result<Collected, CollectError> {
+        let timeout: Duration = budget(&ctx, self.target.timeout_secs);
+        let mut state = self.state.lock().await;
+        let exchange = async {
+            let mut conn = match state.conn.take() {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            let reading = self.read(&mut conn).await?;
+            Ok::<_, String>((conn, reading))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        let (reading, error) = match result {
+            Ok((conn, reading)) => {
+                // Kept only after a complete exchange: a connection cut
+                // mid-reply would hand the next scrape a stale answer.
+                state.conn = Some(conn);
+                (Some(reading), None)
+            }
+            Err(e) => {
+                state.failures += 1;
+                (
+                    None,
+                    Some(CollectError::failed(format!(
+                        "redis target {:?} ({}): {e}",
+                        self.target.name, self.target.addr
+                    ))),
+                )
+            }
+        };
+        if let Some(r) = &reading {
+            for key in &r.wrong_types {
+                *state.key_errors.entry(key.clone()).or_default() += 1;
+            }
+        }
+        Ok(Collected {
+            families: self.families(reading.as_ref(), &state),
+            error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Address::parse("redis://127.0.0.1:6380").unwrap(),
+            Address::Tcp("127.0.0.1:6380".into())
+        );
+        assert_eq!(
+            Address::parse("redis://cache").unwrap(),
+            Address::Tcp("cache:6379".into())
+        );
+        assert_eq!(
+            Address::parse("unix:/run/redis/redis.sock").unwrap(),
+            Address::Unix("/run/redis/redis.sock".into())
+        );
+        let tls = Address::parse("rediss://cache:6380").unwrap_err();
+        assert!(tls.contains("not supported yet"), "{tls}");
+        let creds = Address::parse("redis://u:hunter2@cache:6379").unwrap_err();
+        assert!(!creds.contains("hunter2"), "{creds}");
+        for bad in [
+            "cache:6379",
+            "redis://:6379",
+            "redis://h:0",
+            "redis://h:x",
+            "unix:relative",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn check_keys_and_queue_layout() {
+        assert_eq!(
+            parse_check_key("queues:default").unwrap(),
+            (0, "queues:default".into())
+        );
+        assert_eq!(parse_check_key("db3=a=b").unwrap(), (3, "a=b".into()));
+        assert_eq!(parse_check_key("x=y").unwrap(), (0, "x=y".into()));
+        assert!(parse_check_key("db1=").is_err());
+        let k = QueueKeys::new("laravel_database_", "queues:", "emails");
+        assert_eq!(k.ready, "laravel_database_queues:emails");
+        assert_eq!(k.delayed, "laravel_database_queues:emails:delayed");
+        assert_eq!(k.reserved, "laravel_database_queues:emails:reserved");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let t = RedisScrapeTarget {
+            name: " ".into(),
+            addr: "rediss://x".into(),
+            user: Some("app".into()),
+            timeout_secs: 0.0,
+            check_keys: vec![String::new()],
+            queues: vec![String::new()],
+            ..Default::default()
+        };
+        let errors = t.validate();
+        let keys: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "name",
+                "addr",
+                "user",
+                "timeout_secs",
+                "check_keys[0]",
+                "queues[0]"
+            ],
+            "{errors:?}"
+        );
+        assert!(RedisScrapeTarget::default().validate().is_empty());
+    }
+}
