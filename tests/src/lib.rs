@@ -1,5 +1,5 @@
 //! Test harness: starts real services (PostgreSQL, MariaDB, nginx, PHP-FPM,
-//! moto S3, Prometheus, the Debian exporters) on free loopback ports in
+//! Redis, moto S3, Prometheus, the Debian exporters) on free loopback ports in
 //! temporary directories, and runs the real `steward` binary against them.
 //! Every child process is killed when its guard drops.
 
@@ -14,6 +14,7 @@ pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod promtext;
+pub mod redis;
 pub mod s3;
 
 pub use process::{

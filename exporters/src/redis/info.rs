@@ -22,7 +22,7 @@ use MetricType::{Counter as C, Gauge as G};
 use Unit::{Micros, Ok as OkStatus, Plain, Up};
 
 /// INFO field -> family name (without `redis_`), type, unit. The exporter's
-/// help text is `<field> metric` for all of these.
+/// help text is `<name> metric` for all of these.
 const FIELDS: &[(&str, &str, MetricType, Unit)] = &[
     // Server, clients
     ("uptime_in_seconds", "uptime_in_seconds", G, Plain),
@@ -389,7 +389,7 @@ pub fn families(
             },
         };
         let mut family =
-            MetricFamily::new(format!("redis_{name}"), format!("{field} metric"), *kind);
+            MetricFamily::new(format!("redis_{name}"), format!("{name} metric"), *kind);
         family.push_owned(labels.clone(), value);
         out.push(family);
     }
