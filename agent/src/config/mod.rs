@@ -416,12 +416,12 @@ mod tests {
 
     #[test]
     fn unknown_section_lists_every_known_one_in_schema_order() {
-        let err = parse("[redis]\n", "t", &no_env).unwrap_err();
+        let err = parse("[memcached]\n", "t", &no_env).unwrap_err();
         assert_eq!(
             err.errors,
             [
-                "redis: unknown section; known sections are agent, node, nginx, phpfpm, \
-              mysql, postgres, probe, backup, telemetry, grafana"
+                "memcached: unknown section; known sections are agent, node, nginx, phpfpm, \
+              mysql, postgres, probe, redis, backup, telemetry, grafana"
             ]
         );
     }
