@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Loaded};
+use crate::generation::SubsystemHealth;
 use crate::generation::{build_scraper, Generation, Shared};
-use crate::supervise::{start_or_retry, StartFn, SubsystemCollector, SubsystemHealth};
+use crate::supervise::{start_or_retry, StartFn, SubsystemCollector};
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {

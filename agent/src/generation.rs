@@ -3,14 +3,14 @@
 //! server and the telemetry wiring can all name these types without
 //! importing one another.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use steward_exporters::{Collector, Scraper};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::self_metrics::ProcessCollector;
-use crate::supervise::SubsystemHealth;
 
 /// A running part of the daemon (scheduler, telemetry) for one
 /// configuration generation: its self-metric collectors and its tasks.
@@ -74,5 +74,45 @@ mod tests {
         assert!(defaults.len() > 10, "{defaults:?}");
         assert!(defaults.iter().any(|n| n == "cpu"), "{defaults:?}");
         assert_eq!(defaults.last().map(String::as_str), Some("process"));
+    }
+}
+
+/// Each subsystem's state in this generation: `None` when running, the
+/// start error while it is not.
+#[derive(Default)]
+pub struct SubsystemHealth {
+    states: Mutex<BTreeMap<&'static str, Option<String>>>,
+}
+
+/// One subsystem as `/health` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct SubsystemState {
+    pub subsystem: &'static str,
+    pub up: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SubsystemHealth {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, Option<String>>> {
+        match self.states.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn set(&self, name: &'static str, error: Option<String>) {
+        self.lock().insert(name, error);
+    }
+
+    pub fn states(&self) -> Vec<SubsystemState> {
+        self.lock()
+            .iter()
+            .map(|(name, error)| SubsystemState {
+                subsystem: name,
+                up: error.is_none(),
+                error: error.clone(),
+            })
+            .collect()
     }
 }

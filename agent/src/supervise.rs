@@ -3,8 +3,7 @@
 //! failed one is retried with backoff, and its state shows in `/health`
 //! and in `steward_subsystem_up{subsystem}`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +11,7 @@ use steward_exporters::{CollectContext, CollectError, Collected, Collector, Metr
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::generation::Subsystem;
+use crate::generation::{Subsystem, SubsystemHealth};
 
 /// How a subsystem is started for one generation.
 pub type StartFn = fn(&Config, CancellationToken) -> anyhow::Result<Subsystem>;
@@ -21,46 +20,6 @@ pub type StartFn = fn(&Config, CancellationToken) -> anyhow::Result<Subsystem>;
 /// process that is being restarted frees within seconds.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Each subsystem's state in this generation: `None` when running, the
-/// start error while it is not.
-#[derive(Default)]
-pub struct SubsystemHealth {
-    states: Mutex<BTreeMap<&'static str, Option<String>>>,
-}
-
-/// One subsystem as `/health` shows it.
-#[derive(Debug, serde::Serialize)]
-pub struct SubsystemState {
-    pub subsystem: &'static str,
-    pub up: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl SubsystemHealth {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, Option<String>>> {
-        match self.states.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn set(&self, name: &'static str, error: Option<String>) {
-        self.lock().insert(name, error);
-    }
-
-    pub fn states(&self) -> Vec<SubsystemState> {
-        self.lock()
-            .iter()
-            .map(|(name, error)| SubsystemState {
-                subsystem: name,
-                up: error.is_none(),
-                error: error.clone(),
-            })
-            .collect()
-    }
-}
 
 /// `steward_subsystem_up{subsystem}`.
 pub struct SubsystemCollector(pub Arc<SubsystemHealth>);

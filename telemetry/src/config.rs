@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// What each listener speaks over TLS.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
 /// The whole `[telemetry]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -379,7 +382,7 @@ impl TelemetryConfig {
         if let (true, Some(path)) = (self.receiver.enabled, &self.receiver.web_config_file) {
             // Read now (certificates included): `config check`, startup and
             // reload refuse a file that cannot serve.
-            if let Err(e) = steward_web::WebRuntime::load(path, crate::receiver::GRPC_ALPN) {
+            if let Err(e) = steward_web::WebRuntime::load(path, GRPC_ALPN) {
                 errors.push(format!("receiver.web_config_file: {e}"));
             }
         }

@@ -51,8 +51,7 @@ use crate::parse::string_value;
 use crate::queue::{Entry, Queue, QueueError, Signal};
 use crate::stats::Stats;
 
-/// What each listener speaks over TLS.
-pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+pub use crate::config::GRPC_ALPN;
 pub const HTTP_ALPN: &[&[u8]] = &[b"http/1.1"];
 
 /// Slow clients: a TLS handshake and a request header must arrive within

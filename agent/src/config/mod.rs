@@ -4,6 +4,7 @@
 
 pub mod collectors;
 mod env;
+pub mod http;
 mod secrets;
 
 use std::net::SocketAddr;
@@ -74,7 +75,7 @@ pub struct AgentConfig {
     pub web_config_file: Option<PathBuf>,
     /// `[agent.http]`: server timeouts and scrape limits.
     #[serde(default)]
-    pub http: crate::web::HttpConfig,
+    pub http: http::HttpConfig,
 }
 
 impl Default for AgentConfig {
@@ -87,7 +88,7 @@ impl Default for AgentConfig {
             log_format: default_log_format(),
             log_level: default_log_level(),
             web_config_file: None,
-            http: crate::web::HttpConfig::default(),
+            http: http::HttpConfig::default(),
         }
     }
 }
@@ -127,7 +128,7 @@ impl AgentConfig {
         if let Some(path) = &self.web_config_file {
             // Read now (certificates included), so `config check`, startup
             // and a reload all refuse a file that cannot serve.
-            if let Err(e) = steward_web::WebRuntime::load(path, crate::web::ALPN) {
+            if let Err(e) = steward_web::WebRuntime::load(path, http::ALPN) {
                 errors.push(format!("web_config_file: {e}"));
             }
         }
