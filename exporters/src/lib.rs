@@ -22,3 +22,7 @@ pub mod phpfpm;
 pub mod postgres;
 pub mod probe;
 pub mod redis;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
