@@ -162,27 +162,32 @@ pub fn sql_text(data: &[u8]) -> bool {
     !families.is_empty()
 }
 
+/// Runs every committed seed of each named harness (`fuzz/seeds/<name>/`)
+/// and panics naming the first that does not parse, or a harness without
+/// seeds: the fuzz corpora's starting points are regression tests that CI
+/// runs. Each crate's test calls this with its own harnesses.
+pub fn check_seeds(harnesses: &[(&str, fn(&[u8]) -> bool)]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    for (target, harness) in harnesses {
+        let dir = root.join(target);
+        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        seeds.sort();
+        assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+        for seed in seeds {
+            let data = std::fs::read(&seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
+            assert!(harness(&data), "{} does not parse", seed.display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::HARNESSES;
-
-    /// Every committed seed goes through its harness and parses: the fuzz
-    /// corpora's starting points are regression tests that CI runs.
     #[test]
     fn committed_fuzz_seeds_parse() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
-        for (target, harness) in HARNESSES {
-            let dir = root.join(target);
-            let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-                .map(|e| e.unwrap().path())
-                .collect();
-            seeds.sort();
-            assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-            for seed in seeds {
-                let data = std::fs::read(&seed).unwrap();
-                assert!(harness(&data), "{} does not parse", seed.display());
-            }
-        }
+        super::check_seeds(&super::HARNESSES);
     }
 }

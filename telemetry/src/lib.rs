@@ -15,4 +15,8 @@ pub mod stats;
 pub mod tail;
 pub mod wire;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use pipeline::{start, Pipeline, StartError, StartOptions};

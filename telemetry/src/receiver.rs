@@ -143,7 +143,7 @@ impl Intake {
     }
 }
 
-fn fill_resource(resource: &mut Option<Resource>, host: &str) {
+pub(crate) fn fill_resource(resource: &mut Option<Resource>, host: &str) {
     let r = resource.get_or_insert_with(Resource::default);
     if !r.attributes.iter().any(|a| a.key == "host.name") {
         r.attributes.push(KeyValue {
@@ -433,7 +433,7 @@ async fn one_turn(State(intake): State<Arc<Intake>>, request: Request, next: Nex
 
 /// The protobuf body, gunzipped if needed (stopping as soon as it inflates
 /// past `max` bytes); an error response otherwise.
-fn body_bytes(
+pub(crate) fn body_bytes(
     headers: &HeaderMap,
     body: &Bytes,
     max: usize,

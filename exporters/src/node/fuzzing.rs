@@ -11,30 +11,6 @@ use super::{
 };
 use crate::metrics::MetricFamily;
 
-/// The names [`parse`] knows: the file each parser reads, roughly.
-pub(crate) const SOURCES: [&str; 20] = [
-    "arp",
-    "conntrack",
-    "cpu",
-    "diskstats",
-    "filefd",
-    "loadavg",
-    "mdstat",
-    "meminfo",
-    "netdev",
-    "netstat",
-    "nfs",
-    "os",
-    "pressure",
-    "schedstat",
-    "sockstat",
-    "softnet",
-    "stat",
-    "textfile",
-    "udp_queues",
-    "vmstat",
-];
-
 /// A filter every name passes: the fuzzer should reach every field.
 fn every_name() -> NameFilter {
     filter("")
@@ -92,6 +68,30 @@ pub(crate) fn parse(source: &str, text: &str) -> Option<Vec<MetricFamily>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names `parse` knows.
+    const SOURCES: [&str; 20] = [
+        "arp",
+        "conntrack",
+        "cpu",
+        "diskstats",
+        "filefd",
+        "loadavg",
+        "mdstat",
+        "meminfo",
+        "netdev",
+        "netstat",
+        "nfs",
+        "os",
+        "pressure",
+        "schedstat",
+        "sockstat",
+        "softnet",
+        "stat",
+        "textfile",
+        "udp_queues",
+        "vmstat",
+    ];
 
     #[test]
     fn every_listed_source_has_a_parser() {
