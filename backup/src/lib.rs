@@ -30,6 +30,10 @@ pub mod source;
 pub mod target;
 pub mod verify;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Re-exported so the agent uses the same time types as the manifests.
 pub use chrono;
 pub use error::{Error, Result};
