@@ -1,13 +1,7 @@
-//! Any bytes as a PHP-FPM `?json&full` status page: parse, and when it
-//! parses, build and encode every family including per-process ones.
+//! Any bytes as a PHP-FPM `?json&full` status page; the harness is
+//! `steward_exporters::fuzzing::phpfpm_status` (its seeds are a unit test there).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use steward_exporters::phpfpm::{families, parse_status};
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(status) = parse_status(data) {
-        let fams = families(Some(&status), &status.pool, "unix:///x;/status", 0, true, true);
-        let _ = steward_exporters::exposition::encode(&fams);
-    }
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    steward_exporters::fuzzing::phpfpm_status(data);
 });
