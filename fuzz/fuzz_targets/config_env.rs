@@ -1,7 +1,7 @@
 //! Any bytes as an environment (first line) and TOML configuration text
-//! for the agent's `${VAR}` substitution and secret scrubbing. The agent is a binary crate, so this
-//! target compiles its `config/env.rs` as a module of its own (build.rs
-//! sets the `fuzzing` cfg that file's harness is under).
+//! for the agent's `${VAR}` substitution and secret scrubbing. The agent
+//! is a binary crate, so this target compiles its `config/env.rs` as a
+//! module of its own (build.rs sets the `fuzzing` cfg its harness is under).
 #![no_main]
 
 #[path = "../../agent/src/config/env.rs"]
