@@ -157,14 +157,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Plaintext bytes over all objects.
+    /// Plaintext bytes over all objects. Saturating: the sizes come from
+    /// the bucket, and a forged manifest must not overflow a listing.
     pub fn plaintext_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.plaintext_bytes).sum()
+        (self.objects.iter()).fold(0, |sum, o| sum.saturating_add(o.plaintext_bytes))
     }
 
-    /// Stored bytes over all objects (the manifest itself excluded).
+    /// Stored bytes over all objects (the manifest itself excluded),
+    /// saturating like [`Manifest::plaintext_bytes`].
     pub fn stored_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.stored_bytes).sum()
+        (self.objects.iter()).fold(0, |sum, o| sum.saturating_add(o.stored_bytes))
     }
 
     /// The key of this manifest in its target.
@@ -268,5 +270,18 @@ pub(crate) mod tests {
         v["format_version"] = 99.into();
         let err = Manifest::from_json(v.to_string().as_bytes(), "t/k").unwrap_err();
         assert!(err.to_string().contains("upgrade steward"), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_u64_saturate_instead_of_overflowing() {
+        // Found by the backup_manifest fuzz target: two objects claiming
+        // u64::MAX bytes each panicked `backup list` (debug) or wrapped.
+        let mut m = sample();
+        m.objects[0].plaintext_bytes = u64::MAX;
+        m.objects[0].stored_bytes = u64::MAX;
+        m.objects.push(m.objects[0].clone());
+        let read = Manifest::from_json(&m.to_json(), "t").unwrap();
+        assert_eq!(read.plaintext_bytes(), u64::MAX);
+        assert_eq!(read.stored_bytes(), u64::MAX);
     }
 }
