@@ -7,10 +7,12 @@ use crate::layout;
 use crate::manifest::Manifest;
 use crate::restore::tables;
 
-/// Each harness's name (its fuzz target and seed folder) and the harness.
-/// A harness takes any bytes and says whether they parsed; only a panic
-/// is a finding.
-pub const HARNESSES: [(&str, fn(&[u8]) -> bool); 2] = [
+/// A harness's name (its fuzz target and seed folder) and the harness,
+/// which takes any bytes and says whether they made sense; only a panic is
+/// a finding (the same shape as `steward_exporters::fuzzing::Harness`).
+pub type Harness = (&'static str, fn(&[u8]) -> bool);
+
+pub const HARNESSES: [Harness; 2] = [
     ("backup_manifest", backup_manifest),
     ("bucket_key", bucket_key),
 ];

@@ -8,10 +8,12 @@ use crate::mysql::families::{self as mysql, FamilySet, TextRows};
 use crate::postgres::families as pg;
 use crate::{exposition, nginx, phpfpm};
 
-/// Each harness's name (its fuzz target and seed folder) and the harness.
-/// A harness takes any bytes and says whether they parsed; only a panic
-/// is a finding.
-pub const HARNESSES: [(&str, fn(&[u8]) -> bool); 5] = [
+/// A harness's name (its fuzz target and seed folder) and the harness,
+/// which takes any bytes and says whether they parsed; only a panic is a
+/// finding. Every crate's `fuzzing` module lists its own.
+pub type Harness = (&'static str, fn(&[u8]) -> bool);
+
+pub const HARNESSES: [Harness; 5] = [
     ("stub_status", stub_status),
     ("phpfpm_status", phpfpm_status),
     ("fastcgi_response", fastcgi_response),
@@ -166,7 +168,7 @@ pub fn sql_text(data: &[u8]) -> bool {
 /// and panics naming the first that does not parse, or a harness without
 /// seeds: the fuzz corpora's starting points are regression tests that CI
 /// runs. Each crate's test calls this with its own harnesses.
-pub fn check_seeds(harnesses: &[(&str, fn(&[u8]) -> bool)]) {
+pub fn check_seeds(harnesses: &[Harness]) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
     for (target, harness) in harnesses {
         let dir = root.join(target);

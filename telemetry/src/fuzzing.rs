@@ -21,10 +21,12 @@ use crate::queue::{Queue, QueueOptions};
 use crate::stats::AccessMetrics;
 use crate::wire::{self, Body, EncodedAttributes, RecordParts, ScopePart};
 
-/// Each harness's name (its fuzz target and seed folder) and the harness.
-/// A harness takes any bytes and says whether they made sense; only a
-/// panic is a finding.
-pub const HARNESSES: [(&str, fn(&[u8]) -> bool); 3] = [
+/// A harness's name (its fuzz target and seed folder) and the harness,
+/// which takes any bytes and says whether they made sense; only a panic is
+/// a finding (the same shape as `steward_exporters::fuzzing::Harness`).
+pub type Harness = (&'static str, fn(&[u8]) -> bool);
+
+pub const HARNESSES: [Harness; 3] = [
     ("log_line", log_line),
     ("otlp_request", otlp_request),
     ("queue_segment", queue_segment),

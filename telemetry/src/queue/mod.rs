@@ -23,7 +23,9 @@ use tokio::sync::Notify;
 mod record;
 
 pub use record::MAX_RECORD_BYTES;
-use record::{decode, encode_head, read_record, resync, write_record, MAX_RECORD, META};
+use record::{
+    decode, encode_head, read_record, resync, write_record, HEADER, MAX_ID, MAX_RECORD, META,
+};
 
 /// Why the queue cannot be opened or written. The cause is part of the
 /// message (not a `source`), so a log line with `{e}` says it all.
@@ -254,7 +256,11 @@ impl Queue {
         })?;
         let ledger_path = dir.join("ledger");
         let ledger: Ledger = match std::fs::read(&ledger_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            // A damaged ledger re-sends what is on disk (at least once).
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .ok()
+                .filter(|l: &Ledger| l.acked_id < MAX_ID)
+                .unwrap_or_default(),
             Err(_) => Ledger::default(),
         };
         let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
@@ -306,7 +312,17 @@ impl Queue {
                     Ok(None) => break,
                     Ok(Some((body, end))) => {
                         if let Some((id, entry)) = decode(body) {
-                            if id >= ledger.acked_id {
+                            // Padding a gap wider than the file has room
+                            // for would allocate without bound: damage,
+                            // which the reader skips too.
+                            let expected = seg.first_id.saturating_add(seg.items.len() as u64);
+                            let room = len / (HEADER + META) as u64;
+                            if id.saturating_sub(expected) > room {
+                                stats
+                                    .dropped_corrupt_records
+                                    .fetch_add(1, Ordering::Relaxed);
+                                skips.insert((number, off), end);
+                            } else if id >= ledger.acked_id {
                                 if seg.first_id == u64::MAX {
                                     seg.first_id = id;
                                 }
@@ -1077,5 +1093,38 @@ mod tests {
         let (q, rec) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
         assert_eq!(q.stats.dropped_corrupt_records.load(Ordering::Relaxed), 0);
         assert_eq!(rec.records, 2, "not synced, so both are sent again");
+    }
+
+    #[tokio::test]
+    async fn forged_ids_neither_overflow_nor_pad_without_bound() {
+        // Found by the queue_segment fuzz target: a record (or ledger) id of
+        // u64::MAX overflowed `id + 1` at open, and a record 2^40 ids past
+        // the one before it padded a gap of 2^40 items (a hang, then OOM).
+        for (ledger_id, ids) in [
+            (0, vec![u64::MAX]),
+            (0, vec![0, 1 << 40, 1]),
+            (u64::MAX, vec![0]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = Vec::new();
+            for &id in &ids {
+                let e = entry(&format!("id{}", id % 1000), 1, 1);
+                bytes.extend(encode_head(id, &e));
+                bytes.extend(&e.payload);
+            }
+            std::fs::write(segment_path(dir.path(), 1), bytes).unwrap();
+            let ledger =
+                format!(r#"{{"acked_id":{ledger_id},"acked_segment":1,"acked_offset":0}}"#);
+            std::fs::write(dir.path().join("ledger"), ledger).unwrap();
+            let (q, _) = Queue::open(opts(dir.path(), 1 << 20, 1 << 16)).unwrap();
+            let plausible: Vec<String> = ids
+                .iter()
+                .filter(|&&id| id < 1 << 40)
+                .map(|id| format!("id{id}"))
+                .collect();
+            assert_eq!(drain(&q).await, plausible, "{ids:?}");
+            q.append(&entry("after", 1, 1)).unwrap();
+            assert_eq!(drain(&q).await, ["after"]);
+        }
     }
 }

@@ -72,10 +72,17 @@ pub(super) struct RawRecord {
     payload: Vec<u8>,
 }
 
+/// Ids a queue ever gives out stay below this (a million records a second
+/// for 290 000 years); one above is damage, and `id + 1` cannot overflow.
+pub(super) const MAX_ID: u64 = 1 << 63;
+
 pub(super) fn decode(record: RawRecord) -> Option<(u64, Entry)> {
     let body = &record.head;
     let take = |range: std::ops::Range<usize>| body.get(range);
     let id = u64::from_le_bytes(take(0..8)?.try_into().ok()?);
+    if id >= MAX_ID {
+        return None;
+    }
     let signal = Signal::from_byte(*body.get(8)?)?;
     let items = u32::from_le_bytes(take(9..13)?.try_into().ok()?);
     let n = u16::from_le_bytes(take(13..15)?.try_into().ok()?) as usize;
