@@ -55,6 +55,10 @@ pub fn build_scraper(config: &Config, extra: Vec<Arc<dyn Collector>>) -> Scraper
     if config.grafana.url.is_some() {
         collectors.push(Arc::new(crate::grafana::AnnotationCollector));
     }
+    if !config.notify.is_empty() {
+        let names = config.notify.iter().map(|n| n.name.clone()).collect();
+        collectors.push(Arc::new(crate::notify::NotifyCollector::new(names)));
+    }
     collectors.extend(extra);
     Scraper::new(collectors)
 }

@@ -11,6 +11,7 @@ mod generation;
 mod grafana;
 mod logging;
 mod memory;
+mod notify;
 mod scheduled_drills;
 mod scheduler;
 mod self_metrics;

@@ -15,11 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::generation::Subsystem;
+use crate::notify::{random_uuid, Event, Notifications};
 
 /// Drill scheduling and metrics for one configuration generation: the
 /// collector is always there (it reads the last reports, CLI drills
 /// included); the loop runs only with `backup.drill.schedule`.
-pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsystem> {
+pub fn start(
+    config: &Config,
+    notifications: Notifications,
+    cancel: CancellationToken,
+) -> anyhow::Result<Subsystem> {
     let reports_dir = drill::reports_dir(&config.agent.state_dir);
     let mut tasks = Vec::new();
     let drill_config = &config.backup.drill;
@@ -27,7 +32,12 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
         let schedule = Schedule::parse(expr, &drill_config.timezone)
             .map_err(|e| anyhow::anyhow!("backup.drill.schedule: {e}"))?;
         let config = config.clone();
-        tasks.push(tokio::spawn(schedule_loop(config, schedule, cancel)));
+        tasks.push(tokio::spawn(schedule_loop(
+            config,
+            schedule,
+            notifications,
+            cancel,
+        )));
     }
     Ok(Subsystem {
         collectors: vec![Arc::new(DrillCollector { reports_dir }) as Arc<dyn Collector>],
@@ -35,7 +45,12 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
     })
 }
 
-async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationToken) {
+async fn schedule_loop(
+    config: Config,
+    schedule: Schedule,
+    notifications: Notifications,
+    cancel: CancellationToken,
+) {
     loop {
         let now = steward_backup::chrono::Utc::now();
         let Some(next) = schedule.next_after(now) else {
@@ -48,6 +63,9 @@ async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationT
             _ = tokio::time::sleep(wait) => {}
         }
         tracing::info!("scheduled drill starting");
+        let host = config.agent.effective_hostname();
+        let run_id = random_uuid();
+        notifications.notify(Event::drill_start(&host, &run_id));
         // Every drill outcome becomes a Grafana annotation (no-op without
         // `[grafana]`), so drills show next to deployments on dashboards.
         let annotator =
@@ -57,6 +75,10 @@ async fn schedule_loop(config: Config, schedule: Schedule, cancel: CancellationT
         let result = tracing::Instrument::instrument(scheduled_drill(&config), span.clone()).await;
         crate::spans::record_drill(&span, &result);
         drop(span);
+        notifications.notify(match &result {
+            Ok(report) => Event::drill_finished(&run_id, report),
+            Err(e) => Event::drill_not_run(&host, &run_id, &format!("{e:#}")),
+        });
         match result {
             Ok(report) if report.success => {
                 tracing::info!(jobs = report.jobs.len(), "scheduled drill passed");

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::generation::Subsystem;
 use crate::grafana::{AnnotationKind, Annotator};
+use crate::notify::{random_uuid, Event, Notifications};
 
 /// Cap on missed runs counted after downtime (a year of hourly runs).
 const MISSED_CAP: usize = 10_000;
@@ -43,6 +44,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
     let state_dir = config.agent.state_dir.clone();
     let host = config.agent.effective_hostname();
     let annotator = Annotator::new(&config.grafana, host.clone());
+    let notifications = Notifications::start(&config.notify);
     let metrics = Arc::new(BackupMetrics::new(
         &state_dir,
         backup.jobs.keys().cloned().collect(),
@@ -57,6 +59,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
             metrics: Arc::clone(&metrics),
             cancel: cancel.clone(),
             annotator: annotator.clone(),
+            notifications: notifications.clone(),
         };
         if let Some(expr) = &job.schedule {
             let schedule = Schedule::parse(expr, &job.timezone)
@@ -71,7 +74,7 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
             tasks.push(tokio::spawn(watch_loop(ctx, job.clone())));
         }
     }
-    let drills = crate::scheduled_drills::start(config, cancel.clone())?;
+    let drills = crate::scheduled_drills::start(config, notifications, cancel.clone())?;
     tasks.extend(drills.tasks);
     let mut collectors = vec![Arc::new(BackupCollector { metrics }) as Arc<dyn Collector>];
     collectors.extend(drills.collectors);
@@ -89,6 +92,9 @@ struct JobContext {
     /// Posts a Grafana annotation when a run fails (no-op without
     /// `[grafana]`), so the failure shows on every dashboard.
     annotator: Annotator,
+    /// `[[notify]]`: start, success and failure of each run, queued
+    /// without waiting.
+    notifications: Notifications,
 }
 
 impl JobContext {
@@ -98,6 +104,9 @@ impl JobContext {
         let mut options = RunOptions::new(self.host.clone(), self.state_dir.clone(), reason);
         options.steward_version = env!("CARGO_PKG_VERSION").to_string();
         self.metrics.set_running(&self.name, true);
+        let run_id = random_uuid();
+        self.notifications
+            .notify(Event::backup_start(&self.host, &self.name, reason, &run_id));
         let span = crate::spans::backup_span(&self.name, reason);
         let result = tokio::select! {
             r = tracing::Instrument::instrument(run_job(&self.backup, &self.name, &options), span.clone()) => Some(r),
@@ -109,14 +118,30 @@ impl JobContext {
         match result {
             None => {
                 tracing::warn!(job = %self.name, "backup run interrupted by shutdown or reload; nothing was committed");
+                self.notifications.notify(Event::backup_not_run(
+                    &self.host,
+                    &self.name,
+                    reason,
+                    &run_id,
+                    "interrupted by the agent stopping or reloading; nothing was committed",
+                ));
                 None
             }
             Some(Err(e)) => {
                 tracing::warn!(job = %self.name, reason, "backup run skipped: {e}");
                 self.metrics.count_skipped(&self.name);
+                self.notifications.notify(Event::backup_not_run(
+                    &self.host,
+                    &self.name,
+                    reason,
+                    &run_id,
+                    &e.to_string(),
+                ));
                 None
             }
             Some(Ok(report)) => {
+                self.notifications
+                    .notify(Event::backup_finished(&run_id, &report));
                 match report.status {
                     RunStatus::Success => tracing::info!(
                         job = %self.name, reason, snapshot = %report.snapshot_id,

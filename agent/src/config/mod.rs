@@ -5,6 +5,7 @@
 pub mod collectors;
 mod env;
 pub mod http;
+pub mod notify;
 mod secrets;
 
 use std::net::SocketAddr;
@@ -41,6 +42,10 @@ pub struct Config {
     pub backup: BackupConfig,
     pub telemetry: TelemetryConfig,
     pub grafana: GrafanaConfig,
+    /// `[[notify]]`: Healthchecks, Slack and webhook notifications of
+    /// backups and drills.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<notify::NotifierConfig>,
 }
 
 /// `[agent]`: the daemon itself.
@@ -252,7 +257,7 @@ pub fn parse(
     let mut config = Config::default();
     let mut known = vec!["agent"];
     known.extend(KINDS.iter().map(|k| k.key()));
-    known.extend(["backup", "telemetry", "grafana"]);
+    known.extend(["backup", "telemetry", "grafana", "notify"]);
     for key in table.keys() {
         if !known.contains(&key.as_str()) {
             errors.push(format!(
@@ -270,6 +275,7 @@ pub fn parse(
     section(&table, "backup", &mut config.backup, &mut errors);
     section(&table, "telemetry", &mut config.telemetry, &mut errors);
     section(&table, "grafana", &mut config.grafana, &mut errors);
+    section(&table, "notify", &mut config.notify, &mut errors);
 
     if errors.is_empty() {
         errors.extend(validate(&config));
@@ -335,6 +341,8 @@ pub fn validate(config: &Config) -> Vec<String> {
     errors.extend(under("backup", config.backup.validate()));
     errors.extend(under("telemetry", config.telemetry.validate()));
     errors.extend(under("grafana", config.grafana.validate()));
+    let jobs: Vec<&str> = config.backup.jobs.keys().map(String::as_str).collect();
+    errors.extend(notify::validate_all(&config.notify, &jobs));
     // After every section's own checks, so messages keep their order.
     for section in config.collectors.iter() {
         errors.extend(section.duplicates());
@@ -422,7 +430,7 @@ mod tests {
             err.errors,
             [
                 "memcached: unknown section; known sections are agent, node, nginx, phpfpm, \
-              mysql, postgres, probe, redis, backup, telemetry, grafana"
+              mysql, postgres, probe, redis, backup, telemetry, grafana, notify"
             ]
         );
     }

@@ -13,6 +13,11 @@ pub const SECRET_KEYS: &[&str] = &[
     "headers",
     "basic_auth_password",
     "dsn",
+    // [[notify]]: a Healthchecks ping URL or a Slack webhook URL is the
+    // credential itself.
+    "ping_url",
+    "webhook_url",
+    "signing_secret",
 ];
 
 /// Replaces `<secret>_file` keys by `<secret>` with the file's content.
