@@ -8,6 +8,7 @@ pub mod grafana_api;
 pub mod mariadb;
 pub mod nginx;
 pub mod node_exporter;
+pub mod notify_receivers;
 pub mod otlp_sink;
 pub mod phpfpm;
 pub mod pki;
