@@ -715,3 +715,131 @@ fn the_fake_services_follow_their_documented_contracts() {
     );
     assert_eq!(hook.accepted().len(), 1);
 }
+
+/// Scheduled drills: the drill check gets `/start` and `/fail`, the webhook
+/// gets `drill.failure` naming the job that missed its RPO and the one that
+/// passed, Slack the same in its message.
+#[test]
+fn a_drill_that_misses_its_objective_is_notified() {
+    let work = tempfile::Builder::new()
+        .prefix("steward-notify-drill-")
+        .tempdir()
+        .unwrap();
+    let hc = HealthchecksServer::start(10_000).unwrap();
+    let drill_check = hc.add_check();
+    let slack = SlackServer::start().unwrap();
+    let slack_url = slack.add_webhook();
+    let hooks = WebhookReceiver::start(None).unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "a").unwrap();
+    let recipient = age_recipient(work.path());
+    // `stale` must be at most a millisecond old: every drill misses it.
+    let config = format!(
+        "[backup]\nrecipients = [\"{recipient}\"]\n[backup.targets.local]\nkind = \"local\"\npath = \"{store}\"\n\
+         [backup.jobs.fresh]\nkind = \"files\"\npaths = [\"{data}\"]\nschedule = \"*/2 * * * * *\"\n\
+         [backup.jobs.stale]\nkind = \"files\"\npaths = [\"{data}\"]\nschedule = \"*/2 * * * * *\"\n\
+         [backup.drill]\nschedule = \"*/5 * * * * *\"\nidentity_file = \"{key}\"\n\
+         [backup.drill.objectives.stale]\nrpo_secs = 0.001\n\n\
+         [[notify]]\nname = \"hc-drill\"\nkind = \"healthchecks\"\nping_url = \"{drill_check}\"\njobs = []\ndrills = true\n\n\
+         [[notify]]\nname = \"chat\"\nkind = \"slack\"\nwebhook_url = \"{slack_url}\"\njobs = []\n\n\
+         [[notify]]\nname = \"hooks\"\nkind = \"webhook\"\nwebhook_url = \"{hook}\"\njobs = []\n",
+        store = work.path().join("store").display(),
+        data = data.display(),
+        key = work.path().join("backup.key").display(),
+        hook = hooks.url(),
+    );
+    let agent = StewardAgent::start(&config, "hostname = \"web-1\"").expect("start steward agent");
+    // The first drill may come before the first snapshots; wait for one
+    // that restored both jobs.
+    let failure = wait_for(
+        &agent,
+        Duration::from_secs(150),
+        "no drill.failure with both jobs",
+        || {
+            hooks.accepted().into_iter().find(|p| {
+                p["event"] == "drill.failure"
+                    && p["drill"]["jobs"].as_array().is_some_and(|j| {
+                        j.iter()
+                            .any(|j| j["job"] == "fresh" && j["success"] == true)
+                    })
+            })
+        },
+    );
+    assert_eq!(failure["job"], serde_json::Value::Null, "{failure:#}");
+    let jobs = failure["drill"]["jobs"].as_array().unwrap();
+    let stale = jobs.iter().find(|j| j["job"] == "stale").unwrap();
+    assert_eq!(stale["verdict"], "RPO MISSED", "{failure:#}");
+    assert!(
+        stale["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("RPO objective")),
+        "{failure:#}"
+    );
+    assert!(
+        failure["summary"]
+            .as_str()
+            .unwrap()
+            .contains("stale RPO MISSED"),
+        "{failure:#}"
+    );
+    // No backup events: jobs = [] on every notifier.
+    assert!(
+        hooks
+            .accepted()
+            .iter()
+            .all(|p| p["event"].as_str().unwrap().starts_with("drill.")),
+        "{:?}",
+        hooks.accepted()
+    );
+
+    // The drill check: each drill's /start then /fail, paired by rid.
+    let (pings, fail) = wait_for(
+        &agent,
+        Duration::from_secs(30),
+        "no /fail ping naming stale",
+        || {
+            let pings = hc.pings(&drill_check);
+            let fail = pings
+                .iter()
+                .find(|p| p.action == "fail" && p.body.contains("stale: RPO MISSED"))?
+                .clone();
+            Some((pings, fail))
+        },
+    );
+    assert!(
+        pings
+            .iter()
+            .any(|p| p.action == "start" && p.rid == fail.rid),
+        "{pings:?}"
+    );
+    assert!(
+        fail.body.starts_with("drill on web-1 failed"),
+        "{}",
+        fail.body
+    );
+    assert!(!pings.iter().any(|p| p.action == "success"), "{pings:?}");
+
+    let messages = wait_for(
+        &agent,
+        Duration::from_secs(30),
+        "no Slack drill message",
+        || {
+            let m = slack.messages(&slack_url);
+            m.iter()
+                .any(|m| {
+                    m["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("stale RPO MISSED"))
+                })
+                .then_some(m)
+        },
+    );
+    assert!(
+        messages.iter().all(|m| m["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Drill FAILED on web-1")),
+        "{messages:?}"
+    );
+}

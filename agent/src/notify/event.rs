@@ -393,4 +393,27 @@ mod tests {
         assert_eq!(Event::drill_start("web1", "r").name(), "drill.start");
         assert_eq!(bytes(1536), "1.5 KiB");
     }
+
+    #[test]
+    fn drills_pass_only_when_every_job_does() {
+        use steward_backup::drill::JobDrill;
+        let mut ok = JobDrill::new("db", "postgres");
+        ok.snapshot = Some("s1".into());
+        ok.restore_seconds = Some(2.0);
+        let mut report = DrillReport::new("web1", 0.0);
+        report.push(ok.clone());
+        let e = Event::drill_finished("r", &report);
+        assert_eq!(e.name(), "drill.success");
+        assert_eq!(e.summary, "drill on web1 passed (1 jobs)");
+        let mut slow = ok.clone();
+        slow.job = "files".into();
+        slow.rto_secs = Some(1.0);
+        report.push(slow);
+        let e = Event::drill_finished("r", &report);
+        assert_eq!(e.name(), "drill.failure");
+        assert_eq!(e.summary, "drill on web1 failed: files RTO MISSED");
+        let details = e.details().join("\n");
+        assert!(details.contains("db: ok"), "{details}");
+        assert!(details.contains("files: restore took"), "{details}");
+    }
 }

@@ -164,16 +164,17 @@ async fn send_loop(
         .await;
         match result {
             Delivery::Sent { attempts } => {
-                metrics::count(&name, |c| c.sent += 1);
+                // Logged before counted: whoever sees the count finds the line.
                 tracing::debug!(notifier = %name, event = %kind, attempts, "notification sent");
+                metrics::count(&name, |c| c.sent += 1);
             }
             Delivery::Failed {
                 attempts,
                 reason,
                 message,
             } => {
-                metrics::count(&name, |c| c.failed += 1);
                 tracing::warn!(notifier = %name, event = %kind, attempts, reason, "notification not sent: {message}");
+                metrics::count(&name, |c| c.failed += 1);
             }
         }
     }
