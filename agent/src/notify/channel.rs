@@ -7,8 +7,9 @@ use reqwest::header::HeaderMap;
 
 use super::event::Event;
 
-/// One POST to a notification service.
-#[derive(Debug, Clone)]
+/// One POST to a notification service. Not `Debug`: the URL is a secret
+/// and must not end up in a log by a stray `{:?}`.
+#[derive(Clone)]
 pub struct Request {
     /// Where to send it. A secret: never logged or put in an error.
     pub url: reqwest::Url,
