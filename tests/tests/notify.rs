@@ -843,3 +843,70 @@ fn a_drill_that_misses_its_objective_is_notified() {
         "{messages:?}"
     );
 }
+
+/// `steward backup run` (a pre-deploy hook, a cron line) notifies like the
+/// daemon, waits a bounded time for a hanging receiver, and `--no-notify`
+/// sends nothing; the exit status is the backup's either way.
+#[test]
+fn a_command_line_run_notifies_and_waits_only_a_bounded_time() {
+    let env = steward_tests::backup_env::BackupEnv::new();
+    let hooks = WebhookReceiver::start(None).unwrap();
+    let data = env.dir.path().join("site");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("index.html"), "hi").unwrap();
+    env.write_config(&format!(
+        "[backup.jobs.site]\nkind = \"files\"\npaths = [\"{}\"]\n\n\
+         [[notify]]\nname = \"hooks\"\nkind = \"webhook\"\nwebhook_url = \"{}\"\n\
+         on = [\"start\", \"success\", \"failure\"]\ntimeout_secs = 2\nretry_for_secs = 60\n",
+        data.display(),
+        hooks.url()
+    ));
+    let out = env.steward(&["backup", "run", "site", "--quiet", "--reason", "pre-deploy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<(String, String)> = hooks
+        .accepted()
+        .iter()
+        .map(|p| {
+            (
+                p["event"].as_str().unwrap().to_string(),
+                p["run_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[1].0.as_str()),
+        ("backup.start", "backup.success")
+    );
+    assert_eq!(events[0].1, events[1].1, "one run id for start and end");
+    assert_eq!(hooks.accepted()[1]["backup"]["reason"], "pre-deploy");
+
+    let out = env.steward(&["backup", "run", "site", "--quiet", "--no-notify"]);
+    assert!(out.status.success());
+    assert_eq!(hooks.requests().len(), 2, "--no-notify sent something");
+
+    // A receiver that never answers: the run still ends, within the wait.
+    hooks.set_delay(Duration::from_secs(120));
+    let started = Instant::now();
+    let out = env.steward(&[
+        "backup",
+        "run",
+        "site",
+        "--quiet",
+        "--notify-wait-secs",
+        "1",
+    ]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("still sending after --notify-wait-secs 1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&hooks.url()), "{stderr}");
+}

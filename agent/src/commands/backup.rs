@@ -15,6 +15,7 @@ use steward_backup::run::{self, RunOptions};
 
 use crate::commands::progress::human_bytes;
 use crate::config::Loaded;
+use crate::notify::{random_uuid, Event, Notifications};
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -50,6 +51,44 @@ pub struct RunArgs {
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// How a command run by hand or from cron uses `[[notify]]`.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// Send no `[[notify]]` notification for this run.
+    #[arg(long)]
+    pub no_notify: bool,
+    /// The most time spent sending notifications after the run, before
+    /// exiting (what is still unsent is logged and dropped).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub notify_wait_secs: f64,
+}
+
+impl NotifyArgs {
+    /// The notifiers of `config`, or none with `--no-notify`.
+    pub fn start(&self, config: &crate::config::Config) -> Notifications {
+        if self.no_notify {
+            Notifications::default()
+        } else {
+            Notifications::start(&config.notify)
+        }
+    }
+
+    /// Waits (bounded) for the notifications to go out; the command's exit
+    /// status never depends on them.
+    pub async fn finish(&self, notifications: Notifications) {
+        let limit = Duration::from_secs_f64(self.notify_wait_secs.clamp(0.0, 3600.0));
+        let unfinished = notifications.finish(limit).await;
+        if unfinished > 0 {
+            eprintln!(
+                "warning: {unfinished} notifier(s) still sending after --notify-wait-secs {}; their notifications are dropped",
+                self.notify_wait_secs
+            );
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -137,12 +176,25 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
         })
     });
     let spans = crate::spans::CommandSpans::start(config);
+    // Notified like the daemon's runs (a cron'ed or pre-deploy run fails
+    // as loudly), but only for a job that exists.
+    let notifications = if config.backup.jobs.contains_key(&args.job) {
+        args.notify.start(config)
+    } else {
+        Notifications::default()
+    };
+    let (host, run_id) = (config.agent.effective_hostname(), random_uuid());
+    notifications.notify(Event::backup_start(&host, &args.job, &args.reason, &run_id));
     let span = crate::spans::backup_span(&args.job, &args.reason);
     let result = tracing::Instrument::instrument(
         run::run_job(&config.backup, &args.job, &options),
         span.clone(),
     )
     .await;
+    notifications.notify(match &result {
+        Ok(report) => Event::backup_finished(&run_id, report),
+        Err(e) => Event::backup_not_run(&host, &args.job, &args.reason, &run_id, &e.to_string()),
+    });
     crate::spans::record_backup(&span, Some(&result));
     drop(span);
     if let Some(spans) = spans {
@@ -152,6 +204,7 @@ async fn run_now(args: RunArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
         t.abort();
         eprint!("\r\x1b[2K");
     }
+    args.notify.finish(notifications).await;
     let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -46,6 +46,9 @@ pub struct DrillArgs {
     #[arg(long)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub notify: crate::commands::backup::NotifyArgs,
+
     /// Database server for the scratch databases (default: the job's).
     #[arg(long = "db-host", value_name = "HOST")]
     pub db_host: Option<String>,
@@ -138,8 +141,15 @@ async fn run_drill(args: DrillArgs, loaded: &Loaded) -> anyhow::Result<ExitCode>
         scratch_dir,
         progress: progress.clone(),
     };
+    // Drills from the command line (cron on a recovery host) are
+    // notified like scheduled ones.
+    let notifications = args.notify.start(config);
+    let run_id = crate::notify::random_uuid();
+    notifications.notify(crate::notify::Event::drill_start(&src.host, &run_id));
     let report = drill::run(&settings, &jobs).await;
     progress.finish();
+    notifications.notify(crate::notify::Event::drill_finished(&run_id, &report));
+    args.notify.finish(notifications).await;
 
     let reports_dir = drill::reports_dir(&config.agent.state_dir);
     match drill::write_report(&reports_dir, &report, config.backup.drill.reports_keep) {

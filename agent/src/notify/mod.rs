@@ -18,10 +18,11 @@ mod metrics;
 mod slack;
 mod webhook;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 pub use event::{random_uuid, Event};
 pub use metrics::NotifyCollector;
@@ -41,6 +42,8 @@ const QUEUE: usize = 256;
 #[derive(Clone, Default)]
 pub struct Notifications {
     notifiers: Arc<Vec<Notifier>>,
+    /// The sender tasks, for [`Notifications::finish`].
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Notifications {
@@ -71,6 +74,7 @@ impl Notifications {
 
     fn start_with(configs: &[NotifierConfig], queue: usize, first_backoff: Duration) -> Self {
         let mut notifiers = Vec::new();
+        let mut tasks = Vec::new();
         for config in configs {
             match build(config) {
                 Ok((channel, client)) => {
@@ -81,7 +85,13 @@ impl Notifications {
                         first_backoff,
                         max_backoff: Duration::from_secs(60),
                     };
-                    tokio::spawn(send_loop(config.name.clone(), channel, client, policy, rx));
+                    tasks.push(tokio::spawn(send_loop(
+                        config.name.clone(),
+                        channel,
+                        client,
+                        policy,
+                        rx,
+                    )));
                     notifiers.push(Notifier {
                         name: config.name.clone(),
                         outcomes: config.outcomes(),
@@ -94,7 +104,27 @@ impl Notifications {
         }
         Notifications {
             notifiers: Arc::new(notifiers),
+            tasks: Arc::new(Mutex::new(tasks)),
         }
+    }
+
+    /// For a command about to exit: closes the queues and waits at most
+    /// `limit` for what they hold to be sent (or given up). Returns how
+    /// many notifiers were still sending when the time ran out.
+    pub async fn finish(self, limit: Duration) -> usize {
+        let tasks = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        drop(self);
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut unfinished = 0;
+        for task in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                unfinished += 1;
+            }
+        }
+        unfinished
     }
 
     /// Queues `event` for every notifier that reports it; never waits.
