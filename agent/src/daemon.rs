@@ -59,9 +59,10 @@ fn start_generation(config: Config) -> (Generation, Running) {
     let mut extra: Vec<Arc<dyn steward_exporters::Collector>> =
         vec![Arc::new(SubsystemCollector(Arc::clone(&health)))];
     let mut tasks = Vec::new();
-    let subsystems: [(&'static str, StartFn); 2] = [
+    let subsystems: [(&'static str, StartFn); 3] = [
         ("scheduler", crate::scheduler::start),
         ("telemetry", crate::telemetry::start),
+        ("binlog", crate::binlog::start),
     ];
     for (name, start) in subsystems {
         let sub = start_or_retry(name, start, &config, &cancel, &health);

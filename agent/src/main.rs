@@ -2,6 +2,7 @@
 //! and backup scripts. This file wires the modules together and runs the
 //! command line (cli.rs) through `commands::dispatch`.
 
+mod binlog;
 mod cli;
 mod commands;
 mod config;

@@ -183,7 +183,7 @@ pub async fn incomplete(
         let Some(parts) = parse_key(&o.key) else {
             continue;
         };
-        if Some(parts.snapshot_id.as_str()) == except {
+        if Some(parts.snapshot_id.as_str()) == except || parts.snapshot_id == layout::BINLOG_DIR {
             continue;
         }
         if parts.is_manifest() {

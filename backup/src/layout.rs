@@ -10,6 +10,11 @@ use chrono::{DateTime, Utc};
 /// The file name of a snapshot's manifest.
 pub const MANIFEST_NAME: &str = "manifest.json";
 
+/// `<host>/<job>/binlog/`: shipped MySQL/MariaDB binlogs (crate::binlog),
+/// beside the job's snapshots. Snapshot ids start with a date, so no
+/// snapshot is ever called this; the catalog leaves it alone.
+pub const BINLOG_DIR: &str = "binlog";
+
 /// Key prefix of everything a host stored: `<host>/`.
 pub fn host_prefix(host: &str) -> String {
     format!("{host}/")

@@ -11,6 +11,7 @@
 //! - [`retention::decide`]: a pure keep/remove function with reasons.
 //! - [`run::run_job`]: one run, end to end, and [`report::RunReport`].
 
+pub mod binlog;
 pub mod catalog;
 pub mod config;
 pub mod crypto;

@@ -55,6 +55,8 @@ pub enum ObjectRole {
     MysqlDump,
     /// A tar archive of files (modes, owners, mtimes, symlinks kept).
     Tar,
+    /// A byte range of a MySQL/MariaDB binary log (crate::binlog).
+    Binlog,
 }
 
 /// One stored object of a snapshot. Stored bytes are
@@ -78,6 +80,29 @@ pub struct ObjectEntry {
     pub compression: String,
     /// `age` (always, today).
     pub encryption: String,
+    /// MySQL/MariaDB dumps of a job with `binlog = true`: where the dump's
+    /// consistent snapshot sits in the server's binary log, so a restore
+    /// to a point replays the shipped binlogs from exactly there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogPosition>,
+}
+
+/// A position in a MySQL/MariaDB server's binary log, as `mariadb-dump
+/// --master-data=2 --gtid` prints it for its consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogPosition {
+    /// Binlog file name (`mysql-bin.000042`).
+    pub file: String,
+    /// Byte offset in that file of the first event not in the dump.
+    pub position: u64,
+    /// The GTID position of the snapshot (`0-1-1234`), when the server
+    /// printed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+    /// When Steward read the position from the dump's stream: the
+    /// snapshot was taken no later, so a dump is a valid base for any
+    /// restore point at or after this time.
+    pub seen_at: DateTime<Utc>,
 }
 
 /// An age recipient the snapshot was encrypted to. The recipient is a public
@@ -240,6 +265,7 @@ pub(crate) mod tests {
                 stored_sha256: "11".into(),
                 compression: "zstd".into(),
                 encryption: "age".into(),
+                binlog: None,
             }],
             recipients: vec![],
             tools: BTreeMap::new(),

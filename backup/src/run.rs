@@ -409,6 +409,7 @@ async fn stream_job(
             stored_sha256: stats.stored_sha256,
             compression: "zstd".into(),
             encryption: "age".into(),
+            binlog: object.source.binlog_position(),
         });
     }
     if !states.iter().any(TargetState::live) {
@@ -548,6 +549,30 @@ pub async fn apply_retention(
         if !dry_run {
             if let Err(e) = catalog::delete(target, &s.manifest).await {
                 d.error = Some(e.to_string());
+            }
+        }
+    }
+    // Shipped binlogs are kept as long as the oldest remaining dump needs
+    // them (nothing happens for jobs without binlog positions).
+    if !dry_run {
+        let kept: Vec<&Manifest> = snapshots
+            .iter()
+            .filter(|s| {
+                decisions.iter().any(|d| {
+                    d.id == s.manifest.snapshot_id
+                        && (d.keep || d.locked.is_some() || d.error.is_some())
+                })
+            })
+            .map(|s| &s.manifest)
+            .collect();
+        match crate::binlog::archive::prune(target, host, job, &kept).await {
+            Ok(removed) => {
+                for r in removed {
+                    tracing::info!(job, target = target.name(), "retention removed {r}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job, target = target.name(), "binlog retention: {e}");
             }
         }
     }

@@ -17,6 +17,8 @@ pub struct Mariadb {
     pub root_password: String,
     pub data_dir: PathBuf,
     guard: Option<ChildGuard>,
+    /// Extra server options (binary logging).
+    extra: Vec<String>,
     /// Owns every file of the server; removed after it stopped.
     pub dir: tempfile::TempDir,
 }
@@ -24,6 +26,21 @@ pub struct Mariadb {
 impl Mariadb {
     /// Initialises a data directory and starts the server.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A server writing row-based binary logs (`mysql-bin.*` in the data
+    /// directory), as point-in-time recovery needs.
+    pub fn start_with_binlog() -> anyhow::Result<Self> {
+        Self::start_with(&[
+            "--log-bin=mysql-bin",
+            "--binlog-format=ROW",
+            "--server-id=1",
+        ])
+    }
+
+    /// Starts with extra `mariadbd` options.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let install_db = tool_path("mariadb-install-db")?;
         tool_path("mariadbd")?;
         tool_path("mariadb")?;
@@ -55,6 +72,7 @@ impl Mariadb {
             root_password: format!("maria-test-{}-{}", std::process::id(), free_port()),
             data_dir,
             guard: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
         };
         db.start_server()?;
@@ -172,6 +190,7 @@ impl Mariadb {
                 "--innodb-flush-log-at-trx-commit=2",
                 "--max-connections=100",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

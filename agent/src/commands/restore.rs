@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use steward_backup::binlog::replay::{locate_base, Until};
 use steward_backup::manifest::JobKind;
 use steward_backup::restore::{
     self, files, ConnectionOverrides, Identities, Progress, RestoreRequest, RestoredItem,
@@ -102,6 +103,22 @@ pub struct IntoArgs {
     /// nothing.
     #[arg(long)]
     pub diff: bool,
+
+    /// MySQL with binlog shipping: restore the newest dump taken before
+    /// this time, then replay the shipped binlogs up to it (events at or
+    /// after it are left out). RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC), or
+    /// `latest` for everything shipped.
+    #[arg(
+        long = "to-time",
+        value_name = "TIME|latest",
+        conflicts_with = "to_position"
+    )]
+    pub to_time: Option<String>,
+
+    /// MySQL with binlog shipping: replay up to this binlog position
+    /// (`mysql-bin.000042:1234`, exclusive).
+    #[arg(long = "to-position", value_name = "FILE:POS")]
+    pub to_position: Option<String>,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]
@@ -268,6 +285,15 @@ async fn show(
 }
 
 impl IntoArgs {
+    /// The point to roll a MySQL dump forward to, if one was asked for.
+    pub fn binlog_until(&self) -> anyhow::Result<Option<Until>> {
+        Ok(match (&self.to_time, &self.to_position) {
+            (Some(t), _) => Some(Until::parse_time(t)?),
+            (None, Some(p)) => Some(Until::parse_position(p)?),
+            (None, None) => None,
+        })
+    }
+
     /// The `--db-*` flags, which take precedence over the environment and
     /// the job's configuration.
     pub fn connection_overrides(&self) -> ConnectionOverrides {
@@ -288,8 +314,12 @@ async fn restore_job(
 ) -> anyhow::Result<ExitCode> {
     // The key first: a bad key file is the cheapest thing to find out.
     let identities = Identities::from_file_or_env(source.identity.as_deref())?;
+    let until = opts.binlog_until()?;
     let src = open_source(source, loaded, Some(job)).await?;
-    let located = restore::locate(&src.targets, &src.host, job, snapshot).await?;
+    let located = match &until {
+        Some(u) => locate_base(&src.targets, &src.host, job, snapshot, u).await?,
+        None => restore::locate(&src.targets, &src.host, job, snapshot).await?,
+    };
     let m = located.manifest.clone();
     let span = tracing::Span::current();
     span.record("steward.snapshot.id", m.snapshot_id.as_str());
@@ -330,6 +360,7 @@ async fn restore_job(
         spool_dir: None,
         pg: overrides.postgres(job_config),
         mysql: overrides.mysql(job_config),
+        binlog_until: until,
         files: files::FilesRestoreOptions {
             to: opts.to.clone(),
             in_place: opts.in_place,

@@ -281,6 +281,17 @@ pub struct JobConfig {
     /// so a burst of edits makes one snapshot.
     #[serde(default = "default_debounce_secs")]
     pub debounce_secs: u64,
+
+    // --- mysql point-in-time recovery (backup/src/binlog) ---
+    /// `mysql`: record each dump's binlog position and GTID (the dump fails
+    /// when the server has binary logging off) and, in the agent, follow
+    /// the server's binary logs and ship them to the job's targets.
+    #[serde(default)]
+    pub binlog: bool,
+    /// `mysql` with `binlog`: the open binlog's new bytes are shipped at
+    /// least this often (the RPO on a quiet server).
+    #[serde(default = "default_binlog_flush_interval_secs")]
+    pub binlog_flush_interval_secs: u64,
 }
 
 fn default_true() -> bool {
@@ -297,6 +308,9 @@ fn default_timeout_secs() -> u64 {
 }
 fn default_watch_interval_secs() -> u64 {
     10
+}
+fn default_binlog_flush_interval_secs() -> u64 {
+    60
 }
 fn default_debounce_secs() -> u64 {
     30
@@ -486,6 +500,11 @@ fn validate_s3(at: &str, c: &S3TargetConfig, errors: &mut Vec<String>) {
 
 fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut Vec<String>) {
     let at = format!("jobs.{name}");
+    if job.binlog && job.binlog_flush_interval_secs == 0 {
+        errors.push(format!(
+            "{at}.binlog_flush_interval_secs: must be at least 1"
+        ));
+    }
     if !crate::layout::is_valid_segment(name) {
         errors.push(format!(
             "{at}: a job name may use letters, digits, '-', '_' and '.'"
@@ -553,6 +572,7 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
     );
     unused("bin_dir", !is_db && job.bin_dir.is_some());
     unused("socket", job.kind != JobKind::Mysql && job.socket.is_some());
+    unused("binlog", job.kind != JobKind::Mysql && job.binlog);
     unused("paths", !is_files && !job.paths.is_empty());
     unused("include", !is_files && !job.include.is_empty());
     unused("exclude", !is_files && !job.exclude.is_empty());

@@ -33,6 +33,10 @@ pub struct RestoreRequest {
     pub spool_dir: Option<PathBuf>,
     pub pg: PgConnection,
     pub mysql: MysqlConnection,
+    /// MySQL: after the dump, replay the shipped binlogs up to this point
+    /// (`--to-time`, `--to-position`); the snapshot must have been picked
+    /// by [`crate::binlog::replay::locate_base`].
+    pub binlog_until: Option<crate::binlog::replay::Until>,
     pub files: FilesRestoreOptions,
 }
 
@@ -62,7 +66,30 @@ pub async fn restore_snapshot(
                 into: request.into.clone(),
                 force: request.force,
             };
-            mysql::restore(located, identities, progress, &request.mysql, &options).await
+            let mut items = mysql::restore(
+                located,
+                identities,
+                Arc::clone(&progress),
+                &request.mysql,
+                &options,
+            )
+            .await?;
+            if let Some(until) = &request.binlog_until {
+                for item in &mut items {
+                    let check = crate::binlog::replay::replay(
+                        located,
+                        identities,
+                        Arc::clone(&progress),
+                        &request.mysql,
+                        &item.source,
+                        &item.name,
+                        until,
+                    )
+                    .await?;
+                    item.checks.push(check);
+                }
+            }
+            Ok(items)
         }
         JobKind::Files | JobKind::Config => {
             let item = files::restore(located, identities, progress, &request.files, request.force)

@@ -29,6 +29,12 @@ pub trait Source: Send {
     /// Waits for the producer to end and says whether the stream it
     /// produced is whole. Called once, after the reader was dropped.
     async fn finish(&mut self) -> Result<()>;
+
+    /// MySQL/MariaDB dumps made for point-in-time recovery: the binlog
+    /// position of the dump's snapshot, known once `finish` succeeded.
+    fn binlog_position(&self) -> Option<crate::manifest::BinlogPosition> {
+        None
+    }
 }
 
 /// One object of a job run: its name in the snapshot, what it holds, and

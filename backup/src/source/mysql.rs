@@ -28,7 +28,7 @@ pub struct MysqlPlan {
 }
 
 /// The first of `names` found in `bin_dir` or on `PATH`.
-fn find_tool(job: &JobConfig, names: &[&str]) -> PathBuf {
+pub(crate) fn find_tool(job: &JobConfig, names: &[&str]) -> PathBuf {
     let dirs: Vec<PathBuf> = match &job.bin_dir {
         Some(d) => vec![d.clone()],
         None => std::env::var_os("PATH")
@@ -49,7 +49,7 @@ fn find_tool(job: &JobConfig, names: &[&str]) -> PathBuf {
     }
 }
 
-fn where_(job: &JobConfig) -> String {
+pub(crate) fn where_(job: &JobConfig) -> String {
     match &job.socket {
         Some(s) => s.display().to_string(),
         None => format!(
@@ -60,7 +60,7 @@ fn where_(job: &JobConfig) -> String {
     }
 }
 
-fn command(job: &JobConfig, program: &Path) -> Command {
+pub(crate) fn command(job: &JobConfig, program: &Path) -> Command {
     let mut c = Command::new(program);
     // Must come first: stops the tools from reading ~/.my.cnf surprises.
     c.arg("--no-defaults");
@@ -83,7 +83,7 @@ fn command(job: &JobConfig, program: &Path) -> Command {
     c
 }
 
-async fn query(job: &JobConfig, sql: &str, what: &str) -> Result<String> {
+pub(crate) async fn query(job: &JobConfig, sql: &str, what: &str) -> Result<String> {
     let client = find_tool(job, &["mariadb", "mysql"]);
     let mut c = command(job, &client);
     c.args([
@@ -145,6 +145,9 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
         });
     }
 
+    if job.binlog {
+        require_binlog(job_name, job, &at).await?;
+    }
     let dump = find_tool(job, &["mariadb-dump", "mysqldump"]);
     let mut objects = Vec::new();
     for db in &databases {
@@ -155,26 +158,42 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
             "--events",
             "--triggers",
             "--hex-blob",
+        ]);
+        if job.binlog {
+            // The binlog position (and MariaDB's GTID) of the dump's own
+            // snapshot, as comments; binlog/dump.rs reads them.
+            c.arg("--master-data=2");
+            if tool_name(&dump).starts_with("mariadb") {
+                c.arg("--gtid");
+            }
+        }
+        c.args([
             "--databases",
             // Names come from SHOW DATABASES, chosen by whoever may create
             // a database: after `--`, `--result-file=...` is a name.
             "--",
         ])
         .arg(db);
+        let source: Box<dyn crate::source::Source> = Box::new(
+            CommandSource::new(
+                format!(
+                    "job {job_name}: {} of database {db:?} at {at}",
+                    tool_name(&dump)
+                ),
+                c,
+            )
+            .with_trailer(DUMP_TRAILER),
+        );
+        let source: Box<dyn crate::source::Source> = if job.binlog {
+            Box::new(crate::binlog::dump::PositionedDump::new(source))
+        } else {
+            source
+        };
         objects.push(PlannedObject {
             name: format!("mysql/{}.sql.zst.age", safe_object_segment(db)),
             role: ObjectRole::MysqlDump,
             database: Some(db.clone()),
-            source: Box::new(
-                CommandSource::new(
-                    format!(
-                        "job {job_name}: {} of database {db:?} at {at}",
-                        tool_name(&dump)
-                    ),
-                    c,
-                )
-                .with_trailer(DUMP_TRAILER),
-            ),
+            source,
         });
     }
     let mut tools = BTreeMap::new();
@@ -186,6 +205,23 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
         databases: infos,
         tools,
     })
+}
+
+/// A job with `binlog = true` needs a server that writes binary logs;
+/// said before any dump starts, naming the setting.
+async fn require_binlog(job_name: &str, job: &JobConfig, at: &str) -> Result<()> {
+    let out = query(
+        job,
+        "SELECT @@log_bin",
+        &format!("job {job_name}: checking binary logging of MySQL at {at}"),
+    )
+    .await?;
+    if out.trim() != "1" {
+        return Err(crate::error::Error::Source(format!(
+            "job {job_name}: binlog = true but MySQL at {at} has binary logging off (log_bin = 0); start the server with log_bin (and binlog_format = ROW) for point-in-time recovery, or set binlog = false on the job"
+        )));
+    }
+    Ok(())
 }
 
 fn tool_name(p: &Path) -> String {

@@ -1,0 +1,192 @@
+//! MySQL/MariaDB point-in-time recovery: dumps that record their binlog
+//! position ([`dump`]), the binary logs shipped continuously to the job's
+//! targets as encrypted segments ([`ship`]), what is on a target and
+//! whether it is continuous ([`archive`]), and replaying them onto a
+//! restored dump up to a time or position ([`replay`]).
+//!
+//! Segments live beside the job's snapshots, under a name no snapshot id
+//! can take: `<host>/<job>/binlog/<file>/<start>-<end>.zst.age`, each with
+//! a small `<start>-<end>.json` written after it (sizes, hashes, event
+//! times), which makes the segment exist, as a manifest does a snapshot.
+
+pub mod archive;
+pub mod dump;
+pub mod replay;
+pub mod ship;
+
+use std::io::Read;
+
+/// The 4 bytes every binlog file starts with.
+pub const MAGIC: &[u8; 4] = b"\xfebin";
+/// Size of a v4 event header: timestamp, type, server id, size, next
+/// position, flags.
+pub const EVENT_HEADER_BYTES: usize = 19;
+
+/// The sequence number of a binlog file name (`mysql-bin.000042` -> 42)
+/// and its base name.
+pub fn file_number(name: &str) -> Option<(&str, u64)> {
+    let (base, ext) = name.rsplit_once('.')?;
+    if base.is_empty() || ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, ext.parse().ok()?))
+}
+
+/// The file the server writes after `name` (`mysql-bin.000042` ->
+/// `mysql-bin.000043`), keeping at least the same number of digits.
+pub fn next_file(name: &str) -> Option<String> {
+    let (base, n) = file_number(name)?;
+    let width = name.len() - base.len() - 1;
+    Some(format!("{base}.{:0width$}", n + 1))
+}
+
+/// Whether `name` can be a binlog file name from the server: a path
+/// segment of letters, digits, `-`, `_`, `.` ending in `.<digits>`. Names
+/// read from the bucket or a server go through this before they become
+/// keys or local file names.
+pub fn is_valid_file_name(name: &str) -> bool {
+    crate::layout::is_valid_segment(name) && file_number(name).is_some()
+}
+
+/// Orders binlog file names by base name, then number (`.999999` before
+/// `.1000000`).
+pub fn file_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (file_number(a), file_number(b)) {
+        (Some((ba, na)), Some((bb, nb))) => ba.cmp(bb).then(na.cmp(&nb)),
+        _ => a.cmp(b),
+    }
+}
+
+/// Where the complete events of a binlog byte stream end, scanning from
+/// `start` (an event boundary, or 0 for the file's start) and the
+/// timestamp of the last complete event seen. `reader` yields the bytes
+/// from `start` on; a trailing partial event (the server or the client
+/// is still writing it) is left for the next scan.
+pub fn complete_events(mut reader: impl Read, start: u64) -> std::io::Result<EventScan> {
+    let mut pos = start;
+    let mut scan = EventScan {
+        end: start,
+        last_event_time: None,
+        events: 0,
+    };
+    let mut buf = Vec::new();
+    if start == 0 {
+        let mut magic = [0u8; 4];
+        if !read_full(&mut reader, &mut magic)? {
+            return Ok(scan);
+        }
+        if &magic != MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a binlog file (bad magic number)",
+            ));
+        }
+        pos = 4;
+        scan.end = 4;
+    }
+    loop {
+        let mut header = [0u8; EVENT_HEADER_BYTES];
+        if !read_full(&mut reader, &mut header)? {
+            return Ok(scan);
+        }
+        let time = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let size = u32::from_le_bytes([header[9], header[10], header[11], header[12]]) as u64;
+        if size < EVENT_HEADER_BYTES as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("event at offset {pos} claims {size} bytes, less than its header"),
+            ));
+        }
+        let body = size - EVENT_HEADER_BYTES as u64;
+        buf.resize(body.min(1 << 20) as usize, 0);
+        let mut left = body;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            if !read_full(&mut reader, &mut buf[..n])? {
+                return Ok(scan);
+            }
+            left -= n as u64;
+        }
+        pos += size;
+        scan.end = pos;
+        scan.events += 1;
+        if time != 0 {
+            scan.last_event_time = Some(i64::from(time));
+        }
+    }
+}
+
+/// What [`complete_events`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventScan {
+    /// Offset just past the last complete event.
+    pub end: u64,
+    /// Unix time of the last complete event with a time.
+    pub last_event_time: Option<i64>,
+    pub events: u64,
+}
+
+/// Fills `buf`; `false` when the stream ended first (a partial read is
+/// dropped: the caller stops at the last whole piece).
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(time: u32, body: usize) -> Vec<u8> {
+        let size = (EVENT_HEADER_BYTES + body) as u32;
+        let mut e = Vec::new();
+        e.extend_from_slice(&time.to_le_bytes());
+        e.push(2);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&size.to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        e.extend(std::iter::repeat_n(7u8, body));
+        e
+    }
+
+    #[test]
+    fn names_order_and_follow() {
+        assert_eq!(file_number("mysql-bin.000042"), Some(("mysql-bin", 42)));
+        assert_eq!(next_file("mysql-bin.000042").unwrap(), "mysql-bin.000043");
+        assert_eq!(next_file("b.999999").unwrap(), "b.1000000");
+        assert_eq!(
+            file_order("b.999999", "b.1000000"),
+            std::cmp::Ordering::Less
+        );
+        assert!(is_valid_file_name("mysql-bin.000001"));
+        assert!(!is_valid_file_name("../x.000001"));
+        assert!(!is_valid_file_name("mysql-bin.index"));
+    }
+
+    #[test]
+    fn scan_stops_before_a_partial_event() {
+        let mut file = MAGIC.to_vec();
+        file.extend(event(100, 10));
+        file.extend(event(200, 30));
+        let whole = file.len() as u64;
+        file.extend(&event(300, 50)[..25]);
+        let scan = complete_events(&file[..], 0).unwrap();
+        assert_eq!(scan.end, whole);
+        assert_eq!(scan.last_event_time, Some(200));
+        assert_eq!(scan.events, 2);
+        // From a boundary in the middle.
+        let from = 4 + (EVENT_HEADER_BYTES + 10) as u64;
+        let rest = complete_events(&file[from as usize..], from).unwrap();
+        assert_eq!(rest.end, whole);
+        assert!(complete_events(&b"junk"[..], 0).is_err());
+    }
+}

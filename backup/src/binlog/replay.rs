@@ -1,0 +1,533 @@
+//! Restore to a point: pick the newest dump that is a base for the point,
+//! restore it (restore/mysql.rs), then replay the shipped binlogs from the
+//! dump's recorded position up to the point with `mariadb-binlog
+//! --start-position P --stop-datetime T | mariadb`. The client is the
+//! restore's own (`--binary-mode --local-infile=0 --sandbox`): binlogs come
+//! from the bucket, and their statements are SQL for the server only.
+//!
+//! Segments are read through the checked stream into a private temporary
+//! directory, file by file; a segment that is missing or corrupt stops the
+//! fetch there, what came before it is replayed (segments end on event
+//! boundaries), and the error names the object and how far the data got.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::binlog::archive::{self, FileChain};
+use crate::error::{Error, Result};
+use crate::manifest::{BinlogPosition, JobKind};
+use crate::restore::identity::Identities;
+use crate::restore::mysql::MysqlConnection;
+use crate::restore::stream::Progress;
+use crate::restore::tool::{describe, find_tool, tail};
+use crate::restore::{self, Check, Located};
+use crate::target::StorageTarget;
+
+/// How far to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Until {
+    /// Every event before this time (the server's event timestamps).
+    Time(DateTime<Utc>),
+    /// Everything shipped.
+    Latest,
+    /// Up to this byte of this binlog file.
+    Position { file: String, position: u64 },
+}
+
+impl Until {
+    /// `latest`, RFC 3339 (`2026-12-04T15:30:00Z`, `...+01:00`) or
+    /// `YYYY-MM-DD HH:MM:SS` (UTC).
+    pub fn parse_time(text: &str) -> Result<Self> {
+        let t = text.trim();
+        if t == "latest" {
+            return Ok(Until::Latest);
+        }
+        if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+            return Ok(Until::Time(d.with_timezone(&Utc)));
+        }
+        for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+            if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
+                return Ok(Until::Time(n.and_utc()));
+            }
+        }
+        Err(Error::Config(format!(
+            "--to-time {text:?}: expected `latest`, RFC 3339 (2026-12-04T15:30:00Z) or 'YYYY-MM-DD HH:MM:SS' (UTC)"
+        )))
+    }
+
+    /// `FILE:POS`, e.g. `mysql-bin.000042:1234`.
+    pub fn parse_position(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "--to-position {text:?}: expected BINLOG_FILE:BYTE, e.g. mysql-bin.000042:1234 (see `mariadb-binlog` output for positions)"
+            ))
+        };
+        let (file, pos) = text.trim().rsplit_once(':').ok_or_else(bad)?;
+        if !super::is_valid_file_name(file) {
+            return Err(bad());
+        }
+        Ok(Until::Position {
+            file: file.to_string(),
+            position: pos.parse().map_err(|_| bad())?,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Until::Time(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            Until::Latest => "the newest shipped binlog event".into(),
+            Until::Position { file, position } => format!("{file}:{position}"),
+        }
+    }
+}
+
+/// The dump positions of a snapshot, when every dump has one.
+fn positions(located: &crate::manifest::Manifest) -> Option<Vec<BinlogPosition>> {
+    let dumps: Vec<_> = located
+        .objects
+        .iter()
+        .filter(|o| o.role == crate::manifest::ObjectRole::MysqlDump)
+        .collect();
+    if dumps.is_empty() {
+        return None;
+    }
+    dumps.iter().map(|o| o.binlog.clone()).collect()
+}
+
+fn before(p: &BinlogPosition, file: &str, position: u64) -> bool {
+    match super::file_order(&p.file, file) {
+        std::cmp::Ordering::Less => true,
+        std::cmp::Ordering::Equal => p.position <= position,
+        std::cmp::Ordering::Greater => false,
+    }
+}
+
+/// The snapshot to start from: `snapshot` if it is an id, else the newest
+/// snapshot whose dumps all recorded a binlog position at or before
+/// `until`.
+pub async fn locate_base(
+    targets: &[Arc<dyn StorageTarget>],
+    host: &str,
+    job: &str,
+    snapshot: &str,
+    until: &Until,
+) -> Result<Located> {
+    if snapshot != "latest" {
+        let located = restore::locate(targets, host, job, snapshot).await?;
+        check_base(&located, until)?;
+        return Ok(located);
+    }
+    let entries = restore::list(targets, host, Some(job)).await?;
+    let mut with_position = 0;
+    let mut best = None;
+    for e in entries.iter().rev() {
+        if e.manifest.kind != JobKind::Mysql {
+            continue;
+        }
+        let Some(ps) = positions(&e.manifest) else {
+            continue;
+        };
+        with_position += 1;
+        let fits = match until {
+            Until::Latest => true,
+            Until::Time(t) => ps.iter().all(|p| p.seen_at <= *t),
+            Until::Position { file, position } => ps.iter().all(|p| before(p, file, *position)),
+        };
+        if fits {
+            best = Some(e);
+            break;
+        }
+    }
+    let Some(entry) = best else {
+        return Err(Error::NotFound(if with_position == 0 {
+            format!(
+                "job {job} (host {host}) has no MySQL snapshot with a binlog position; point-in-time recovery needs a dump taken with binlog = true on the job"
+            )
+        } else {
+            let oldest = entries
+                .iter()
+                .filter_map(|e| positions(&e.manifest))
+                .filter_map(|ps| ps.iter().map(|p| p.seen_at).max())
+                .min()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default();
+            format!(
+                "no snapshot of job {job} is old enough for {}: the oldest dump with a binlog position is from {oldest}; choose a later point",
+                until.describe()
+            )
+        }));
+    };
+    let target = targets
+        .iter()
+        .find(|t| t.name() == entry.target)
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("target {} vanished", entry.target)))?;
+    let located = restore::locate(
+        std::slice::from_ref(&target),
+        host,
+        job,
+        &entry.manifest.snapshot_id,
+    )
+    .await?;
+    check_base(&located, until)?;
+    Ok(located)
+}
+
+fn check_base(located: &Located, until: &Until) -> Result<()> {
+    let m = &located.manifest;
+    let ps = positions(m).ok_or_else(|| {
+        Error::Config(format!(
+            "snapshot {} has no binlog position (its job did not have binlog = true); it cannot be rolled forward",
+            m.snapshot_id
+        ))
+    })?;
+    if let Until::Time(t) = until {
+        if *t > Utc::now() {
+            return Err(Error::Config(format!(
+                "--to-time {} is in the future",
+                until.describe()
+            )));
+        }
+        if let Some(p) = ps.iter().find(|p| p.seen_at > *t) {
+            return Err(Error::Config(format!(
+                "snapshot {} was taken at {} (binlog {}:{}), after {}; choose an older snapshot or leave the snapshot out to pick one",
+                m.snapshot_id,
+                p.seen_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.file,
+                p.position,
+                until.describe()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Replays the shipped binlogs onto database `into`, restored from the
+/// dump of `source_db` in `located`. Returns the check to show.
+pub async fn replay(
+    located: &Located,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    conn: &MysqlConnection,
+    source_db: &str,
+    into: &str,
+    until: &Until,
+) -> Result<Check> {
+    let m = &located.manifest;
+    let from = m
+        .objects
+        .iter()
+        .find(|o| o.database.as_deref() == Some(source_db))
+        .and_then(|o| o.binlog.clone())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "snapshot {}: the dump of {source_db} has no binlog position",
+                m.snapshot_id
+            ))
+        })?;
+    let target = Arc::clone(&located.target);
+    let files = archive::list(target.as_ref(), &m.host, &m.job).await?;
+    let mut chain = archive::chain_from(&files, &from).map_err(|e| {
+        Error::NotFound(format!(
+            "cannot roll snapshot {} forward on target {}: {e}",
+            m.snapshot_id,
+            target.name()
+        ))
+    })?;
+    if let Until::Position { file, position } = until {
+        let Some(i) = chain.iter().position(|c| c.file == *file) else {
+            return Err(Error::NotFound(format!(
+                "binlog {file} is not among the shipped binlogs after the dump's position {}:{} on target {}",
+                from.file,
+                from.position,
+                target.name()
+            )));
+        };
+        if chain[i].end < *position {
+            return Err(Error::NotFound(format!(
+                "binlog {file} is shipped only up to byte {}, before {position}",
+                chain[i].end
+            )));
+        }
+        chain.truncate(i + 1);
+    }
+    let scratch = Scratch::create()?;
+    let mut fetched: Vec<PathBuf> = Vec::new();
+    let mut fault = None;
+    let mut newest_event = None;
+    'files: for c in &chain {
+        let path = scratch.path().join(&c.file);
+        match fetch_file(&target, identities, Arc::clone(&progress), c, &path).await {
+            Ok(last) => {
+                newest_event = last.or(newest_event);
+                fetched.push(path);
+            }
+            Err((partial, e)) => {
+                if partial {
+                    fetched.push(path);
+                }
+                fault = Some(e);
+                break 'files;
+            }
+        }
+    }
+    if fetched.is_empty() {
+        return Err(fault.unwrap_or_else(|| Error::NotFound("no binlog to replay".into())));
+    }
+    let reached_end = fault.is_none() && fetched.len() == chain.len();
+    let stop = match until {
+        Until::Position { position, .. } if reached_end => Some(*position),
+        _ => None,
+    };
+    let files_text = format!(
+        "{} binlog file(s) from {}:{}",
+        fetched.len(),
+        from.file,
+        from.position
+    );
+    let (c, s, i, u) = (
+        conn.clone(),
+        source_db.to_string(),
+        into.to_string(),
+        until.clone(),
+    );
+    let start = from.position;
+    let files_for_run = fetched.clone();
+    tokio::task::spawn_blocking(move || pipe(&c, &files_for_run, start, stop, &u, &s, &i))
+        .await
+        .map_err(|e| Error::Internal(format!("binlog replay task: {e}")))??;
+    drop(scratch);
+    if let Some(e) = fault {
+        return Err(Error::Integrity(format!(
+            "{e}; database {into} holds the dump plus the binlogs before that object ({files_text}); restore to an earlier --to-time or from another target"
+        )));
+    }
+    let newest = newest_event
+        .map(|t: DateTime<Utc>| {
+            format!(
+                "; newest shipped event {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        })
+        .unwrap_or_default();
+    Ok(Check::ok(
+        "binlog replay",
+        format!("{files_text} replayed up to {}{newest}", until.describe()),
+    ))
+}
+
+/// Writes one binlog file from its segments. `Err((partial, e))`: a
+/// segment failed; `partial` when the segments before it were written (a
+/// usable prefix of the file, ending on an event boundary).
+async fn fetch_file(
+    target: &Arc<dyn StorageTarget>,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    chain: &FileChain,
+    path: &Path,
+) -> std::result::Result<Option<DateTime<Utc>>, (bool, Error)> {
+    let out = crate::private_fs::create_options()
+        .open(path)
+        .map_err(|e| {
+            (
+                false,
+                Error::Other(format!("cannot write {}: {e}", path.display())),
+            )
+        })?;
+    let mut out = Some(out);
+    let mut newest = None;
+    for (n, seg) in chain.segments.iter().enumerate() {
+        let meta = archive::read_meta(target.as_ref(), seg)
+            .await
+            .map_err(|e| (n > 0, e))?;
+        progress.start(
+            &format!("binlog {}", meta.object.name),
+            Some(meta.object.stored_bytes),
+        );
+        let reader =
+            archive::open_segment(Arc::clone(target), &meta, identities, Arc::clone(&progress))
+                .await
+                .map_err(|f| (n > 0, Error::from(f)))?;
+        let slot = reader.fault_slot();
+        let mut file = out
+            .take()
+            .ok_or_else(|| (n > 0, Error::Internal("binlog file handle".into())))?;
+        let (file, copied) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let r = std::io::copy(&mut reader, &mut file);
+            (file, r)
+        })
+        .await
+        .map_err(|e| (n > 0, Error::Internal(format!("binlog fetch task: {e}"))))?;
+        progress.finish();
+        if let Err(e) = copied {
+            let err = match crate::restore::stream::take_fault(&slot) {
+                Some(f) => Error::from(f),
+                None => Error::Other(format!("reading binlog segment {}: {e}", meta.object.name)),
+            };
+            // Cut what this segment half-wrote: the file must end on the
+            // previous segment's event boundary.
+            let _ = file.set_len(seg.start);
+            return Err((n > 0, err));
+        }
+        out = Some(file);
+        newest = meta.last_event_at.or(newest);
+    }
+    Ok(newest)
+}
+
+/// `mariadb-binlog ... files | mariadb --database=into`, both checked.
+fn pipe(
+    conn: &MysqlConnection,
+    files: &[PathBuf],
+    start: u64,
+    stop: Option<u64>,
+    until: &Until,
+    source_db: &str,
+    into: &str,
+) -> Result<()> {
+    let tool = find_tool(conn.bin_dir.as_deref(), &["mariadb-binlog", "mysqlbinlog"])?;
+    let mut binlog = Command::new(tool);
+    binlog
+        .arg("--no-defaults")
+        .arg("--verify-binlog-checksum")
+        .arg(format!("--start-position={start}"))
+        .arg(format!("--database={source_db}"));
+    if source_db != into {
+        binlog.arg(format!("--rewrite-db={source_db}->{into}"));
+    }
+    if let Some(p) = stop {
+        binlog.arg(format!("--stop-position={p}"));
+    }
+    if let Until::Time(t) = until {
+        // The tool reads the time in its own time zone: make that UTC.
+        binlog
+            .env("TZ", "UTC")
+            .arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
+    }
+    binlog.arg("--").args(files);
+    crate::source::command::without_secrets(&mut binlog);
+    let what = describe(&binlog);
+    let mut producer = binlog
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Other(format!("cannot run `{what}`: {e}")))?;
+    let producer_err = collect(producer.stderr.take());
+    let Some(sql) = producer.stdout.take() else {
+        return Err(Error::Internal("mariadb-binlog stdout".into()));
+    };
+    let mut client = conn.command()?;
+    client.arg(format!("--database={into}"));
+    crate::source::command::without_secrets(&mut client);
+    let client_what = describe(&client);
+    let consumer = client
+        .stdin(Stdio::from(sql))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = producer.kill();
+            let _ = producer.wait();
+            return Err(Error::Other(format!("cannot run `{client_what}`: {e}")));
+        }
+    };
+    let consumer_err = collect(consumer.stderr.take());
+    let consumed = consumer.wait();
+    let produced = producer.wait();
+    let (perr, cerr) = (
+        producer_err.join().unwrap_or_default(),
+        consumer_err.join().unwrap_or_default(),
+    );
+    match consumed {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            return Err(Error::Other(format!(
+                "replaying binlogs into {into}: `{client_what}` failed ({s}): {}",
+                tail(&cerr)
+            )))
+        }
+        Err(e) => return Err(Error::Other(format!("`{client_what}` did not finish: {e}"))),
+    }
+    match produced {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(Error::Integrity(format!(
+            "replaying binlogs into {into}: `{what}` failed ({s}): {}",
+            tail(&perr)
+        ))),
+        Err(e) => Err(Error::Other(format!("`{what}` did not finish: {e}"))),
+    }
+}
+
+/// A private (0700) temporary directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create() -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("steward-binlog-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::Other(format!(
+                    "cannot create a scratch directory {} for the binlogs: {e}; set TMPDIR to a writable directory with room for them",
+                    dir.display()
+                ))
+            })?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn collect<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = std::io::Read::read_to_end(&mut p, &mut raw);
+        }
+        String::from_utf8_lossy(&raw).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_parse() {
+        assert_eq!(Until::parse_time("latest").unwrap(), Until::Latest);
+        let t = Until::parse_time("2026-12-04 15:30:00").unwrap();
+        assert_eq!(t, Until::parse_time("2026-12-04T16:30:00+01:00").unwrap());
+        assert!(Until::parse_time("yesterday").is_err());
+        assert_eq!(
+            Until::parse_position("mysql-bin.000042:1234").unwrap(),
+            Until::Position {
+                file: "mysql-bin.000042".into(),
+                position: 1234
+            }
+        );
+        assert!(Until::parse_position("../x:1").is_err());
+        assert!(Until::parse_position("mysql-bin.000042").is_err());
+    }
+}

@@ -1,0 +1,606 @@
+//! Binlog shipping for one job: `mariadb-binlog --read-from-remote-server
+//! --raw --stop-never` follows the server into a private spool directory,
+//! and every second this loop looks at what it wrote. A file the server
+//! has moved on from (a later file exists) is shipped to its end as the
+//! file's last segment; the open file's complete events are shipped as a
+//! segment once `binlog_flush_interval_secs` passed since the last one (or
+//! 16 MiB are waiting), so upload volume follows what the server writes
+//! and a quiet server's last transaction is off the host within the
+//! interval. Segments go through the backup pipeline (zstd -> age -> every
+//! target of the job), then their metadata; only when every target has
+//! both does the state file (`<state_dir>/binlog/<job>/state.json`: next
+//! file and byte to ship) move on. After a restart or a lost connection
+//! the follower starts again at the state's file and the bytes already
+//! shipped are skipped: no gap, no duplicate. A file purged on the server
+//! before it was shipped is a gap: counted, logged, and shipping goes on
+//! from the oldest file the server still has.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::binlog::archive::{self, SegmentMeta};
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::manifest::{ObjectEntry, ObjectRole};
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
+use crate::source::command::without_secrets;
+use crate::source::{mysql, Source};
+use crate::target::{ByteReader, StorageTarget};
+
+/// Unshipped bytes of the open binlog that trigger a segment before the
+/// flush interval: bounds the segment size (and so restore granularity)
+/// under heavy writes.
+const EARLY_SHIP_BYTES: u64 = 16 * 1024 * 1024;
+/// How often the spool is looked at.
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What one job's shipper needs.
+pub struct ShipperOptions {
+    pub job_name: String,
+    pub job: JobConfig,
+    /// Host segment of the keys.
+    pub host: String,
+    pub state_dir: PathBuf,
+    /// The job's targets, opened.
+    pub targets: Vec<Arc<dyn StorageTarget>>,
+    pub settings: PipelineSettings,
+}
+
+/// Live figures for metrics; the agent reads them at scrape time.
+#[derive(Debug, Default)]
+pub struct ShipStats {
+    pub segments: AtomicU64,
+    /// Binlog files shipped to their end.
+    pub files: AtomicU64,
+    /// Binlog bytes shipped (before compression).
+    pub bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub failures: AtomicU64,
+    pub gaps: AtomicU64,
+    /// The follower is connected and running.
+    pub following: AtomicBool,
+    /// Unix time of the last shipped segment (0: none yet).
+    pub last_shipped_at: AtomicI64,
+    /// Unix time (server clock) of the newest shipped event.
+    pub last_event_at: AtomicI64,
+    /// Unix time at which everything the follower had received was
+    /// shipped; `now - this` is the shipping lag.
+    pub caught_up_at: AtomicI64,
+    /// Bytes received from the server and not shipped yet.
+    pub unshipped_bytes: AtomicU64,
+    /// Next file and byte to ship.
+    pub position: Mutex<Option<(String, u64)>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ShipStats {
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+    fn set_position(&self, state: &State) {
+        if let Ok(mut g) = self.position.lock() {
+            *g = Some((state.file.clone(), state.offset));
+        }
+    }
+}
+
+/// Where shipping stands: the next byte to ship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub file: String,
+    pub offset: u64,
+}
+
+fn job_dir(state_dir: &Path, job: &str) -> PathBuf {
+    state_dir.join("binlog").join(job)
+}
+
+/// The state file of `job`, if one was written.
+pub fn load_state(state_dir: &Path, job: &str) -> Option<State> {
+    let text = std::fs::read(job_dir(state_dir, job).join("state.json")).ok()?;
+    let s: State = serde_json::from_slice(&text).ok()?;
+    super::is_valid_file_name(&s.file).then_some(s)
+}
+
+fn save_state(state_dir: &Path, job: &str, state: &State) -> Result<()> {
+    let dir = job_dir(state_dir, job);
+    let tmp = dir.join("state.json.tmp");
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    crate::private_fs::write(&tmp, &json)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, dir.join("state.json")))
+        .map_err(|e| Error::Local {
+            doing: format!("job {job}: writing the binlog shipping state"),
+            path: dir.join("state.json"),
+            source: e,
+            hint: "; check that the state directory is writable".into(),
+        })
+}
+
+/// Follows and ships until the future is dropped (the agent drops it on
+/// shutdown or reload; the child is killed with it, and the state file
+/// only ever names shipped bytes, so a drop at any point is safe).
+pub async fn run(opts: ShipperOptions, stats: Arc<ShipStats>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let result = follow(&opts, &stats).await;
+        stats.following.store(false, Ordering::Relaxed);
+        if let Err(e) = result {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(job = %opts.job_name, "binlog shipping: {e}; retrying in {}s", backoff.as_secs());
+            stats.set_error(Some(e.to_string()));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// `SHOW BINARY LOGS`: the files the server still has, oldest first.
+pub async fn server_binlogs(job_name: &str, job: &JobConfig) -> Result<Vec<(String, u64)>> {
+    let at = mysql::where_(job);
+    let out = mysql::query(
+        job,
+        "SHOW BINARY LOGS",
+        &format!("job {job_name}: listing the binary logs of MySQL at {at}"),
+    )
+    .await
+    .map_err(|e| grant_hint(job, e))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('\t');
+            let name = parts.next()?.trim();
+            let size = parts.next()?.trim().parse().ok()?;
+            super::is_valid_file_name(name).then(|| (name.to_string(), size))
+        })
+        .collect())
+}
+
+/// Adds the GRANT to run when the server said a privilege is missing.
+fn grant_hint(job: &JobConfig, e: Error) -> Error {
+    let text = e.to_string();
+    if text.contains("You are not using binary logging") {
+        return Error::Source(format!(
+            "{text}; binlog = true needs the server started with log_bin (and binlog_format = ROW)"
+        ));
+    }
+    if !text.contains("Access denied") && !text.contains("privilege") {
+        return e;
+    }
+    let user = job.user.as_deref().unwrap_or("the job's user");
+    Error::Source(format!(
+        "{text}; binlog shipping needs the REPLICATION SLAVE privilege to read binary logs and BINLOG MONITOR (MariaDB 10.5+; REPLICATION CLIENT on MySQL) to list them: GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'host'"
+    ))
+}
+
+/// Where to start when there is no state file: after what the first
+/// target already holds, else the file of the newest dump's position if
+/// the server still has it, else the server's current file.
+async fn initial_state(opts: &ShipperOptions, server: &[(String, u64)]) -> Result<Option<State>> {
+    if let Some(t) = opts.targets.first() {
+        let files = archive::list(t.as_ref(), &opts.host, &opts.job_name).await?;
+        if let Some((file, segs)) = files.last() {
+            let state = match archive::chain_file(file, segs) {
+                Ok(c) if c.complete => super::next_file(file).map(|f| State { file: f, offset: 0 }),
+                Ok(c) => Some(State {
+                    file: file.clone(),
+                    offset: c.end,
+                }),
+                Err(_) => Some(State {
+                    file: file.clone(),
+                    offset: 0,
+                }),
+            };
+            if state.is_some() {
+                return Ok(state);
+            }
+        }
+        if let Ok(Some(latest)) =
+            crate::catalog::latest(t.as_ref(), &opts.host, &opts.job_name).await
+        {
+            let oldest = latest
+                .manifest
+                .objects
+                .iter()
+                .filter_map(|o| o.binlog.as_ref())
+                .map(|p| p.file.clone())
+                .min_by(|a, b| super::file_order(a, b));
+            if let Some(f) = oldest.filter(|f| server.iter().any(|(s, _)| s == f)) {
+                return Ok(Some(State { file: f, offset: 0 }));
+            }
+        }
+    }
+    Ok(server.last().map(|(f, _)| State {
+        file: f.clone(),
+        offset: 0,
+    }))
+}
+
+/// One connection's worth of following: returns when the follower exits.
+async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
+    let job = &opts.job_name;
+    let dir = job_dir(&opts.state_dir, job);
+    let spool = dir.join("spool");
+    crate::private_fs::create_dir_all(&spool).map_err(|e| Error::Local {
+        doing: format!("job {job}: creating the binlog spool directory"),
+        path: spool.clone(),
+        source: e,
+        hint: "; check that the state directory is writable".into(),
+    })?;
+    let server = server_binlogs(job, &opts.job).await?;
+    let mut state = match load_state(&opts.state_dir, job) {
+        Some(s) => s,
+        None => match initial_state(opts, &server).await? {
+            Some(s) => s,
+            None => {
+                return Err(Error::Source(format!(
+                    "job {job}: MySQL at {} lists no binary log; binlog = true needs log_bin on",
+                    mysql::where_(&opts.job)
+                )))
+            }
+        },
+    };
+    if !server.iter().any(|(f, _)| *f == state.file) {
+        // Not there: purged before it was shipped (or the server's logs
+        // were reset). Go on from the next file the server has.
+        let next = server
+            .iter()
+            .find(|(f, _)| super::file_order(f, &state.file).is_gt())
+            .or(server.first())
+            .map(|(f, _)| f.clone());
+        let Some(next) = next else {
+            return Err(Error::Source(format!(
+                "job {job}: MySQL at {} lists no binary log",
+                mysql::where_(&opts.job)
+            )));
+        };
+        let expected_next = state.offset == 0
+            && server
+                .last()
+                .is_some_and(|(last, _)| super::file_order(last, &state.file).is_lt());
+        if !expected_next {
+            stats.gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                job = %job,
+                "binlog gap: {} (from byte {}) is no longer on the server, it was purged before it was shipped; shipping goes on from {next}, and point-in-time recovery across the gap needs a dump taken after it: run `steward backup run {job}`",
+                state.file, state.offset
+            );
+            stats.set_error(Some(format!(
+                "binlog gap: {} from byte {} was purged before it was shipped",
+                state.file, state.offset
+            )));
+            state = State {
+                file: next,
+                offset: 0,
+            };
+            save_state(&opts.state_dir, job, &state)?;
+        }
+    }
+    stats.set_position(&state);
+    clear_spool(&spool);
+
+    let tool = mysql::find_tool(&opts.job, &["mariadb-binlog", "mysqlbinlog"]);
+    let mut cmd = mysql::command(&opts.job, &tool);
+    cmd.args(["--read-from-remote-server", "--raw", "--stop-never"])
+        .arg(format!("--result-file={}/", spool.display()))
+        .arg(&state.file);
+    without_secrets(cmd.as_std_mut());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Source(format!(
+            "job {job}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
+            tool.display()
+        ))
+    })?;
+    let stderr = child.stderr.take();
+    let stderr_task = tokio::spawn(async move {
+        let mut text = Vec::new();
+        if let Some(s) = stderr {
+            let _ = s.take(64 * 1024).read_to_end(&mut text).await;
+        }
+        String::from_utf8_lossy(&text).trim().to_string()
+    });
+    tracing::info!(job = %job, "binlog shipping: following MySQL at {} from {} byte {}", mysql::where_(&opts.job), state.file, state.offset);
+    stats.following.store(true, Ordering::Relaxed);
+    stats.set_error(None);
+
+    let interval = Duration::from_secs(opts.job.binlog_flush_interval_secs.max(1));
+    let mut last_ship = Instant::now();
+    loop {
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = tokio::time::sleep(POLL) => None,
+        };
+        let waiting = unshipped(&spool, &state);
+        stats
+            .unshipped_bytes
+            .store(waiting.bytes, Ordering::Relaxed);
+        let due = waiting.closed
+            || waiting.bytes >= EARLY_SHIP_BYTES
+            || (waiting.bytes > 0 && last_ship.elapsed() >= interval)
+            || (exited.is_some() && waiting.bytes > 0);
+        if due {
+            ship_available(opts, stats, &spool, &mut state).await?;
+            last_ship = Instant::now();
+            let left = unshipped(&spool, &state);
+            stats.unshipped_bytes.store(left.bytes, Ordering::Relaxed);
+        }
+        if stats.unshipped_bytes.load(Ordering::Relaxed) == 0 {
+            stats
+                .caught_up_at
+                .store(Utc::now().timestamp(), Ordering::Relaxed);
+        }
+        if let Some(status) = exited {
+            let said = stderr_task.await.unwrap_or_default();
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let e = Error::Source(format!(
+                "job {job}: {} stopped following MySQL at {} ({status}): {said}",
+                tool.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                mysql::where_(&opts.job),
+            ));
+            return Err(grant_hint(&opts.job, e));
+        }
+    }
+}
+
+fn clear_spool(spool: &Path) {
+    if let Ok(rd) = std::fs::read_dir(spool) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Spool files after `file` (the follower moved on from it).
+fn later_files(spool: &Path, file: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(spool)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| super::is_valid_file_name(n) && super::file_order(n, file).is_gt())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| super::file_order(a, b));
+    out
+}
+
+struct Waiting {
+    bytes: u64,
+    closed: bool,
+}
+
+fn unshipped(spool: &Path, state: &State) -> Waiting {
+    let size = std::fs::symlink_metadata(spool.join(&state.file))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let later = later_files(spool, &state.file);
+    let later_bytes: u64 = later
+        .iter()
+        .filter_map(|f| std::fs::symlink_metadata(spool.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    Waiting {
+        bytes: size.saturating_sub(state.offset) + later_bytes,
+        closed: !later.is_empty(),
+    }
+}
+
+/// Ships every closed file to its end and the open file's complete events.
+async fn ship_available(
+    opts: &ShipperOptions,
+    stats: &ShipStats,
+    spool: &Path,
+    state: &mut State,
+) -> Result<()> {
+    loop {
+        let path = spool.join(&state.file);
+        if !path.exists() {
+            return Ok(());
+        }
+        let later = later_files(spool, &state.file);
+        let from = state.offset;
+        let scan_path = path.clone();
+        let scan = tokio::task::spawn_blocking(move || -> std::io::Result<super::EventScan> {
+            use std::io::{Seek, SeekFrom};
+            let mut f = std::fs::File::open(&scan_path)?;
+            f.seek(SeekFrom::Start(from))?;
+            super::complete_events(std::io::BufReader::with_capacity(256 * 1024, f), from)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("binlog scan task: {e}")))?
+        .map_err(|e| {
+            Error::Source(format!(
+                "job {}: reading the spooled binlog {}: {e}",
+                opts.job_name,
+                path.display()
+            ))
+        })?;
+        let closed = !later.is_empty();
+        if scan.end > from || closed {
+            ship_segment(
+                opts,
+                stats,
+                &path,
+                &state.file,
+                from,
+                scan.end,
+                closed,
+                scan.last_event_time,
+            )
+            .await?;
+        }
+        if !closed {
+            if scan.end > from {
+                state.offset = scan.end;
+                save_state(&opts.state_dir, &opts.job_name, state)?;
+                stats.set_position(state);
+            }
+            return Ok(());
+        }
+        stats.files.fetch_add(1, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&path);
+        *state = State {
+            file: later[0].clone(),
+            offset: 0,
+        };
+        save_state(&opts.state_dir, &opts.job_name, state)?;
+        stats.set_position(state);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ship_segment(
+    opts: &ShipperOptions,
+    stats: &ShipStats,
+    path: &Path,
+    file: &str,
+    start: u64,
+    end: u64,
+    last: bool,
+    last_event_time: Option<i64>,
+) -> Result<()> {
+    let job = &opts.job_name;
+    let name = archive::object_name(file, start, end);
+    let key = format!("{}{name}", archive::prefix(&opts.host, job));
+    let mut source = RangeSource {
+        path: path.to_path_buf(),
+        start,
+        len: end - start,
+        read: Arc::new(AtomicU64::new(0)),
+    };
+    let counters = Arc::new(ByteCounters::default());
+    let outcome = store_object(&mut source, &opts.settings, &opts.targets, &key, counters).await;
+    let stream = outcome.stream.map_err(|e| {
+        Error::Source(format!(
+            "job {job}: shipping binlog {file} bytes {start}..{end}: {e}"
+        ))
+    })?;
+    let failed: Vec<String> = outcome
+        .targets
+        .iter()
+        .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Other(format!(
+            "job {job}: shipping binlog {file} bytes {start}..{end}: {}",
+            failed.join("; ")
+        )));
+    }
+    let meta = SegmentMeta {
+        file: file.to_string(),
+        start,
+        end,
+        last,
+        object: ObjectEntry {
+            name,
+            role: ObjectRole::Binlog,
+            database: None,
+            plaintext_bytes: stream.plaintext_bytes,
+            plaintext_sha256: stream.plaintext_sha256,
+            stored_bytes: stream.stored_bytes,
+            stored_sha256: stream.stored_sha256,
+            compression: "zstd".into(),
+            encryption: "age".into(),
+            binlog: None,
+        },
+        last_event_at: last_event_time.and_then(|t| DateTime::from_timestamp(t, 0)),
+        shipped_at: Utc::now(),
+        host: opts.host.clone(),
+        job: job.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+    let meta_key = archive::meta_key(&opts.host, job, file, start, end, last);
+    for t in &opts.targets {
+        t.put_bytes(&meta_key, json.clone()).await.map_err(|e| {
+            Error::Other(format!(
+                "job {job}: writing the metadata of binlog {file} bytes {start}..{end}: {e}"
+            ))
+        })?;
+    }
+    stats.segments.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(end - start, Ordering::Relaxed);
+    stats
+        .stored_bytes
+        .fetch_add(stream.stored_bytes, Ordering::Relaxed);
+    stats
+        .last_shipped_at
+        .store(Utc::now().timestamp(), Ordering::Relaxed);
+    if let Some(t) = last_event_time {
+        stats.last_event_at.fetch_max(t, Ordering::Relaxed);
+    }
+    tracing::debug!(job = %job, "binlog {file} bytes {start}..{end} shipped{}", if last { " (end of file)" } else { "" });
+    Ok(())
+}
+
+/// Bytes `start..start+len` of a spooled binlog, checked to be all there.
+struct RangeSource {
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    read: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Source for RangeSource {
+    fn describe(&self) -> String {
+        format!("spooled binlog {}", self.path.display())
+    }
+
+    async fn open(&mut self) -> Result<ByteReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let file = options.open(&self.path).map_err(|e| {
+            Error::Source(format!(
+                "cannot open the spooled binlog {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(self.start))
+            .await
+            .map_err(|e| Error::Source(format!("seeking in {}: {e}", self.path.display())))?;
+        let counter = Arc::clone(&self.read);
+        let reader = tokio_util::io::InspectReader::new(file.take(self.len), move |b: &[u8]| {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        });
+        Ok(Box::pin(reader))
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        let read = self.read.load(Ordering::Relaxed);
+        if read != self.len {
+            return Err(Error::Source(format!(
+                "the spooled binlog {} gave {read} of {} bytes",
+                self.path.display(),
+                self.len
+            )));
+        }
+        Ok(())
+    }
+}
