@@ -86,11 +86,12 @@ fn rows(db: &Mariadb, sql: &str) -> String {
 
 fn metric(agent: &StewardAgent, name: &str) -> f64 {
     let scrape = Scrape::parse(&agent.scrape().unwrap());
-    scrape
+    let value = scrape
         .series_of(name)
         .map(|(_, v)| v)
         .next()
-        .unwrap_or(f64::NAN)
+        .unwrap_or(f64::NAN);
+    value
 }
 
 /// Waits until the agent has shipped everything up to an event at or

@@ -22,7 +22,7 @@ use crate::manifest::{BinlogPosition, JobKind};
 use crate::restore::identity::Identities;
 use crate::restore::mysql::MysqlConnection;
 use crate::restore::stream::Progress;
-use crate::restore::tool::{describe, find_tool, tail};
+use crate::restore::tool::{describe, feed, find_tool, tail};
 use crate::restore::{self, Check, Located};
 use crate::target::StorageTarget;
 
@@ -394,6 +394,9 @@ fn pipe(
     binlog
         .arg("--no-defaults")
         .arg("--verify-binlog-checksum")
+        // Earlier restores into the same server may have logged older
+        // GTIDs after newer ones; read on rather than stop.
+        .arg("--skip-gtid-strict-mode")
         .arg(format!("--start-position={start}"))
         .arg(format!("--database={source_db}"));
     if source_db != into {
@@ -423,37 +426,26 @@ fn pipe(
     };
     let mut client = conn.command()?;
     client.arg(format!("--database={into}"));
-    crate::source::command::without_secrets(&mut client);
-    let client_what = describe(&client);
-    let consumer = client
-        .stdin(Stdio::from(sql))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut consumer = match consumer {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = producer.kill();
-            let _ = producer.wait();
-            return Err(Error::Other(format!("cannot run `{client_what}`: {e}")));
-        }
-    };
-    let consumer_err = collect(consumer.stderr.take());
-    let consumed = consumer.wait();
+    // The SQL goes through this process so the GTID sequence numbers of
+    // the original server are left out: replayed onto the same server
+    // (another database) or onto one with gtid_strict_mode they would be
+    // out of order; the server numbers the replayed transactions itself.
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let fed = feed(&mut client, WithoutGtidSeqNo::new(sql), &slot);
     let produced = producer.wait();
-    let (perr, cerr) = (
-        producer_err.join().unwrap_or_default(),
-        consumer_err.join().unwrap_or_default(),
-    );
-    match consumed {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            return Err(Error::Other(format!(
-                "replaying binlogs into {into}: `{client_what}` failed ({s}): {}",
-                tail(&cerr)
-            )))
+    let perr = producer_err.join().unwrap_or_default();
+    let produced_ok = matches!(&produced, Ok(s) if s.success());
+    if let Err(e) = fed {
+        if !produced_ok {
+            return Err(Error::Integrity(format!(
+                "replaying binlogs into {into}: `{what}` failed: {}",
+                tail(&perr)
+            )));
         }
-        Err(e) => return Err(Error::Other(format!("`{client_what}` did not finish: {e}"))),
+        return Err(Error::Other(format!(
+            "replaying binlogs into {into}: {}",
+            Error::from(e)
+        )));
     }
     match produced {
         Ok(s) if s.success() => Ok(()),
@@ -462,6 +454,51 @@ fn pipe(
             tail(&perr)
         ))),
         Err(e) => Err(Error::Other(format!("`{what}` did not finish: {e}"))),
+    }
+}
+
+/// `mariadb-binlog` output without its `SET @@session.gtid_seq_no=N`
+/// lines; everything else passes through as bytes.
+struct WithoutGtidSeqNo<R> {
+    inner: std::io::BufReader<R>,
+    line: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: std::io::Read> WithoutGtidSeqNo<R> {
+    fn new(inner: R) -> Self {
+        WithoutGtidSeqNo {
+            inner: std::io::BufReader::with_capacity(256 * 1024, inner),
+            line: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+fn sets_gtid_seq_no(line: &[u8]) -> bool {
+    let rest = line
+        .strip_prefix(b"/*M!100001 ")
+        .or_else(|| line.strip_prefix(b"/*!100001 "));
+    rest.is_some_and(|r| r.starts_with(b"SET @@session.gtid_seq_no="))
+}
+
+impl<R: std::io::Read> std::io::Read for WithoutGtidSeqNo<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        while self.pos >= self.line.len() {
+            self.line.clear();
+            self.pos = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            if sets_gtid_seq_no(&self.line) {
+                self.line.clear();
+            }
+        }
+        let n = buf.len().min(self.line.len() - self.pos);
+        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -513,6 +550,20 @@ fn collect<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::J
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_sequence_lines_are_left_out() {
+        use std::io::Read;
+        let sql = "/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\n/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=1');\n";
+        let mut out = String::new();
+        WithoutGtidSeqNo::new(sql.as_bytes())
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            "/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=1');\n"
+        );
+    }
 
     #[test]
     fn points_parse() {
