@@ -292,6 +292,9 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
         }
     }
     stats.set_position(&state);
+    // A follower left running by an agent that was killed (SIGKILL does
+    // not reach children) would keep a connection and write on.
+    reap_stale_follower(&dir);
     clear_spool(&spool);
 
     let tool = mysql::find_tool(&opts.job, &["mariadb-binlog", "mysqlbinlog"]);
@@ -310,6 +313,9 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
             tool.display()
         ))
     })?;
+    if let Some(pid) = child.id() {
+        let _ = crate::private_fs::write(&dir.join("follower.pid"), pid.to_string().as_bytes());
+    }
     let stderr = child.stderr.take();
     let stderr_task = tokio::spawn(async move {
         let mut text = Vec::new();
@@ -363,6 +369,31 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
             return Err(grant_hint(&opts.job, e));
         }
     }
+}
+
+/// Kills the follower a previous agent started, if it still runs: the
+/// pid file names it, and it is ours only if its command line is a
+/// binlog client writing into this job's spool.
+fn reap_stale_follower(dir: &Path) {
+    let pid_file = dir.join("follower.pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let spool = dir.join("spool");
+    if cmdline.contains("--read-from-remote-server")
+        && cmdline.contains(&format!("--result-file={}/", spool.display()))
+    {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            tracing::info!("stopped binlog follower {pid:?} left by a previous agent");
+        }
+    }
+    let _ = std::fs::remove_file(&pid_file);
 }
 
 fn clear_spool(spool: &Path) {
