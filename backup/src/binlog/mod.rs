@@ -1,6 +1,6 @@
-//! MySQL/MariaDB point-in-time recovery: dumps that record their binlog
-//! position ([`dump`]), the binary logs shipped continuously to the job's
-//! targets as encrypted segments ([`ship`]), what is on a target and
+//! MySQL/MariaDB point-in-time recovery: dumps record their binlog
+//! position (crate::source::binlog_position), the binary logs are shipped
+//! continuously to the job's targets as encrypted segments ([`ship`]), what is on a target and
 //! whether it is continuous ([`archive`]), and replaying them onto a
 //! restored dump up to a time or position ([`replay`]).
 //!
@@ -10,7 +10,6 @@
 //! times), which makes the segment exist, as a manifest does a snapshot.
 
 pub mod archive;
-pub mod dump;
 pub mod replay;
 pub mod ship;
 

@@ -2,6 +2,7 @@
 //! or more [`PlannedObject`]s (one dump per database, one tar of files), each
 //! with its [`Source`].
 
+pub mod binlog_position;
 pub mod command;
 pub mod files;
 pub mod mysql;

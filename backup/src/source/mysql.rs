@@ -161,7 +161,7 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
         ]);
         if job.binlog {
             // The binlog position (and MariaDB's GTID) of the dump's own
-            // snapshot, as comments; binlog/dump.rs reads them.
+            // snapshot, as comments; source/binlog_position.rs reads them.
             c.arg("--master-data=2");
             if tool_name(&dump).starts_with("mariadb") {
                 c.arg("--gtid");
@@ -185,7 +185,7 @@ pub async fn plan(job_name: &str, job: &JobConfig) -> Result<MysqlPlan> {
             .with_trailer(DUMP_TRAILER),
         );
         let source: Box<dyn crate::source::Source> = if job.binlog {
-            Box::new(crate::binlog::dump::PositionedDump::new(source))
+            Box::new(crate::source::binlog_position::PositionedDump::new(source))
         } else {
             source
         };

@@ -170,12 +170,21 @@ pub fn parse_file_pos(text: &str) -> Option<(String, u64)> {
             }
         }
         if let (Some(f), Some(p)) = (file, pos) {
-            if super::is_valid_file_name(&f) {
+            if is_binlog_name(&f) {
                 return Some((f, p));
             }
         }
     }
     None
+}
+
+/// A binlog file name as a server writes it (`mysql-bin.000042`): it
+/// becomes part of object keys, so nothing else passes.
+fn is_binlog_name(name: &str) -> bool {
+    crate::layout::is_valid_segment(name)
+        && name.rsplit_once('.').is_some_and(|(b, n)| {
+            !b.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())
+        })
 }
 
 /// `-- SET GLOBAL gtid_slave_pos='0-1-5';` (MariaDB `--gtid`).
