@@ -6,6 +6,7 @@
 //! alone. Also: binlog off, a user without REPLICATION grants, a corrupt
 //! shipped segment.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -574,7 +575,26 @@ fn shipping_resumes_after_sigkill_without_gap_or_duplicate_and_a_purge_gap_is_ca
     let log = work.path().join("agent.log");
     let mut agent = Agent::start(&config, &log);
     let a = marker(&db, "a");
+    let after_a = rows(&db, "SHOW MASTER STATUS");
+    let mut after_a = after_a.split('\t');
+    let to_position = format!("{}:{}", after_a.next().unwrap(), after_a.next().unwrap());
     agent.wait_shipped(a);
+    // What Steward writes on this host is private: the spool holds the
+    // server's binlogs.
+    let binlog_dir = work.path().join("state/binlog/shop");
+    for (path, want) in [
+        (binlog_dir.clone(), 0o700),
+        (binlog_dir.join("spool"), 0o700),
+        (binlog_dir.join("state.json"), 0o600),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{}", path.display());
+    }
+    for e in std::fs::read_dir(binlog_dir.join("spool")).unwrap() {
+        let e = e.unwrap();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", e.path().display());
+    }
 
     // Killed, the server writes and rotates meanwhile, started again.
     agent.guard.kill();
@@ -629,6 +649,36 @@ fn shipping_resumes_after_sigkill_without_gap_or_duplicate_and_a_purge_gap_is_ca
             "SELECT GROUP_CONCAT(name ORDER BY name) FROM shop_l.marker"
         ),
         "a,b,c"
+    );
+    // To a binlog position: the position right after marker a.
+    ok(steward(
+        &[
+            "-c",
+            c,
+            "restore",
+            "-q",
+            "-i",
+            key,
+            "shop",
+            "--into",
+            "shop_p",
+            "--to-position",
+            &to_position,
+            "--db-host",
+            "127.0.0.1",
+            "--db-port",
+            &port,
+            "--db-user",
+            "root",
+        ],
+        &pw,
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT GROUP_CONCAT(name ORDER BY name) FROM shop_p.marker"
+        ),
+        "a"
     );
 
     // Down while the server purges what was not shipped: a gap.
