@@ -347,6 +347,21 @@ mod tests {
             .exists());
     }
 
+    /// Shipped binlogs sit beside the snapshots and have no manifest:
+    /// cleanup must never take them for a failed run's leftovers.
+    #[tokio::test]
+    async fn cleanup_leaves_shipped_binlogs_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = LocalTarget::at("local", dir.path());
+        let segment =
+            "web1/db/binlog/mysql-bin.000001/00000000000000000000-00000000000000000900.zst.age";
+        put(dir.path(), segment, b"binlog");
+        let later = Utc::now() + chrono::Duration::days(30);
+        let removed = cleanup(&target, "web1", "db", None, later).await.unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(dir.path().join(segment).exists());
+    }
+
     #[test]
     fn grace_covers_long_timeouts() {
         assert_eq!(incomplete_grace(3 * 86400), chrono::Duration::days(3));
