@@ -412,6 +412,46 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn retention_keeps_the_files_the_oldest_kept_dump_needs() {
+        use crate::target::local::LocalTarget;
+        let dir = tempfile::tempdir().unwrap();
+        let target = LocalTarget::at("local", dir.path());
+        for n in 1..=4 {
+            let file = format!("b.00000{n}");
+            for key in [
+                format!("h/j/binlog/{}", object_name(&file, 0, 100)),
+                meta_key("h", "j", &file, 0, 100, n < 4),
+            ] {
+                let path = dir.path().join(&key);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, b"x").unwrap();
+            }
+        }
+        let mut kept = crate::manifest::tests::sample();
+        kept.objects[0].binlog = Some(pos("b.000003", 50));
+        let newer = {
+            let mut m = kept.clone();
+            m.objects[0].binlog = Some(pos("b.000004", 10));
+            m
+        };
+        // No kept dump with a position: nothing goes.
+        let plain = crate::manifest::tests::sample();
+        assert!(prune(&target, "h", "j", &[&plain])
+            .await
+            .unwrap()
+            .is_empty());
+        let removed = prune(&target, "h", "j", &[&newer, &kept]).await.unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let files: Vec<String> = list(&target, "h", "j")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(files, ["b.000003", "b.000004"]);
+    }
+
     #[test]
     fn chains_find_holes_missing_files_and_open_ends() {
         let files = vec![
