@@ -546,7 +546,7 @@ fn shipped_ranges(store: &Path) -> std::collections::BTreeMap<String, Vec<(u64, 
 }
 
 #[test]
-fn shipping_resumes_after_sigkill_without_gap_or_duplicate_and_a_purge_gap_is_caught() {
+fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     let db = Mariadb::start_with_binlog().unwrap();
     db.mysql(
         "CREATE DATABASE shop; CREATE TABLE shop.marker (name VARCHAR(10) PRIMARY KEY, at BIGINT NOT NULL);",
@@ -728,6 +728,30 @@ fn shipping_resumes_after_sigkill_without_gap_or_duplicate_and_a_purge_gap_is_ca
     ok(steward(&["-c", c, "backup", "run", "shop"], &[]));
     let f = marker(&db, "f");
     agent.wait_shipped(f);
+    ok(steward(
+        &["-c", c, "backup", "verify", "-i", key, "shop"],
+        &[],
+    ));
+
+    // The server's logs reset: the new mysql-bin.000001 is not the
+    // archived one, and is not shipped over it.
+    let failures = agent.metric("steward_binlog_ship_failures_total");
+    db.mysql("RESET MASTER").unwrap();
+    marker(&db, "h");
+    db.mysql("FLUSH BINARY LOGS").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent
+        .log()
+        .contains("from another server or before its logs were reset")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reset not refused:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.metric("steward_binlog_ship_failures_total") > failures);
     ok(steward(
         &["-c", c, "backup", "verify", "-i", key, "shop"],
         &[],

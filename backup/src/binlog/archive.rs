@@ -95,6 +95,11 @@ pub struct SegmentMeta {
     /// Time of the newest event in the segment (the server's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_at: Option<DateTime<Utc>>,
+    /// When the server created the binlog file (the time of its first
+    /// event): tells this file from another one of the same name after
+    /// the server's logs were reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_created: Option<i64>,
     pub shipped_at: DateTime<Utc>,
     pub host: String,
     pub job: String,

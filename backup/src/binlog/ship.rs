@@ -514,6 +514,10 @@ async fn ship_segment(
     last_event_time: Option<i64>,
 ) -> Result<()> {
     let job = &opts.job_name;
+    let created = file_created(path);
+    if start == 0 {
+        refuse_another_incarnation(opts, file, created).await?;
+    }
     let name = archive::object_name(file, start, end);
     let key = format!("{}{name}", archive::prefix(&opts.host, job));
     let mut source = RangeSource {
@@ -558,6 +562,7 @@ async fn ship_segment(
             binlog: None,
         },
         last_event_at: last_event_time.and_then(|t| DateTime::from_timestamp(t, 0)),
+        file_created: created,
         shipped_at: Utc::now(),
         host: opts.host.clone(),
         job: job.clone(),
@@ -584,6 +589,49 @@ async fn ship_segment(
     }
     tracing::debug!(job = %job, "binlog {file} bytes {start}..{end} shipped{}", if last { " (end of file)" } else { "" });
     Ok(())
+}
+
+/// The time of a binlog file's first event (bytes 4..8), when readable.
+fn file_created(path: &Path) -> Option<i64> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[..4] == super::MAGIC)
+        .then(|| i64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]])))
+}
+
+/// Before the first bytes of `file` are shipped: if the archive already
+/// holds a file of that name created at another time, the server's logs
+/// were reset (RESET MASTER, or a new server restored from the backups)
+/// and shipping it would mix two different files under one name, which
+/// replays would read as one. Refused, saying what to do.
+async fn refuse_another_incarnation(
+    opts: &ShipperOptions,
+    file: &str,
+    created: Option<i64>,
+) -> Result<()> {
+    let (Some(created), Some(target)) = (created, opts.targets.first()) else {
+        return Ok(());
+    };
+    let files = archive::list(target.as_ref(), &opts.host, &opts.job_name).await?;
+    let Some((_, segments)) = files.iter().find(|(f, _)| f == file) else {
+        return Ok(());
+    };
+    let Some(first) = segments.first() else {
+        return Ok(());
+    };
+    let meta = archive::read_meta(target.as_ref(), first).await?;
+    match meta.file_created {
+        Some(old) if old != created => Err(Error::Source(format!(
+            "job {}: binlog {file} is already in the archive on target {} from another server or before its logs were reset (that file was created at {}, this one at {}); shipping stops so the two are not mixed: move {} aside (dumps taken before the reset keep needing it) or give the job a new name",
+            opts.job_name,
+            target.name(),
+            DateTime::from_timestamp(old, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+            DateTime::from_timestamp(created, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+            archive::prefix(&opts.host, &opts.job_name),
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Bytes `start..start+len` of a spooled binlog, checked to be all there.
