@@ -291,6 +291,24 @@ pub enum ParserKind {
     PhpFpm,
     /// One JSON object per line (Monolog/Laravel JSON formatter and alike).
     Json,
+    /// Monolog's LineFormatter (Laravel's `storage/logs/laravel.log`),
+    /// stack traces kept with their record.
+    Monolog,
+    /// MySQL/MariaDB error log (`log_error`).
+    MysqlError,
+    /// MySQL/MariaDB slow query log: one record per query.
+    MysqlSlow,
+    /// PostgreSQL server log (stderr with a `log_line_prefix`, or jsonlog),
+    /// DETAIL/HINT/STATEMENT lines kept with their message.
+    Postgresql,
+    /// redis-server's log file.
+    Redis,
+    /// Syslog files: RFC 5424, RFC 3164 (traditional) and rsyslog's
+    /// high-precision file format.
+    Syslog,
+    /// supervisord's own log and its programs' output files (plain lines
+    /// tagged with the program).
+    Supervisor,
 }
 
 /// Where reading starts in a file seen for the first time at Steward's
@@ -328,6 +346,11 @@ pub struct SourceConfig {
     /// Request metrics from this access log (nginx parsers only).
     #[serde(default = "default_true")]
     pub access_metrics: bool,
+    /// Zone of timestamps the files write without one (MariaDB, Redis,
+    /// Laravel, syslog): `local` (the host's), `UTC`, `+01:00` or an IANA
+    /// name such as `Europe/Paris`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
     /// Overrides `telemetry.service_name` for this source.
     #[serde(default)]
     pub service_name: Option<String>,
@@ -341,6 +364,9 @@ fn default_parser() -> ParserKind {
 }
 fn default_start_at() -> StartAt {
     StartAt::Beginning
+}
+fn default_time_zone() -> String {
+    "local".into()
 }
 fn default_max_record_bytes() -> usize {
     64 * 1024
@@ -544,6 +570,9 @@ impl SourceConfig {
                 errors.push(format!("multiline_start: invalid regex: {e}"));
             }
         }
+        if let Err(e) = crate::zone::Zone::parse(&self.time_zone) {
+            errors.push(format!("time_zone: {e}"));
+        }
         if !(256..=16 * 1024 * 1024).contains(&self.max_record_bytes) {
             errors.push(format!(
                 "max_record_bytes: {} is out of range; use 256..=16777216",
@@ -551,17 +580,6 @@ impl SourceConfig {
             ));
         }
         errors
-    }
-
-    /// The multiline start regex in effect (explicit, or the parser's).
-    pub fn effective_multiline_start(&self) -> Option<String> {
-        match (&self.multiline_start, self.parser) {
-            (Some(re), _) => Some(re.clone()),
-            // PHP-FPM and PHP error_log records start with `[23-Nov-2026 10:00:00`;
-            // stack-trace and slow-log continuation lines do not.
-            (None, ParserKind::PhpFpm) => Some(r"^\[\d{2}-[A-Za-z]{3}-\d{4} ".to_string()),
-            (None, _) => None,
-        }
     }
 }
 

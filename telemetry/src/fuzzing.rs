@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::config::ParserKind;
 use crate::parse;
 use crate::queue::{Queue, QueueOptions};
 use crate::stats::AccessMetrics;
+use crate::tail::record::{Assembler, Record, Rules};
 use crate::wire::{self, Body, EncodedAttributes, RecordParts, ScopePart};
 
 /// A harness's name (its fuzz target and seed folder) and the harness,
@@ -26,10 +28,15 @@ use crate::wire::{self, Body, EncodedAttributes, RecordParts, ScopePart};
 /// a finding (the same shape as `steward_exporters::fuzzing::Harness`).
 pub type Harness = (&'static str, fn(&[u8]) -> bool);
 
-pub const HARNESSES: [Harness; 3] = [
+pub const HARNESSES: [Harness; 8] = [
     ("log_line", log_line),
     ("otlp_request", otlp_request),
     ("queue_segment", queue_segment),
+    ("log_monolog", log_monolog),
+    ("log_mysql", log_mysql),
+    ("log_postgresql", log_postgresql),
+    ("log_redis", log_redis),
+    ("log_syslog", log_syslog),
 ];
 
 /// One log record: the first line names the parser as the configuration
@@ -45,9 +52,16 @@ pub fn log_line(data: &[u8]) -> bool {
     };
     // The tailer hands over a record without its final newline.
     let record = record.strip_suffix('\n').unwrap_or(record);
+    check_record(kind, record)
+}
+
+/// Both parser paths over one record: the tailer's encoding must decode
+/// as protobuf and agree with the message path. Made sense when the
+/// parser found a time, attributes or a body.
+fn check_record(kind: ParserKind, record: &str) -> bool {
     let parsed = parse::parse(kind, record);
     let mut attributes = EncodedAttributes::default();
-    let (meta, body) = parse::parse_encoded(kind, record, &mut attributes);
+    let meta = parse::parse_encoded(kind, &parse::Options::default(), record, &mut attributes);
     let mut records = Vec::new();
     wire::put_log_record(
         &mut records,
@@ -56,8 +70,14 @@ pub fn log_line(data: &[u8]) -> bool {
             observed_time_unix_nano: 1,
             severity_number: meta.severity,
             severity_text: meta.severity_text,
-            body: body.as_ref().map_or(Body::Str(record), Body::Any),
+            body: match &meta.body {
+                Some(parse::BodyPart::Any(a)) => Body::Any(a),
+                Some(parse::BodyPart::Slice(r)) => Body::Str(&record[r.clone()]),
+                None => Body::Str(record),
+            },
             attributes: &attributes.0,
+            trace_id: meta.trace_id.as_ref().map_or(&[], |t| &t[..]),
+            span_id: meta.span_id.as_ref().map_or(&[], |t| &t[..]),
         },
     );
     let mut request = Vec::new();
@@ -75,11 +95,134 @@ pub fn log_line(data: &[u8]) -> bool {
     );
     assert_eq!(sent.time_unix_nano, parsed.time_unix_nano);
     assert_eq!(sent.severity_number, parsed.severity);
+    let body_text = |b: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| {
+        b.clone().unwrap_or_else(|| parse::string_value(record))
+    };
+    assert_eq!(
+        sent.body.clone().map(Some).unwrap_or_default(),
+        Some(body_text(&parsed.body)),
+        "both parser paths give the same body"
+    );
+    assert_eq!(
+        sent.trace_id,
+        parsed.trace_id.map(|t| t.to_vec()).unwrap_or_default()
+    );
+    assert_eq!(
+        sent.span_id,
+        parsed.span_id.map(|t| t.to_vec()).unwrap_or_default()
+    );
     if let Some(access) = meta.access {
         // Twice: the per-status sums add up within a batch.
         AccessMetrics::default().record("fuzz", &[access.clone(), access]);
     }
+    assert_eq!(meta.slow_query, parsed.slow_query);
+    if let Some(q) = meta.slow_query {
+        AccessMetrics::default().record_slow_queries("fuzz", &[q, q]);
+    }
     parsed.time_unix_nano != 0 || !parsed.attributes.is_empty() || parsed.body.is_some()
+}
+
+/// The default record start of each parser, compiled once (a fuzzer
+/// calls a harness millions of times).
+fn record_start(kind: ParserKind) -> Option<&'static regex::Regex> {
+    static STARTS: OnceLock<Vec<(ParserKind, regex::Regex)>> = OnceLock::new();
+    let all = STARTS.get_or_init(|| {
+        [
+            ParserKind::Monolog,
+            ParserKind::MysqlError,
+            ParserKind::MysqlSlow,
+            ParserKind::Postgresql,
+            ParserKind::Redis,
+        ]
+        .into_iter()
+        .filter_map(|k| {
+            let re = parse::default_multiline_start(k)?;
+            Some((
+                k,
+                regex::Regex::new(re).expect("a parser's record start compiles"),
+            ))
+        })
+        .collect()
+    });
+    all.iter().find(|(k, _)| *k == kind).map(|(_, re)| re)
+}
+
+/// A log file's bytes as the tailer reads them: the first byte sets
+/// `max_record_bytes` (256 + 64 per unit, so records get cut), the rest
+/// is split in two reads at the second byte, assembled into records with
+/// the parser's default multiline start and each record checked as
+/// [`log_line`] does. Made sense when some record did.
+fn file_records(kind: ParserKind, data: &[u8]) -> bool {
+    let Some((&[size, split], bytes)) = data.split_first_chunk::<2>() else {
+        return false;
+    };
+    let rules = Rules {
+        max_record_bytes: 256 + 64 * usize::from(size),
+        multiline_start: record_start(kind),
+    };
+    let cut = usize::from(split).min(bytes.len());
+    let mut assembler = Assembler::default();
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let now = std::time::Instant::now();
+    let mut keep = |r: Record<'_>| {
+        assert!(
+            r.text.len() <= rules.max_record_bytes,
+            "a record is capped at max_record_bytes"
+        );
+        records.push(r.text.to_vec());
+    };
+    assembler.push(&bytes[..cut], 0, &rules, now, &mut keep);
+    assembler.push(&bytes[cut..], cut as u64, &rules, now, &mut keep);
+    assembler.finish(bytes.len() as u64, &mut keep);
+    let mut any = false;
+    for r in records {
+        any |= check_record(kind, &wire::text_of(&r));
+    }
+    any
+}
+
+/// Laravel's `laravel.log` (Monolog LineFormatter, stack traces).
+pub fn log_monolog(data: &[u8]) -> bool {
+    file_records(ParserKind::Monolog, data)
+}
+
+/// A MySQL/MariaDB log: the first byte's low bit picks the slow query
+/// log over the error log; then as [`file_records`].
+pub fn log_mysql(data: &[u8]) -> bool {
+    let Some((&flags, rest)) = data.split_first() else {
+        return false;
+    };
+    let kind = if flags & 1 == 1 {
+        ParserKind::MysqlSlow
+    } else {
+        ParserKind::MysqlError
+    };
+    file_records(kind, rest)
+}
+
+/// A PostgreSQL log, stderr with any prefix or jsonlog.
+pub fn log_postgresql(data: &[u8]) -> bool {
+    file_records(ParserKind::Postgresql, data)
+}
+
+/// redis-server's log.
+pub fn log_redis(data: &[u8]) -> bool {
+    file_records(ParserKind::Redis, data)
+}
+
+/// A syslog file, or with the first byte's low bit a supervisor log (the
+/// file names it derives tags from are checked too).
+pub fn log_syslog(data: &[u8]) -> bool {
+    let Some((&flags, rest)) = data.split_first() else {
+        return false;
+    };
+    if flags & 1 == 1 {
+        let name = wire::text_of(rest);
+        let _ = parse::supervisor_file_tags(name.lines().next().unwrap_or(""));
+        file_records(ParserKind::Supervisor, rest)
+    } else {
+        file_records(ParserKind::Syslog, rest)
+    }
 }
 
 /// An OTLP/HTTP body as the receiver takes it: the first byte's low bit

@@ -14,6 +14,7 @@ pub mod spans;
 pub mod stats;
 pub mod tail;
 pub mod wire;
+pub mod zone;
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -11,7 +11,7 @@ use steward_exporters::{
     CollectContext, CollectError, Collected, Collector, MetricFamily, MetricType,
 };
 
-use crate::parse::AccessInfo;
+use crate::parse::{AccessInfo, SlowQuery};
 use crate::queue::Queue;
 
 /// A counter map keyed by label values, behind a mutex (updated per batch,
@@ -70,16 +70,41 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-#[derive(Debug, Default, Clone)]
+/// Slow queries: from what `long_query_time` / `log_min_duration_statement`
+/// let through (often 0.1 to a few seconds) up to minutes.
+const SLOW_QUERY_BUCKETS: [f64; 12] = [
+    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+/// Rows a slow query examined, in decades.
+const ROWS_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+
+#[derive(Debug, Clone)]
 struct Histogram {
-    buckets: [u64; DURATION_BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Vec<u64>,
     sum: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new(&DURATION_BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, v: f64) {
-        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        for (i, le) in self.bounds.iter().enumerate() {
             if v <= *le {
                 self.buckets[i] += 1;
             }
@@ -89,7 +114,7 @@ impl Histogram {
     }
 
     fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
         self.sum += other.sum;
@@ -105,6 +130,10 @@ struct AccessState {
     durations: HashMap<String, Histogram>,
     /// source -> upstream response time
     upstream: HashMap<String, Histogram>,
+    /// source -> slow query duration
+    slow_durations: HashMap<String, Histogram>,
+    /// source -> rows examined by slow queries
+    slow_rows: HashMap<String, Histogram>,
 }
 
 /// Request metrics from access logs.
@@ -160,6 +189,36 @@ impl AccessMetrics {
         }
     }
 
+    /// Adds a batch of slow queries of one source (MySQL/MariaDB slow log,
+    /// PostgreSQL duration lines).
+    pub fn record_slow_queries(&self, source: &str, queries: &[SlowQuery]) {
+        if queries.is_empty() {
+            return;
+        }
+        let mut durations = Histogram::new(&SLOW_QUERY_BUCKETS);
+        let mut rows = Histogram::new(&ROWS_BUCKETS);
+        for q in queries {
+            durations.observe(q.duration);
+            if let Some(r) = q.rows_examined {
+                rows.observe(r as f64);
+            }
+        }
+        let mut st = match self.0.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        st.slow_durations
+            .entry(source.to_string())
+            .or_insert_with(|| Histogram::new(&SLOW_QUERY_BUCKETS))
+            .merge(&durations);
+        if rows.count > 0 {
+            st.slow_rows
+                .entry(source.to_string())
+                .or_insert_with(|| Histogram::new(&ROWS_BUCKETS))
+                .merge(&rows);
+        }
+    }
+
     fn families(&self) -> Vec<MetricFamily> {
         let st = match self.0.lock() {
             Ok(s) => s,
@@ -196,12 +255,22 @@ impl AccessMetrics {
                 "Upstream response time from the access log ($upstream_response_time, summed over upstream tries).",
                 &st.upstream,
             ),
+            (
+                "steward_slow_query_duration_seconds",
+                "Duration of the queries in a slow query log (MySQL/MariaDB Query_time, PostgreSQL duration lines).",
+                &st.slow_durations,
+            ),
+            (
+                "steward_slow_query_rows_examined",
+                "Rows examined by the queries in a MySQL/MariaDB slow query log.",
+                &st.slow_rows,
+            ),
         ] {
             let mut family = MetricFamily::new(name, help, MetricType::Histogram);
             let mut sources: Vec<_> = map.iter().collect();
             sources.sort_by(|a, b| a.0.cmp(b.0));
             for (source, h) in sources {
-                let buckets: Vec<(f64, u64)> = DURATION_BUCKETS.iter().copied().zip(h.buckets).collect();
+                let buckets: Vec<(f64, u64)> = h.bounds.iter().copied().zip(h.buckets.iter().copied()).collect();
                 family.push_histogram(vec![(Cow::Borrowed("source"), source.clone())], &buckets, h.sum, h.count);
             }
             out.push(family);

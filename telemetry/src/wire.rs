@@ -91,6 +91,10 @@ pub struct RecordParts<'a> {
     pub body: Body<'a>,
     /// Encoded field-6 entries (see [`EncodedAttributes`]).
     pub attributes: &'a [u8],
+    /// 16 bytes, or empty when the record belongs to no trace.
+    pub trace_id: &'a [u8],
+    /// 8 bytes, or empty.
+    pub span_id: &'a [u8],
 }
 
 const WIRE_VARINT: u8 = 0;
@@ -179,6 +183,12 @@ pub fn put_log_record(out: &mut Vec<u8>, r: &RecordParts<'_>) {
     }
     len += 1 + varint_len(body_len as u64) + body_len;
     len += r.attributes.len();
+    if !r.trace_id.is_empty() {
+        len += field_len_delimited(r.trace_id.len());
+    }
+    if !r.span_id.is_empty() {
+        len += field_len_delimited(r.span_id.len());
+    }
     if r.observed_time_unix_nano != 0 {
         len += 1 + 8;
     }
@@ -186,7 +196,8 @@ pub fn put_log_record(out: &mut Vec<u8>, r: &RecordParts<'_>) {
     put_tag(out, 2, WIRE_LEN);
     put_varint(out, len as u64);
     // LogRecord: time_unix_nano = 1 (fixed64), severity_number = 2,
-    // severity_text = 3, body = 5, attributes = 6, observed_time = 11.
+    // severity_text = 3, body = 5, attributes = 6, trace_id = 9,
+    // span_id = 10, observed_time = 11.
     if r.time_unix_nano != 0 {
         put_tag(out, 1, WIRE_FIXED64);
         out.extend_from_slice(&r.time_unix_nano.to_le_bytes());
@@ -207,6 +218,12 @@ pub fn put_log_record(out: &mut Vec<u8>, r: &RecordParts<'_>) {
         }
     }
     out.extend_from_slice(r.attributes);
+    if !r.trace_id.is_empty() {
+        put_bytes_field(out, 9, r.trace_id);
+    }
+    if !r.span_id.is_empty() {
+        put_bytes_field(out, 10, r.span_id);
+    }
     if r.observed_time_unix_nano != 0 {
         put_tag(out, 11, WIRE_FIXED64);
         out.extend_from_slice(&r.observed_time_unix_nano.to_le_bytes());
@@ -331,6 +348,8 @@ mod tests {
                 severity_text: if i == 0 { "ERROR" } else { "" },
                 body: *body,
                 attributes: &encoded.0,
+                trace_id: if i == 0 { &[7; 16] } else { &[] },
+                span_id: if i == 0 { &[9; 8] } else { &[] },
             };
             put_log_record(&mut records, &parts);
             expected.push(LogRecord {
@@ -345,6 +364,8 @@ mod tests {
                     Body::Any(a) => (*a).clone(),
                 }),
                 attributes: kvs.clone(),
+                trace_id: parts.trace_id.to_vec(),
+                span_id: parts.span_id.to_vec(),
                 ..Default::default()
             });
         }

@@ -51,7 +51,11 @@ pub enum Mode {
 pub struct LogRecordSeen {
     pub body: String,
     pub severity: i32,
+    pub severity_text: String,
     pub time_unix_nano: u64,
+    /// Empty when the record belongs to no trace.
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     pub resource: BTreeMap<String, String>,
     pub scope: BTreeMap<String, String>,
@@ -149,7 +153,10 @@ impl Shared {
                     out.push(LogRecordSeen {
                         body: value_text(&r.body),
                         severity: r.severity_number,
+                        severity_text: r.severity_text,
                         time_unix_nano: r.time_unix_nano,
+                        trace_id: r.trace_id,
+                        span_id: r.span_id,
                         attributes: attrs(&r.attributes),
                         resource: resource.clone(),
                         scope: scope.clone(),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::config::SourceConfig;
-use crate::parse::{self, string_value, AccessInfo};
+use crate::config::{ParserKind, SourceConfig};
+use crate::parse::{self, string_value, AccessInfo, BodyPart, Options, SlowQuery};
 use crate::queue::{Entry, FilePosition, Queue, Signal};
 use crate::stats::{AccessMetrics, Stats};
 use crate::wire::{self, AttributeSink, Body, EncodedAttributes, RecordParts, ScopePart};
@@ -40,10 +40,13 @@ struct Batch {
 
 struct Source {
     config: SourceConfig,
+    /// The parser's options (the zone resolved once).
+    options: Options,
     /// The encoded `Resource` of every request of this source.
     resource: Vec<u8>,
     batch: Batch,
     access_batch: Vec<AccessInfo>,
+    slow_batch: Vec<SlowQuery>,
     /// The encoded request, reused from batch to batch.
     payload: Vec<u8>,
 }
@@ -108,9 +111,15 @@ impl Batcher {
             .iter()
             .map(|config| Source {
                 config: config.clone(),
+                options: Options {
+                    // Validated with the configuration; a name that stopped
+                    // resolving since is UTC.
+                    zone: crate::zone::Zone::parse(&config.time_zone).unwrap_or_default(),
+                },
                 resource: source_resource(common, service_name, config),
                 batch: Batch::default(),
                 access_batch: Vec::new(),
+                slow_batch: Vec::new(),
                 payload: Vec::new(),
             })
             .collect();
@@ -146,9 +155,12 @@ impl Batcher {
         // Invalid UTF-8 becomes U+FFFD; the record is kept.
         let text = wire::text_of(record.text);
         let attributes = &mut self.attributes;
-        let (meta, body) = parse::parse_encoded(s.config.parser, &text, attributes);
+        let meta = parse::parse_encoded(s.config.parser, &s.options, &text, attributes);
         if let (Some(a), true) = (meta.access, s.config.access_metrics) {
             s.access_batch.push(a);
+        }
+        if let Some(q) = meta.slow_query {
+            s.slow_batch.push(q);
         }
         if record.truncated {
             attributes.attribute("log.record.truncated", wire::Value::Bool(true));
@@ -160,10 +172,18 @@ impl Batcher {
         let file = match b.files.iter().position(|f| f.id == file_id) {
             Some(i) => i,
             None => {
+                let mut attributes = vec![kv("log.file.path", path)];
+                if s.config.parser == ParserKind::Supervisor {
+                    // A program's output file: its lines are plain, the
+                    // file says whose they are (once per file, not per line).
+                    for (key, value) in parse::supervisor_file_tags(path) {
+                        attributes.push(kv(key, &value));
+                    }
+                }
                 let scope = InstrumentationScope {
                     name: "steward.filelog".into(),
                     version: env!("CARGO_PKG_VERSION").into(),
-                    attributes: vec![kv("log.file.path", path)],
+                    attributes,
                     ..Default::default()
                 };
                 b.files.push(BatchFile {
@@ -183,11 +203,14 @@ impl Batcher {
                 observed_time_unix_nano: now_ns,
                 severity_number: meta.severity,
                 severity_text: meta.severity_text,
-                body: match &body {
-                    Some(any) => Body::Any(any),
+                body: match &meta.body {
+                    Some(BodyPart::Any(any)) => Body::Any(any),
+                    Some(BodyPart::Slice(r)) => Body::Str(text.get(r.clone()).unwrap_or(&text)),
                     None => Body::Str(&text),
                 },
                 attributes: &attributes.0,
+                trace_id: meta.trace_id.as_ref().map_or(&[], |t| &t[..]),
+                span_id: meta.span_id.as_ref().map_or(&[], |t| &t[..]),
             },
         );
         let size = records.len() - before;
@@ -261,11 +284,13 @@ impl Batcher {
         b.bytes = 0;
         b.started = None;
         let access = std::mem::take(&mut s.access_batch);
+        let slow = std::mem::take(&mut s.slow_batch);
         let name = s.config.name.clone();
         loop {
             match self.queue.append(&entry) {
                 Ok(()) => {
                     self.access.record(&name, &access);
+                    self.access.record_slow_queries(&name, &slow);
                     break;
                 }
                 Err(e @ crate::queue::QueueError::TooLarge { .. }) => {
@@ -288,5 +313,7 @@ impl Batcher {
         s.payload.shrink_to(keep);
         s.access_batch = access;
         s.access_batch.clear();
+        s.slow_batch = slow;
+        s.slow_batch.clear();
     }
 }

@@ -6,7 +6,7 @@
 
 mod batch;
 mod files;
-mod record;
+pub(crate) mod record;
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -88,8 +88,10 @@ impl Tailer {
                 name: config.name.clone(),
                 max_record_bytes: config.max_record_bytes,
                 multiline: config
-                    .effective_multiline_start()
-                    .and_then(|re| Regex::new(&re).ok()),
+                    .multiline_start
+                    .as_deref()
+                    .or_else(|| crate::parse::default_multiline_start(config.parser))
+                    .and_then(|re| Regex::new(re).ok()),
             })
             .collect();
         let batcher = Batcher::new(

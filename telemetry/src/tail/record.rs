@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 /// How a source's bytes become records.
-pub(super) struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     pub max_record_bytes: usize,
     /// A line matching this starts a record; others continue the previous one.
     pub multiline_start: Option<&'a Regex>,
@@ -18,7 +18,7 @@ pub(super) struct Rules<'a> {
 
 /// One complete record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub text: &'a [u8],
     /// File offset right after the record's last byte (and its newline).
     pub end: u64,
@@ -38,7 +38,7 @@ struct Pending {
 /// The state between two reads of a file: an unterminated line and an
 /// unfinished multiline record.
 #[derive(Debug, Default)]
-pub(super) struct Assembler {
+pub(crate) struct Assembler {
     /// Bytes of the current, unterminated line.
     partial: Vec<u8>,
     /// The current line passed `max_record_bytes`: the rest is skipped.
