@@ -195,7 +195,7 @@ fn mariadb_error_and_slow_query_logs() {
     let db = Mariadb::start().unwrap();
     let slow = db.dir.path().join("slow.log");
     db.mysql(
-        "CREATE DATABASE app; CREATE TABLE app.t (id INT); INSERT INTO app.t SELECT seq FROM seq_1_to_1000;",
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT); INSERT INTO app.t SELECT seq FROM app.seq_1_to_1000;",
     )
     .unwrap();
     db.mysql(&format!(
@@ -221,8 +221,13 @@ fn mariadb_error_and_slow_query_logs() {
     ) + &source("mariadb-slow", &slow, "mysql_slow", "");
     let agent = PersistentAgent::start(dir.path(), &config(&sink, &sources)).unwrap();
 
-    let slow_records = wait_records(&sink, &agent, "mariadb-slow", statements.len());
+    // The file's header (written when the server opened it), then one
+    // record per query.
+    let mut slow_records = wait_records(&sink, &agent, "mariadb-slow", statements.len() + 1);
     let slow_text = std::fs::read_to_string(&slow).unwrap();
+    let header = slow_records.remove(0);
+    assert!(header.body.contains(", Version: "), "{header:#?}");
+    assert!(!header.attributes.contains_key("mysql.query_time"));
     assert_eq!(
         slow_records.len(),
         statements.len(),

@@ -142,8 +142,9 @@ fn user_host<S: AttributeSink>(s: &str, attrs: &mut S) -> Option<i64> {
 fn is_file_header(line: &str) -> bool {
     (line.contains(", Version: ") && line.contains("started with:"))
         || line.starts_with("Tcp port: ")
-        || line.starts_with("Time                 Id Command")
-        || line.starts_with("Time                Id Command")
+        || line
+            .split_whitespace()
+            .eq(["Time", "Id", "Command", "Argument"])
 }
 
 /// One slow-log entry.
@@ -192,7 +193,21 @@ pub(super) fn slow_log<S: AttributeSink>(text: &str, zone: Zone, attrs: &mut S) 
             break;
         }
     }
-    // Without these it is no entry (the file header, a stray line).
+    // The header the server writes when it opens the file: a record
+    // saying so, not a query.
+    if user_host_line.is_none() && text.lines().next().is_some_and(is_file_header) {
+        let mariadb = text.contains("MariaDB");
+        attrs.attribute(
+            "db.system.name",
+            Value::Str(if mariadb { "mariadb" } else { "mysql" }),
+        );
+        return Some(Meta {
+            severity: severity::INFO,
+            severity_text: "INFO",
+            ..Default::default()
+        });
+    }
+    // Without these it is no entry (a stray line).
     let user_host_line = user_host_line?;
     let query_time = pairs
         .iter()
@@ -396,7 +411,10 @@ mod tests {
         assert_eq!(p.time_unix_nano, 1_796_398_198 * 1_000_000_000);
         // The file header alone, and garbage, are not entries.
         let header = "/usr/sbin/mariadbd, Version: 10.11.19-MariaDB-0+deb12u1-log (Debian 12). started with:\nTcp port: 3306  Unix socket: /run/mysqld/mysqld.sock\nTime                Id Command  Argument";
-        assert!(parse(ParserKind::MysqlSlow, header).slow_query.is_none());
+        let p = parse(ParserKind::MysqlSlow, header);
+        assert!(p.slow_query.is_none() && p.body.is_none());
+        assert_eq!(p.severity, severity::INFO);
+        assert_eq!(attr(&p, "db.system.name").as_deref(), Some("mariadb"));
         let p = parse(
             ParserKind::MysqlSlow,
             "# User@Host: x\n# Query_time: NaN\nSELECT 1;",
