@@ -415,6 +415,13 @@ mod tests {
         assert!(p.slow_query.is_none() && p.body.is_none());
         assert_eq!(p.severity, severity::INFO);
         assert_eq!(attr(&p, "db.system.name").as_deref(), Some("mariadb"));
+        // MariaDB without a default database leaves `Schema:` empty.
+        let p = parse(
+            ParserKind::MysqlSlow,
+            "# User@Host: root[root] @ localhost []\n# Thread_id: 7  Schema:   QC_hit: No\n# Query_time: 0.300303  Lock_time: 0.000000  Rows_sent: 1  Rows_examined: 0\nSET timestamp=1796399938;\nSELECT SLEEP(0.3);",
+        );
+        assert_eq!(attr(&p, "mysql.qc_hit").as_deref(), Some("No"));
+        assert!(attr(&p, "db.namespace").is_none());
         let p = parse(
             ParserKind::MysqlSlow,
             "# User@Host: x\n# Query_time: NaN\nSELECT 1;",
