@@ -17,6 +17,7 @@ use steward_tests::nginx::Nginx;
 use steward_tests::otlp_sink::OtlpSink;
 use steward_tests::phpfpm::PhpFpm;
 use steward_tests::postgres::Postgres;
+use steward_tests::redis::Redis;
 use steward_tests::{free_port, http_get, wait_for_http, ChildGuard, StewardAgent};
 
 fn root() -> PathBuf {
@@ -646,6 +647,30 @@ fn prometheus_scraping_steward_gets_data_for_every_dashboard_query() {
     )
     .expect("create the monitoring user");
     let pg = Postgres::start().expect("start postgresql");
+    // Redis as a Laravel app uses it: jobs ready, delayed and reserved in
+    // two queues, and cache lookups that hit and miss.
+    let redis = Redis::start().expect("start redis");
+    for cmd in [
+        &["RPUSH", "laravel_database_queues:default", "j1", "j2", "j3"][..],
+        &[
+            "ZADD",
+            "laravel_database_queues:default:delayed",
+            "4102444800",
+            "j4",
+        ],
+        &[
+            "ZADD",
+            "laravel_database_queues:default:reserved",
+            "4102444800",
+            "j5",
+        ],
+        &["RPUSH", "laravel_database_queues:emails", "e1"],
+        &["SET", "laravel_cache:page", "html"],
+        &["GET", "laravel_cache:page"],
+        &["GET", "laravel_cache:absent"],
+    ] {
+        redis.cli(cmd).expect("fill redis");
+    }
     let sink = OtlpSink::start().expect("start the OTLP sink");
     let access = dir.path().join("access.log");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -686,6 +711,11 @@ host = "127.0.0.1"
 port = {pg_port}
 user = "{pg_user}"
 password_file = "{pg_pw}"
+[[redis]]
+name = "cache"
+addr = "{redis}"
+queues = ["default", "emails"]
+prefix = "laravel_database_"
 [telemetry]
 poll_interval_ms = 100
 [telemetry.exporter]
@@ -708,6 +738,7 @@ parser = "nginx_combined"
         pg_port = pg.port,
         pg_user = pg.superuser,
         pg_pw = dir.path().join("pg.pw").display(),
+        redis = redis.url(),
         otlp = sink.grpc_endpoint(),
         access = access.display(),
     );
@@ -783,9 +814,13 @@ parser = "nginx_combined"
                 "steward_grafana_",
                 "probe_success",
                 "probe_duration_seconds",
+                "redis_",
+                "steward_queue_jobs",
             ]
             .iter()
             .any(|p| n.starts_with(p))
+                // Only a replica has a link to a master.
+                && n.as_str() != "redis_master_link_up"
         })
         .collect();
     let absent: Vec<&&String> = must.iter().filter(|n| !exported.contains(**n)).collect();

@@ -60,4 +60,35 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(config.agent.listen.ip().is_loopback());
     }
+
+    /// The commented `[[redis]]` example, uncommented once (its `# #`
+    /// notes stay comments), parses into one Redis target with the
+    /// documented defaults: the example cannot drift from the schema.
+    #[test]
+    fn committed_redis_example_parses_when_uncommented() {
+        let start = EXAMPLE
+            .find("\n# [[redis]]\n")
+            .expect("examples/steward.toml has a commented [[redis]] block")
+            + 1;
+        let block: String = EXAMPLE[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        assert!(block.starts_with("[[redis]]\n"), "{block}");
+        let config = crate::config::parse(&block, "redis example", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let redis = config
+            .collectors
+            .iter()
+            .find(|s| s.key() == "redis")
+            .expect("a redis section");
+        assert_eq!(redis.collectors().len(), 1, "{block}");
+        let toml = redis.to_toml().unwrap();
+        let entry = &toml.as_array().expect("[[redis]] is a list")[0];
+        assert_eq!(entry["name"].as_str(), Some("redis"));
+        assert_eq!(entry["addr"].as_str(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(entry["queue_prefix"].as_str(), Some("queues:"));
+        assert_eq!(entry["timeout_secs"].as_float(), Some(5.0));
+    }
 }
