@@ -38,6 +38,12 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// Open connections at once. A scraper needs one or two; the bound keeps a
+/// flood of idle or slow connections (each held at most `header_read`)
+/// from exhausting the agent's file descriptors, which its tailers and
+/// backups need too. Past it, new connections are closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Serves `app` on `listener` until `stop` fires, then lets in-flight
 /// requests finish.
 pub async fn serve(
@@ -47,7 +53,20 @@ pub async fn serve(
     timeouts: Timeouts,
     stop: CancellationToken,
 ) {
+    serve_bounded(listener, app, web, timeouts, stop, MAX_CONNECTIONS).await
+}
+
+async fn serve_bounded(
+    listener: TcpListener,
+    app: Router,
+    web: WebHandle,
+    timeouts: Timeouts,
+    stop: CancellationToken,
+    max_connections: usize,
+) {
     let app = protect(app, web.clone(), BCRYPT_AT_ONCE);
+    let open = Arc::new(Semaphore::new(max_connections));
+    let mut refused: u64 = 0;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -61,6 +80,16 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            refused += 1;
+            // Logged on the first refusal and every thousandth after, so a
+            // flood does not flood the log too.
+            if refused % 1000 == 1 {
+                tracing::warn!(%peer, max_connections, refused, "too many open HTTP connections; closing new ones until some end");
+            }
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         // The configuration at accept time serves the whole connection; a
         // reload (certificate rotation) applies to new connections.
@@ -68,6 +97,7 @@ pub async fn serve(
         let app = app.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
                 None => connection(tcp, app, timeouts, stop).await,
                 Some(acceptor) => {
@@ -311,6 +341,53 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(250));
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_bound_are_closed_and_slots_come_back() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let timeouts = Timeouts {
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        };
+        let web = WebHandle::new(crate::WebRuntime::plain());
+        tokio::spawn(serve_bounded(
+            listener,
+            app(),
+            web,
+            timeouts,
+            stop.clone(),
+            2,
+        ));
+        // Two silent connections hold both slots.
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("a connection past the bound was kept waiting")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a connection past the bound was served");
+        // One ends: a new connection is served again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+        fourth
+            .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), fourth.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        stop.cancel();
     }
 
     #[tokio::test]
