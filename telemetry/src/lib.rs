@@ -13,6 +13,7 @@ pub mod receiver;
 pub mod spans;
 pub mod stats;
 pub mod tail;
+mod turn;
 pub mod wire;
 pub mod zone;
 

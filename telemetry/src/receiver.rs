@@ -50,6 +50,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::parse::string_value;
 use crate::queue::{Entry, Queue, QueueError, Signal};
 use crate::stats::Stats;
+use crate::turn::TurnLayer;
 
 pub use crate::config::GRPC_ALPN;
 pub const HTTP_ALPN: &[&[u8]] = &[b"http/1.1"];
@@ -206,7 +207,7 @@ impl LogsService for Grpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let _turn = self.0.turn().await?;
+        // The turn was taken before the message was decoded (TurnLayer).
         let intake = self.0.clone();
         let req = request.into_inner();
         off_the_async_workers(move || intake.logs(req)).await?;
@@ -220,7 +221,6 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let _turn = self.0.turn().await?;
         let intake = self.0.clone();
         let req = request.into_inner();
         off_the_async_workers(move || intake.traces(req)).await?;
@@ -268,6 +268,7 @@ pub fn serve_grpc(
     let listener = bind(addr, "grpc_listen")?;
     // tonic checks the limit on the message and while gunzipping it.
     let max = intake.max_request_bytes;
+    let permits = Arc::clone(&intake.permits);
     let logs = LogsServiceServer::new(Grpc(intake.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
@@ -276,6 +277,7 @@ pub fn serve_grpc(
         .max_decoding_message_size(max);
     let check = grpc_auth(web.auth.clone());
     let router = tonic::transport::Server::builder()
+        .layer(TurnLayer(permits))
         .layer(tower::util::MapResponseLayer::new(oversize_is_not_retried))
         .add_service(InterceptedService::new(logs, check.clone()))
         .add_service(InterceptedService::new(traces, check));
@@ -657,6 +659,48 @@ mod tests {
             .code();
         assert_eq!(code, tonic::Code::ResourceExhausted);
         assert_eq!(queue.depth().0, 1);
+        cancel.cancel();
+    }
+
+    /// A gRPC message is read and decoded only once it has a turn: with
+    /// the only turn held, even an oversized message gets no answer (it
+    /// would be refused at once if tonic decoded it first).
+    #[tokio::test]
+    async fn grpc_messages_are_decoded_only_once_they_have_a_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut intake = intake(dir.path());
+        intake.permits = Arc::new(Semaphore::new(1));
+        let permits = Arc::clone(&intake.permits);
+        let addr = free_addr();
+        let cancel = CancellationToken::new();
+        let web = web_runtimes(None).unwrap().grpc;
+        tokio::spawn(serve_grpc(addr, intake, web, cancel.clone()).unwrap());
+        let mut client = None;
+        for _ in 0..50 {
+            match LogsServiceClient::connect(format!("http://{addr}")).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let mut client = client.expect("the receiver listens");
+        let held = Arc::clone(&permits).acquire_owned().await.unwrap();
+        let waiting = tokio::spawn(async move { client.export(logs_request(MAX + 1)).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the message was handled without a turn"
+        );
+        drop(held);
+        let code = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("answered once the turn is free")
+            .unwrap()
+            .unwrap_err()
+            .code();
+        assert_eq!(code, tonic::Code::ResourceExhausted);
         cancel.cancel();
     }
 
