@@ -143,10 +143,25 @@ pub struct FilesInfo {
     pub bytes: u64,
     /// The configured roots.
     pub paths: Vec<String>,
+    /// The job's `include`/`exclude` globs when the snapshot was taken, so
+    /// an exact rollback removes only what the job would have archived.
+    /// `None` in snapshots older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionGlobs>,
     /// Entries skipped because they vanished or could not be read, with the
     /// reason; a run with skipped entries still succeeds (files job) but says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+}
+
+/// The globs that selected a files/config archive's entries (relative to
+/// each root).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectionGlobs {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 /// The manifest of one snapshot (`<host>/<job>/<id>/manifest.json`).

@@ -7,6 +7,7 @@ pub mod command;
 pub mod files;
 pub mod mysql;
 pub mod postgres;
+pub mod walk;
 
 use async_trait::async_trait;
 
