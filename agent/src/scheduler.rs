@@ -312,8 +312,8 @@ async fn schedule_loop(ctx: JobContext, schedule: Schedule, catch_up: bool) {
     }
 }
 
-/// Polls the config paths and runs the job once they have been quiet for
-/// `debounce_secs` after a change. Polling (metadata only, content hashed
+/// Takes a `baseline` snapshot, then polls the config paths and runs the
+/// job once they have been quiet for `debounce_secs` after a change. Polling (metadata only, content hashed
 /// by the run itself) is cheap for config trees and works on every
 /// filesystem; an unchanged digest makes no new snapshot anyway.
 async fn watch_loop(ctx: JobContext, job: JobConfig) {
@@ -329,6 +329,11 @@ async fn watch_loop(ctx: JobContext, job: JobConfig) {
         }
     };
     let mut last = fingerprint().await;
+    // The state before the first change must exist to roll back to: at
+    // start and after every reload, snapshot the live tree unless the
+    // newest snapshot already holds this content (the run then records
+    // `unchanged` and stores nothing).
+    ctx.run("baseline").await;
     let mut changed_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {

@@ -961,3 +961,164 @@ fn files_restore_guards_the_host_setuid_foreign_dirs_and_damaged_in_place() {
     );
     assert_eq!(tool_mode(Path::new("/")), 0o4755);
 }
+
+/// Issue 21: a watched config job snapshots the live tree when the agent
+/// starts (reason `baseline`), so the state before the first change can be
+/// rolled back to exactly: content, modes and owners back, the file added
+/// since removed (after `--diff` named it), the job's excluded files kept.
+#[test]
+fn config_rollback_to_the_baseline_is_exact() {
+    use std::os::unix::fs::MetadataExt;
+    let setup = Setup::new();
+    let etc = setup.path("etc/app");
+    std::fs::create_dir_all(etc.join("conf.d")).unwrap();
+    std::fs::write(etc.join("app.conf"), "workers = 4\n").unwrap();
+    std::fs::set_permissions(etc.join("app.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::write(etc.join("conf.d/site.conf"), "listen 80;\n").unwrap();
+    std::os::unix::fs::chown(etc.join("conf.d/site.conf"), Some(33), Some(33)).unwrap();
+    std::fs::write(etc.join("state.tmp"), "excluded before").unwrap();
+    let config = setup.config(&format!(
+        "[backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n[backup.jobs.etc]\nkind = \"config\"\npaths = [\"{}\"]\nexclude = [\"*.tmp\"]\nwatch = true\nwatch_interval_secs = 1\ndebounce_secs = 1\n",
+        setup.path("repo").display(),
+        etc.display()
+    ));
+    let before = tree_hash(&etc);
+    let list = || {
+        let o = ok(steward(
+            &[
+                "-c",
+                s(&config),
+                "restore",
+                "list",
+                "--job",
+                "etc",
+                "--json",
+            ],
+            &[],
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    assert!(list().is_empty(), "a snapshot exists before the agent ran");
+
+    let port = free_port();
+    let agent = ChildGuard::spawn(
+        "steward",
+        Command::new(steward_bin())
+            .args([
+                "agent",
+                "-c",
+                s(&config),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let l = list();
+            if l.len() >= n {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} snapshots expected, have {l:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let snapshots = wait_for(1);
+    let baseline = snapshots[0].clone();
+    assert!(
+        baseline.to_string().contains("baseline"),
+        "the first snapshot's reason: {baseline}"
+    );
+    let baseline_id = baseline["manifest"]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The change that breaks the service.
+    std::fs::write(etc.join("app.conf"), "workers = 400\n").unwrap();
+    std::fs::set_permissions(etc.join("app.conf"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::chown(etc.join("conf.d/site.conf"), Some(0), Some(0)).unwrap();
+    std::fs::write(etc.join("conf.d/broken.conf"), "listen 81;\n").unwrap();
+    std::fs::write(etc.join("state.tmp"), "excluded after").unwrap();
+    wait_for(2);
+    drop(agent);
+
+    let o = ok(steward(
+        &[
+            "-c",
+            s(&config),
+            "restore",
+            "-i",
+            s(&setup.key),
+            "etc",
+            &baseline_id,
+            "--diff",
+        ],
+        &[],
+    ));
+    let t = text(&o);
+    assert!(
+        t.contains("conf.d/broken.conf") && t.contains("--exact removes it"),
+        "{t}"
+    );
+    assert!(!t.contains("state.tmp"), "an excluded file is listed: {t}");
+
+    // Without --exact the added file stays; with it, the tree is exact.
+    ok(steward(
+        &[
+            "-c",
+            s(&config),
+            "restore",
+            "-i",
+            s(&setup.key),
+            "etc",
+            &baseline_id,
+            "--in-place",
+        ],
+        &[],
+    ));
+    assert!(etc.join("conf.d/broken.conf").exists());
+    let o = ok(steward(
+        &[
+            "-c",
+            s(&config),
+            "restore",
+            "-i",
+            s(&setup.key),
+            "etc",
+            &baseline_id,
+            "--in-place",
+            "--exact",
+        ],
+        &[],
+    ));
+    assert!(text(&o).contains("removed 1 entries"), "{}", text(&o));
+    assert!(!etc.join("conf.d/broken.conf").exists());
+    assert_eq!(
+        std::fs::read_to_string(etc.join("state.tmp")).unwrap(),
+        "excluded after",
+        "an excluded file was touched"
+    );
+    std::fs::write(etc.join("state.tmp"), "excluded before").unwrap();
+    let after = tree_hash(&etc);
+    // state.tmp was rewritten by the test: compare everything else exactly.
+    let strip = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .filter(|l| !l.starts_with("state.tmp"))
+            .collect()
+    };
+    assert_eq!(strip(after), strip(before));
+    assert_eq!(
+        std::fs::metadata(etc.join("conf.d/site.conf"))
+            .unwrap()
+            .uid(),
+        33
+    );
+}

@@ -99,6 +99,13 @@ pub struct IntoArgs {
     #[arg(long)]
     pub keep_setuid: bool,
 
+    /// Files and config: an exact rollback. Besides putting back the
+    /// snapshot's entries, remove what was added since inside the job's
+    /// paths (only entries the job would have archived: its exclude globs
+    /// are respected). `--diff` lists them first as `added`.
+    #[arg(long, conflicts_with = "paths")]
+    pub exact: bool,
+
     /// Config: show how the snapshot differs from the live files; restores
     /// nothing.
     #[arg(long)]
@@ -366,6 +373,7 @@ async fn restore_job(
             in_place: opts.in_place,
             paths: opts.paths.clone(),
             keep_setuid: opts.keep_setuid,
+            exact: opts.exact,
         },
     };
     let items: Vec<RestoredItem> =

@@ -349,6 +349,7 @@ async fn restore_scratch(
                     in_place: false,
                     paths: Vec::new(),
                     keep_setuid: false,
+                    exact: false,
                 },
                 ..base
             };

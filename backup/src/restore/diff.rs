@@ -9,13 +9,17 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use globset::GlobSet;
+use rustix::fs::{Mode, OFlags};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::restore::files::{archive_object, build_filter, selected};
+use crate::restore::exact::{extras, open_beneath, Scope};
+use crate::restore::files::{archive_object, build_filter};
 use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, take_fault, Progress};
+use crate::restore::tree::normalize;
+use crate::restore::unpack::selected;
 use crate::restore::Located;
 
 /// How a path of the snapshot compares with the live system.
@@ -56,10 +60,15 @@ pub async fn diff_with_live(
     .await
     .map_err(Error::from)?;
     let slot = reader.fault_slot();
+    // Live entries the snapshot lacks are named precisely (what `--exact`
+    // would remove) when the snapshot recorded the job's globs.
+    let scope = Scope::from_manifest(&manifest.snapshot_id, manifest.files.as_ref()).ok();
     let root = root.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || diff_archive(reader, &root, filter.as_ref()))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || {
+        diff_archive(reader, &root, filter.as_ref(), scope.as_ref())
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
     progress.finish();
     result.map_err(|e| match take_fault(&slot) {
         Some(f) => Error::from(f),
@@ -74,12 +83,15 @@ fn diff_archive(
     input: impl Read,
     root: &Path,
     filter: Option<&GlobSet>,
+    scope: Option<&Scope>,
 ) -> std::io::Result<Vec<DiffEntry>> {
     use std::os::unix::fs::PermissionsExt;
     let mut archive = tar::Archive::new(input);
     let mut out = Vec::new();
     let mut dirs_in_snapshot = Vec::new();
     let mut names_in_snapshot = BTreeSet::new();
+    let mut archive_names = BTreeSet::new();
+    let mut archive_dirs = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let rel = entry.path()?.into_owned();
@@ -92,6 +104,7 @@ fn diff_archive(
         let live = root.join(&rel);
         let shown = format!("/{}", rel.display());
         names_in_snapshot.insert(live.clone());
+        archive_names.insert(normalize(&rel));
         let header_mode = entry.header().mode().unwrap_or(0) & 0o7777;
         let kind = entry.header().entry_type();
         let meta = match std::fs::symlink_metadata(&live) {
@@ -108,6 +121,7 @@ fn diff_archive(
         };
         if kind.is_dir() {
             dirs_in_snapshot.push(live.clone());
+            archive_dirs.push(normalize(&rel));
             if !meta.is_dir() {
                 out.push(type_change(shown, "directory"));
             }
@@ -165,12 +179,8 @@ fn diff_archive(
             }
         }
         let snap_sha = hasher.finalize();
-        let live_sha = match std::fs::File::open(&live) {
-            Ok(mut f) => {
-                let mut h = Sha256::new();
-                std::io::copy(&mut f, &mut h)?;
-                h.finalize()
-            }
+        let (live_sha, live_text) = match read_live_file(root, &rel, DIFF_TEXT_LIMIT) {
+            Ok(read) => read,
             Err(e) => {
                 out.push(DiffEntry {
                     path: shown,
@@ -183,7 +193,7 @@ fn diff_archive(
         };
         if snap_sha != live_sha {
             let diff = if size <= DIFF_TEXT_LIMIT && meta.len() <= DIFF_TEXT_LIMIT {
-                let live_text = std::fs::read(&live).unwrap_or_default();
+                let live_text = live_text.unwrap_or_default();
                 match (std::str::from_utf8(&snap), std::str::from_utf8(&live_text)) {
                     (Ok(a), Ok(b)) => Some(unified_diff(a, b, &shown)),
                     _ => None,
@@ -198,6 +208,24 @@ fn diff_archive(
                 diff,
             });
         }
+    }
+    if let Some(scope) = scope {
+        for extra in extras(root, &archive_names, &archive_dirs, scope, false)? {
+            out.push(DiffEntry {
+                path: format!("/{}", extra.path),
+                change: "added".into(),
+                detail: format!(
+                    "{} on this system, not in the snapshot (--exact removes it)",
+                    if extra.is_dir {
+                        "a directory"
+                    } else {
+                        "an entry"
+                    }
+                ),
+                diff: None,
+            });
+        }
+        return Ok(out);
     }
     for dir in dirs_in_snapshot {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -220,6 +248,58 @@ fn diff_archive(
         }
     }
     Ok(out)
+}
+
+/// Reads a live file for comparison: reached from `root` one component at
+/// a time and opened with `O_NOFOLLOW|O_NONBLOCK`, so a link swapped in
+/// since the type check (by whoever owns the directory) is never read
+/// through and a fifo never blocks. Returns its sha256, and its bytes when
+/// it is at most `keep` long.
+fn read_live_file(
+    root: &Path,
+    rel: &Path,
+    keep: u64,
+) -> std::io::Result<(sha2::digest::Output<Sha256>, Option<Vec<u8>>)> {
+    let archive_path = normalize(rel);
+    let (dir, name) = match archive_path.rsplit_once('/') {
+        Some((dir, name)) => (dir, name),
+        None => ("", archive_path.as_str()),
+    };
+    let base = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let parent = open_beneath(&base, dir)?;
+    let fd = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file any more"));
+    }
+    let mut hasher = Sha256::new();
+    let mut kept = (meta.len() <= keep).then(Vec::new);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(k) = kept.as_mut() {
+            if k.len() as u64 + n as u64 <= keep {
+                k.extend_from_slice(&buf[..n]);
+            } else {
+                kept = None;
+            }
+        }
+    }
+    Ok((hasher.finalize(), kept))
 }
 
 fn type_change(path: String, was: &str) -> DiffEntry {
@@ -275,6 +355,27 @@ pub fn unified_diff(snapshot: &str, live: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--diff` runs as root over directories other users may own: a live
+    /// file or directory swapped for a link is not read through.
+    #[test]
+    fn live_files_are_never_read_through_a_symlink() {
+        let scratch = tempfile::tempdir().unwrap();
+        let outside = scratch.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("shadow"), "root-only").unwrap();
+        let root = scratch.path().join("root");
+        std::fs::create_dir_all(root.join("etc/app")).unwrap();
+        std::fs::write(root.join("etc/app/app.conf"), "a=1").unwrap();
+        let (_, kept) = read_live_file(&root, Path::new("etc/app/app.conf"), 100).unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"a=1"[..]));
+
+        std::os::unix::fs::symlink(outside.join("shadow"), root.join("etc/app/linked.conf"))
+            .unwrap();
+        assert!(read_live_file(&root, Path::new("etc/app/linked.conf"), 100).is_err());
+        std::os::unix::fs::symlink(&outside, root.join("etc/dir")).unwrap();
+        assert!(read_live_file(&root, Path::new("etc/dir/shadow"), 100).is_err());
+    }
 
     #[test]
     fn diff_shows_changed_lines_only() {

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod connection;
 pub mod diff;
+pub mod exact;
 pub mod files;
 pub mod identity;
 pub mod mysql;
@@ -15,6 +16,8 @@ pub mod postgres;
 pub mod stream;
 pub mod tables;
 pub mod tool;
+pub mod tree;
+pub mod unpack;
 
 use std::sync::Arc;
 

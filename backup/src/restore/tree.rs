@@ -1,0 +1,221 @@
+//! A restored tree as a comparable list of records (path, type, mode,
+//! owner, mtime, content hash): what the archive says and what the disk
+//! holds, read back without following links, and their differences.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path};
+
+use rustix::fs::OFlags;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// One entry of a tree as compared: metadata and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeRecord {
+    /// Archive path (no leading `/`, no trailing `/`).
+    pub path: String,
+    /// `f`ile, `d`irectory or `l`ink.
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds (tar keeps whole seconds); directories and links excluded
+    /// from mtime comparison only where the OS cannot keep them.
+    pub mtime: u64,
+    pub size: u64,
+    /// sha256 of the content (files) or the link target (links).
+    pub content: String,
+}
+
+impl TreeRecord {
+    pub(crate) fn from_header(
+        path: &Path,
+        h: &tar::Header,
+        content_sha: Option<String>,
+    ) -> std::io::Result<Self> {
+        let kind = h.entry_type();
+        let (kind, content) = if kind.is_dir() {
+            ('d', String::new())
+        } else if kind.is_symlink() {
+            let link = h
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ('l', link)
+        } else {
+            ('f', content_sha.unwrap_or_default())
+        };
+        Ok(TreeRecord {
+            path: normalize(path),
+            kind,
+            mode: if kind == 'l' {
+                0
+            } else {
+                h.mode().unwrap_or(0) & 0o7777
+            },
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            mtime: if kind == 'l' {
+                0
+            } else {
+                h.mtime().unwrap_or(0)
+            },
+            size: if kind == 'f' {
+                h.size().unwrap_or(0)
+            } else {
+                0
+            },
+            content,
+        })
+    }
+}
+
+/// The archive path of `path`: its normal components joined by `/`.
+pub(crate) fn normalize(path: &Path) -> String {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A tree as a sorted list of records, with a digest over them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TreeDigest {
+    pub records: Vec<TreeRecord>,
+}
+
+impl TreeDigest {
+    /// Every archive path, and the directories among them.
+    pub fn names_and_dirs(&self) -> (BTreeSet<String>, Vec<String>) {
+        let names = self.records.iter().map(|r| r.path.clone()).collect();
+        let dirs = self
+            .records
+            .iter()
+            .filter(|r| r.kind == 'd')
+            .map(|r| r.path.clone())
+            .collect();
+        (names, dirs)
+    }
+
+    /// sha256 over every record (owners included only when `owners`).
+    pub fn digest(&self, owners: bool) -> String {
+        let mut h = Sha256::new();
+        for r in &self.records {
+            let (uid, gid) = if owners { (r.uid, r.gid) } else { (0, 0) };
+            h.update(
+                format!(
+                    "{}\0{}\0{:o}\0{uid}\0{gid}\0{}\0{}\0{}\n",
+                    r.path, r.kind, r.mode, r.mtime, r.size, r.content
+                )
+                .as_bytes(),
+            );
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Reads the same paths back from the disk under `dest`.
+    pub fn read_back(&self, dest: &Path) -> std::io::Result<TreeDigest> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let mut records = Vec::new();
+        for r in &self.records {
+            let p = dest.join(&r.path);
+            let meta = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            let ft = meta.file_type();
+            let (kind, content, size) = if ft.is_dir() {
+                ('d', String::new(), 0)
+            } else if ft.is_symlink() {
+                (
+                    'l',
+                    std::fs::read_link(&p)?.to_string_lossy().into_owned(),
+                    0,
+                )
+            } else {
+                // Not through a link swapped in since, and never blocking
+                // on a fifo: such an entry reads as a different type.
+                let mut file = match std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+                    .open(&p)
+                {
+                    Ok(f) if f.metadata()?.is_file() => f,
+                    _ => {
+                        records.push(TreeRecord {
+                            path: r.path.clone(),
+                            kind: '?',
+                            mode: 0,
+                            uid: 0,
+                            gid: 0,
+                            mtime: 0,
+                            size: 0,
+                            content: String::new(),
+                        });
+                        continue;
+                    }
+                };
+                let mut h = Sha256::new();
+                std::io::copy(&mut file, &mut h)?;
+                ('f', hex::encode(h.finalize()), meta.len())
+            };
+            records.push(TreeRecord {
+                path: r.path.clone(),
+                kind,
+                mode: if kind == 'l' { 0 } else { meta.mode() & 0o7777 },
+                uid: u64::from(meta.uid()),
+                gid: u64::from(meta.gid()),
+                mtime: if kind == 'l' {
+                    0
+                } else {
+                    meta.mtime().max(0) as u64
+                },
+                size,
+                content,
+            });
+        }
+        Ok(TreeDigest { records })
+    }
+
+    /// The first few differences with `other`, for a message.
+    pub fn differences(&self, other: &TreeDigest, owners: bool, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let find = |path: &str| other.records.iter().find(|r| r.path == path);
+        for r in &self.records {
+            if out.len() >= limit {
+                break;
+            }
+            match find(&r.path) {
+                None => out.push(format!("/{} is missing", r.path)),
+                Some(o) => {
+                    let mut what = Vec::new();
+                    if o.kind != r.kind {
+                        what.push("type".to_string());
+                    }
+                    if o.mode != r.mode {
+                        what.push(format!("mode {:04o} (archive {:04o})", o.mode, r.mode));
+                    }
+                    if o.mtime != r.mtime {
+                        what.push(format!("mtime {} (archive {})", o.mtime, r.mtime));
+                    }
+                    if o.content != r.content || o.size != r.size {
+                        what.push("content".to_string());
+                    }
+                    if owners && (o.uid != r.uid || o.gid != r.gid) {
+                        what.push(format!(
+                            "owner {}:{} (archive {}:{})",
+                            o.uid, o.gid, r.uid, r.gid
+                        ));
+                    }
+                    if !what.is_empty() {
+                        out.push(format!("/{}: {}", r.path, what.join(", ")));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
