@@ -108,6 +108,38 @@ pub fn extras(
     Ok(out)
 }
 
+/// Puts back the mtime of the snapshot's directories that lost entries in
+/// a removal (removing an entry touches its directory), from `mtimes`
+/// (archive path -> seconds, as recorded by the archive).
+pub fn restore_dir_mtimes(
+    dest: &Path,
+    removed: &[Extra],
+    mtimes: &std::collections::BTreeMap<String, u64>,
+) -> std::io::Result<()> {
+    let base = rustix::fs::open(
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let parents: BTreeSet<&str> = removed
+        .iter()
+        .filter_map(|e| e.path.rsplit_once('/').map(|(dir, _)| dir))
+        .collect();
+    for dir in parents {
+        let Some(mtime) = mtimes.get(dir) else {
+            continue;
+        };
+        let fd = open_beneath(&base, dir)?;
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        std::fs::File::from(fd).set_times(
+            std::fs::FileTimes::new()
+                .set_modified(when)
+                .set_accessed(when),
+        )?;
+    }
+    Ok(())
+}
+
 /// Opens `path` (relative, `/`-separated) beneath `base` one component at
 /// a time, never through a symlink.
 pub(crate) fn open_beneath(base: &OwnedFd, path: &str) -> std::io::Result<OwnedFd> {

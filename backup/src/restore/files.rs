@@ -12,7 +12,7 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, Result};
 use crate::manifest::{ObjectEntry, ObjectRole};
-use crate::restore::exact::{extras, Scope};
+use crate::restore::exact::{extras, restore_dir_mtimes, Scope};
 use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, take_fault, Progress};
 pub use crate::restore::tree::{TreeDigest, TreeRecord};
@@ -161,7 +161,9 @@ pub async fn restore(
         let removed = match &scope {
             Some(scope) => {
                 let (names, dirs) = tree.names_and_dirs();
-                extras(&dest_for_task, &names, &dirs, scope, true)?
+                let removed = extras(&dest_for_task, &names, &dirs, scope, true)?;
+                restore_dir_mtimes(&dest_for_task, &removed, &tree.dir_mtimes())?;
+                removed
             }
             None => Vec::new(),
         };

@@ -88,6 +88,15 @@ pub struct TreeDigest {
 }
 
 impl TreeDigest {
+    /// The recorded mtime of each directory, by archive path.
+    pub fn dir_mtimes(&self) -> std::collections::BTreeMap<String, u64> {
+        self.records
+            .iter()
+            .filter(|r| r.kind == 'd')
+            .map(|r| (r.path.clone(), r.mtime))
+            .collect()
+    }
+
     /// Every archive path, and the directories among them.
     pub fn names_and_dirs(&self) -> (BTreeSet<String>, Vec<String>) {
         let names = self.records.iter().map(|r| r.path.clone()).collect();
