@@ -42,6 +42,9 @@ pub enum Command {
     /// Disaster-recovery drill: restore the latest snapshots into scratch
     /// targets, check them, and measure RTO/RPO.
     Drill(crate::commands::drill::DrillArgs),
+    /// PostgreSQL WAL archiving for postgres_pitr jobs: archive_command
+    /// (`wal push`) and restore_command (`wal fetch`).
+    Wal(crate::commands::wal::WalArgs),
     /// Post Grafana annotations (deployments).
     Annotate(crate::commands::annotate::AnnotateArgs),
 }

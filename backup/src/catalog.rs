@@ -183,7 +183,12 @@ pub async fn incomplete(
         let Some(parts) = parse_key(&o.key) else {
             continue;
         };
-        if Some(parts.snapshot_id.as_str()) == except || parts.snapshot_id == layout::BINLOG_DIR {
+        // The binlog and WAL archives are not snapshots and have no
+        // manifest: each is pruned by its own rule.
+        if Some(parts.snapshot_id.as_str()) == except
+            || parts.snapshot_id == layout::BINLOG_DIR
+            || parts.snapshot_id == layout::WAL_DIR
+        {
             continue;
         }
         if parts.is_manifest() {

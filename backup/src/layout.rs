@@ -25,6 +25,15 @@ pub fn job_prefix(host: &str, job: &str) -> String {
     format!("{host}/{job}/")
 }
 
+/// The directory of a `postgres_pitr` job's WAL archive, beside its
+/// snapshots (never a snapshot id: those start with a date).
+pub const WAL_DIR: &str = "wal";
+
+/// Key prefix of a job's archived WAL: `<host>/<job>/wal/`.
+pub fn wal_prefix(host: &str, job: &str) -> String {
+    format!("{host}/{job}/{WAL_DIR}/")
+}
+
 /// Key prefix of one snapshot: `<host>/<job>/<snapshot-id>/`.
 pub fn snapshot_prefix(host: &str, job: &str, snapshot_id: &str) -> String {
     format!("{host}/{job}/{snapshot_id}/")

@@ -10,6 +10,7 @@
 //! - [`source::Source`] and [`pipeline`]: stream -> zstd -> age -> targets.
 //! - [`retention::decide`]: a pure keep/remove function with reasons.
 //! - [`run::run_job`]: one run, end to end, and [`report::RunReport`].
+//! - [`wal`]: PostgreSQL WAL archiving, base backups, point-in-time restore.
 
 pub mod binlog;
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod schedule;
 pub mod source;
 pub mod target;
 pub mod verify;
+pub mod wal;
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -21,6 +21,10 @@ pub const FORMAT_VERSION: u32 = 1;
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     Postgres,
+    /// Physical PostgreSQL protection: base backups plus the WAL archive
+    /// (`steward wal push`), restored to any point in time.
+    #[serde(rename = "postgres_pitr")]
+    PostgresPitr,
     Mysql,
     Files,
     Config,
@@ -30,6 +34,7 @@ impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Postgres => "postgres",
+            JobKind::PostgresPitr => "postgres_pitr",
             JobKind::Mysql => "mysql",
             JobKind::Files => "files",
             JobKind::Config => "config",
@@ -57,6 +62,9 @@ pub enum ObjectRole {
     Tar,
     /// A byte range of a MySQL/MariaDB binary log (crate::binlog).
     Binlog,
+    /// `pg_basebackup -Ft -X none` of a cluster's data directory (WAL
+    /// comes from the job's archive).
+    PostgresBaseTar,
 }
 
 /// One stored object of a snapshot. Stored bytes are
@@ -164,6 +172,28 @@ pub struct SelectionGlobs {
     pub exclude: Vec<String>,
 }
 
+/// Where a physical base backup starts and ends in the WAL: what a
+/// restore needs from the archive and what it may replay to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgBaseInfo {
+    /// The label given to `pg_basebackup -l` (in `backup_label`).
+    pub label: String,
+    pub timeline: u32,
+    /// `write-ahead log start point` and `end point` (`X/Y`).
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    /// The segments holding them: replay needs every archived segment from
+    /// the first to the last to reach a consistent state.
+    pub start_wal: String,
+    pub stop_wal: String,
+    pub wal_segment_bytes: u64,
+    /// `server_version_num` of the backed-up server (150008 = 15.8): the
+    /// restore needs binaries of the same major version.
+    pub server_version_num: u32,
+    /// `pg_control_system().system_identifier`: the cluster's identity.
+    pub system_identifier: String,
+}
+
 /// The manifest of one snapshot (`<host>/<job>/<id>/manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -194,6 +224,9 @@ pub struct Manifest {
     pub content_digest: Option<String>,
     /// zstd level used.
     pub zstd_level: i32,
+    /// Physical base backups (`postgres_pitr` jobs): WAL positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_base: Option<PgBaseInfo>,
 }
 
 impl Manifest {
@@ -294,6 +327,7 @@ pub(crate) mod tests {
             files: None,
             content_digest: None,
             zstd_level: 3,
+            postgres_base: None,
         }
     }
 

@@ -232,6 +232,18 @@ async fn run_locked(
             }
             Err(e) => s.report.retention_error = Some(e.to_string()),
         }
+        if job.kind == JobKind::PostgresPitr && s.report.retention_refused.is_none() {
+            match crate::wal::archive::prune(t.as_ref(), &options.host, job_name).await {
+                Ok(removed) if !removed.is_empty() => tracing::info!(
+                    job = job_name,
+                    target = t.name(),
+                    "removed {} archived WAL file(s) no kept base backup needs",
+                    removed.len()
+                ),
+                Ok(_) => {}
+                Err(e) => s.report.retention_error = Some(format!("pruning the WAL archive: {e}")),
+            }
+        }
     }
 
     report.source_bytes = options.counters.source();
@@ -307,6 +319,7 @@ async fn stream_job(
     let mut content_digest_value = None;
     let mut files_info: Option<Arc<Mutex<FilesInfo>>> = None;
     let mut databases = Vec::new();
+    let mut base_info = None;
     let mut tools = BTreeMap::new();
     tools.insert("steward".to_string(), options.steward_version.clone());
     tools.insert(
@@ -324,6 +337,12 @@ async fn stream_job(
             databases = plan.databases;
             tools.extend(plan.tools);
             plan.objects
+        }
+        JobKind::PostgresPitr => {
+            let plan = crate::wal::base::plan(job_name, job, snapshot_id).await?;
+            base_info = Some(plan.info);
+            tools.extend(plan.tools);
+            vec![plan.object]
         }
         JobKind::Mysql => {
             let plan = mysql::plan(job_name, job).await?;
@@ -432,6 +451,7 @@ async fn stream_job(
         files: files_info.and_then(|i| i.lock().ok().map(|i| i.clone())),
         content_digest: content_digest_value,
         zstd_level: job.zstd_level,
+        postgres_base: base_info.and_then(|i: Arc<Mutex<Option<_>>>| i.lock().ok()?.clone()),
     };
     let json = manifest.to_json();
     for s in states.iter_mut().filter(|s| s.live()) {

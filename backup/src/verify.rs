@@ -122,6 +122,20 @@ pub async fn verify_snapshot(
             format: Some(check),
         });
     }
+    if let Some(base) = &m.postgres_base {
+        // A base backup is only as good as the WAL that follows it.
+        let check =
+            crate::wal::archive::chain_check(located.target.as_ref(), &m.host, &m.job, base).await;
+        objects.push(ObjectVerdict {
+            object: crate::layout::wal_prefix(&m.host, &m.job),
+            role: ObjectRole::PostgresBaseTar,
+            database: None,
+            stored_bytes: 0,
+            ok: check.ok,
+            fault: None,
+            format: Some(check),
+        });
+    }
     let ok = !objects.is_empty() && objects.iter().all(|o| o.ok);
     SnapshotVerdict {
         target: located.target.name().to_string(),
@@ -285,7 +299,7 @@ fn check_format(
                 )
             })
         }
-        ObjectRole::Tar => {
+        ObjectRole::Tar | ObjectRole::PostgresBaseTar => {
             let mut counted = Tail {
                 inner: reader,
                 tail: Vec::new(),

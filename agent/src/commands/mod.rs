@@ -5,10 +5,12 @@ pub mod backup;
 pub mod config;
 pub mod drill;
 pub mod metrics;
+pub mod pitr;
 pub mod progress;
 pub mod restore;
 pub mod source;
 pub mod verify;
+pub mod wal;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
+            // Any exit status up to 125 tells PostgreSQL's recovery "no
+            // such file", which would end it early without an error.
+            if matches!(
+                cli.command,
+                Command::Wal(wal::WalArgs {
+                    command: wal::WalCommand::Fetch { .. }
+                })
+            ) {
+                return Ok(ExitCode::from(wal::EXIT_FETCH_FATAL));
+            }
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -52,6 +64,7 @@ async fn run_async(
         Command::Restore(args) => restore::run(args, &loaded).await,
         Command::Drill(args) => drill::run(args, &loaded).await,
         Command::Annotate(args) => annotate::run(args, &loaded).await,
+        Command::Wal(args) => wal::run(args, &loaded).await,
         Command::Config(_) => unreachable!("handled before loading"),
     }
 }

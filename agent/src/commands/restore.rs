@@ -81,9 +81,15 @@ pub struct IntoArgs {
     #[arg(long = "db-user", value_name = "USER")]
     pub db_user: Option<String>,
 
-    /// Files and config: the directory to restore into.
+    /// Files and config: the directory to restore into. postgres_pitr: the
+    /// new data directory (must not exist, or be empty; when it exists, its
+    /// owner owns the restored files and runs the server).
     #[arg(long, value_name = "DIR", conflicts_with = "in_place")]
     pub to: Option<PathBuf>,
+
+    /// postgres_pitr: where recovery stops, whether to start the server.
+    #[command(flatten)]
+    pub pitr: crate::commands::pitr::PitrArgs,
 
     /// Files and config: restore over the original paths (the live files).
     #[arg(long)]
@@ -113,8 +119,9 @@ pub struct IntoArgs {
 
     /// MySQL with binlog shipping: restore the newest dump taken before
     /// this time, then replay the shipped binlogs up to it (events at or
-    /// after it are left out). RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC), or
-    /// `latest` for everything shipped.
+    /// after it are left out). postgres_pitr: the newest base backup that
+    /// ended before it, then WAL up to it. RFC 3339, 'YYYY-MM-DD HH:MM:SS'
+    /// (UTC), or `latest` for everything shipped.
     #[arg(
         long = "to-time",
         value_name = "TIME|latest",
@@ -323,10 +330,33 @@ async fn restore_job(
     let identities = Identities::from_file_or_env(source.identity.as_deref())?;
     let until = opts.binlog_until()?;
     let src = open_source(source, loaded, Some(job)).await?;
-    let located = match &until {
+    // --to-time is shared: binlog replay for MySQL jobs, WAL replay for
+    // postgres_pitr jobs (told apart by the job's newest snapshot).
+    let pitr = restore::locate(&src.targets, &src.host, job, "latest")
+        .await
+        .is_ok_and(|l| l.manifest.kind == JobKind::PostgresPitr);
+    let until = if pitr { None } else { until };
+    let mut located = match &until {
         Some(u) => locate_base(&src.targets, &src.host, job, snapshot, u).await?,
         None => restore::locate(&src.targets, &src.host, job, snapshot).await?,
     };
+    let pitr = located.manifest.kind == JobKind::PostgresPitr;
+    if opts.pitr.asked() && !pitr {
+        anyhow::bail!(
+            "--to-lsn, --to-name and --start-port apply to postgres_pitr jobs; job {job} has kind {}",
+            located.manifest.kind
+        );
+    }
+    let pitr_target = if pitr {
+        opts.pitr.recovery_target(opts.to_time.as_deref())?
+    } else {
+        Default::default()
+    };
+    if pitr && snapshot == "latest" {
+        located =
+            steward_backup::wal::recovery::locate_base(&src.targets, &src.host, job, &pitr_target)
+                .await?;
+    }
     let m = located.manifest.clone();
     let span = tracing::Span::current();
     span.record("steward.snapshot.id", m.snapshot_id.as_str());
@@ -374,6 +404,17 @@ async fn restore_job(
             paths: opts.paths.clone(),
             keep_setuid: opts.keep_setuid,
             exact: opts.exact,
+        },
+        pitr: steward_backup::wal::recovery::PitrRestoreOptions {
+            data_dir: opts.to.clone(),
+            target: pitr_target,
+            restore_command: if pitr {
+                crate::commands::pitr::restore_command(source, loaded, &located)?
+            } else {
+                String::new()
+            },
+            start_port: opts.pitr.start_port,
+            pg_bin: opts.pitr.pg_bin.clone(),
         },
     };
     let items: Vec<RestoredItem> =

@@ -274,6 +274,7 @@ pub fn pseudo_manifest(host: &str, job: &str) -> Manifest {
         files: None,
         content_digest: None,
         zstd_level: 0,
+        postgres_base: None,
     }
 }
 

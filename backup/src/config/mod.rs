@@ -554,7 +554,12 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
     if job.timeout_secs == 0 {
         errors.push(format!("{at}.timeout_secs: must be at least 1"));
     }
-    let is_db = matches!(job.kind, JobKind::Postgres | JobKind::Mysql);
+    let is_db = matches!(
+        job.kind,
+        JobKind::Postgres | JobKind::Mysql | JobKind::PostgresPitr
+    );
+    // A physical backup takes the whole cluster: no database selection.
+    let is_dump = matches!(job.kind, JobKind::Postgres | JobKind::Mysql);
     let is_files = matches!(job.kind, JobKind::Files | JobKind::Config);
     let mut unused = |key: &str, set: bool| {
         if set {
@@ -565,10 +570,10 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
     unused("port", !is_db && job.port.is_some());
     unused("user", !is_db && job.user.is_some());
     unused("password", !is_db && job.password.is_some());
-    unused("databases", !is_db && !job.databases.is_empty());
+    unused("databases", !is_dump && !job.databases.is_empty());
     unused(
         "exclude_databases",
-        !is_db && !job.exclude_databases.is_empty(),
+        !is_dump && !job.exclude_databases.is_empty(),
     );
     unused("bin_dir", !is_db && job.bin_dir.is_some());
     unused("socket", job.kind != JobKind::Mysql && job.socket.is_some());
@@ -682,6 +687,25 @@ zstd_level = 40
                 "{key} missing in:\n{all}"
             );
         }
+    }
+
+    #[test]
+    fn a_pitr_job_takes_a_connection_but_no_database_list() {
+        let ok = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.pg]\nkind = \"postgres_pitr\"\nhost = \"127.0.0.1\"\nport = 5433\nschedule = \"0 3 * * *\"\n"
+        ));
+        assert_eq!(ok.validate(), Vec::<String>::new());
+        assert_eq!(ok.jobs["pg"].kind, JobKind::PostgresPitr);
+        let bad = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.pg]\nkind = \"postgres_pitr\"\ndatabases = [\"app\"]\n"
+        ));
+        let errors = bad.validate();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("jobs.pg.databases: not used by kind = \"postgres_pitr\"")),
+            "{errors:?}"
+        );
     }
 
     #[test]

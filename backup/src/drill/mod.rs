@@ -106,7 +106,12 @@ pub async fn run_scheduled(
     let dc = &config.drill;
     let identities = Identities::from_file_or_env(dc.identity_file.as_deref())?;
     let names: Vec<String> = if dc.jobs.is_empty() {
-        config.jobs.keys().cloned().collect()
+        // Drills of postgres_pitr jobs are not built: by default they are
+        // left out rather than failing every drill; named, they fail.
+        (config.jobs.iter())
+            .filter(|(_, j)| j.kind != JobKind::PostgresPitr)
+            .map(|(n, _)| n.clone())
+            .collect()
     } else {
         dc.jobs.clone()
     };
@@ -335,6 +340,10 @@ async fn restore_scratch(
             }
             Ok(items)
         }
+        JobKind::PostgresPitr => Err(Error::Config(format!(
+            "job {}: drills of postgres_pitr jobs are not built yet; restore with `steward restore {} --to DIR --start-port PORT` to check a base backup and its WAL",
+            job.name, job.name
+        ))),
         JobKind::Files | JobKind::Config => {
             let dir = settings.scratch_dir.join(format!(
                 "{}-{}-{}",

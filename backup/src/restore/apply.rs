@@ -13,6 +13,7 @@ use crate::restore::files::{self, FilesRestoreOptions};
 use crate::restore::mysql::{self, MysqlConnection, MysqlRestoreOptions};
 use crate::restore::postgres::{self, PgConnection, PgRestoreOptions};
 use crate::restore::{Identities, Located, Progress, RestoredItem};
+use crate::wal::recovery::{self, PitrRestoreOptions};
 
 /// What to restore from a snapshot and where to. The database fields
 /// apply to database snapshots, `files` to files and config snapshots.
@@ -38,6 +39,8 @@ pub struct RestoreRequest {
     /// by [`crate::binlog::replay::locate_base`].
     pub binlog_until: Option<crate::binlog::replay::Until>,
     pub files: FilesRestoreOptions,
+    /// `postgres_pitr`: the data directory, the recovery target, ...
+    pub pitr: PitrRestoreOptions,
 }
 
 /// Restores `located` as `request` says, by the kind its manifest records,
@@ -59,6 +62,9 @@ pub async fn restore_snapshot(
                 spool_dir: request.spool_dir.clone(),
             };
             postgres::restore(located, identities, progress, &request.pg, &options).await
+        }
+        JobKind::PostgresPitr => {
+            recovery::restore(located, identities, progress, &request.pitr).await
         }
         JobKind::Mysql => {
             let options = MysqlRestoreOptions {

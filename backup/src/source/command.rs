@@ -31,6 +31,8 @@ pub struct CommandSource {
     /// (`-- Dump completed` for mysqldump/mariadb-dump).
     trailer: Option<String>,
     tail: Arc<Mutex<VecDeque<u8>>>,
+    /// The tail of stderr, once `finish` has read it.
+    stderr_seen: String,
 }
 
 impl CommandSource {
@@ -46,7 +48,14 @@ impl CommandSource {
             stderr: None,
             trailer: None,
             tail: Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES))),
+            stderr_seen: String::new(),
         }
+    }
+
+    /// The last few KiB the command wrote to stderr, after `finish` (tools
+    /// that report results there: `pg_basebackup -v` prints its LSNs).
+    pub fn stderr(&self) -> &str {
+        &self.stderr_seen
     }
 
     /// Requires the stream to end with `trailer` (checked in `finish`).
@@ -134,6 +143,7 @@ impl Source for CommandSource {
             None => Vec::new(),
         };
         let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+        self.stderr_seen = stderr.clone();
         let said = if stderr.is_empty() {
             String::new()
         } else {

@@ -24,14 +24,14 @@ pub struct PostgresPlan {
     pub tools: BTreeMap<String, String>,
 }
 
-fn tool(job: &JobConfig, name: &str) -> PathBuf {
+pub(crate) fn tool(job: &JobConfig, name: &str) -> PathBuf {
     match &job.bin_dir {
         Some(dir) => dir.join(name),
         None => PathBuf::from(name),
     }
 }
 
-fn where_(job: &JobConfig) -> String {
+pub(crate) fn where_(job: &JobConfig) -> String {
     format!(
         "{}:{}",
         job.host.as_deref().unwrap_or("localhost"),
@@ -40,7 +40,7 @@ fn where_(job: &JobConfig) -> String {
 }
 
 /// A command for a PostgreSQL client tool with the job's connection.
-fn command(job: &JobConfig, name: &str) -> Command {
+pub(crate) fn command(job: &JobConfig, name: &str) -> Command {
     let mut c = Command::new(tool(job, name));
     if let Some(h) = &job.host {
         c.arg("--host").arg(h);
@@ -60,7 +60,7 @@ fn command(job: &JobConfig, name: &str) -> Command {
     c
 }
 
-async fn psql(job: &JobConfig, database: &str, sql: &str, what: &str) -> Result<String> {
+pub(crate) async fn psql(job: &JobConfig, database: &str, sql: &str, what: &str) -> Result<String> {
     let mut c = command(job, "psql");
     c.args([
         "-X",

@@ -1,0 +1,514 @@
+//! The WAL archive of a `postgres_pitr` job: `archive_command` pushes each
+//! file through the pipeline (zstd -> age -> every target), and
+//! `restore_command` fetches it back into `pg_wal`.
+//!
+//! Keys are content-addressed: `<host>/<job>/wal/<file>.<sha256>.zst.age`,
+//! the sha256 being the plaintext's. A push of content already archived
+//! under that name finds its own key and succeeds without writing; a push
+//! of different content under an archived name finds another hash and
+//! fails. No key is ever written twice, so nothing archived can be
+//! overwritten, and the hash in the key is what a fetch checks the
+//! decrypted bytes against (the pushing host has no key to read back what
+//! it stored).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
+use crate::restore::Identities;
+use crate::source::Source;
+use crate::target::{ByteReader, StorageTarget};
+use crate::wal::names::WalName;
+
+/// Suffix of every archived WAL object.
+const OBJECT_SUFFIX: &str = ".zst.age";
+/// The largest WAL file a fetch writes (PostgreSQL's largest segment size);
+/// more from one object is damage, not WAL.
+const MAX_WAL_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// One file in the archive.
+#[derive(Debug, Clone)]
+pub struct ArchivedWal {
+    pub name: WalName,
+    /// sha256 (hex) of the plaintext, from the key.
+    pub sha256: String,
+    pub key: String,
+    /// Stored (encrypted) size.
+    pub stored_bytes: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// The key of `name` with plaintext hash `sha256`.
+pub fn wal_key(host: &str, job: &str, name: &str, sha256: &str) -> String {
+    format!(
+        "{}{name}.{sha256}{OBJECT_SUFFIX}",
+        layout::wal_prefix(host, job)
+    )
+}
+
+/// Reads a key back into name and hash; `None` for keys that are not
+/// archived WAL (left alone: someone else's).
+pub fn parse_wal_key(prefix: &str, key: &str) -> Option<(WalName, String)> {
+    let rest = key.strip_prefix(prefix)?.strip_suffix(OBJECT_SUFFIX)?;
+    let (name, sha) = rest.rsplit_once('.')?;
+    if sha.len() != 64 || !sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((WalName::parse(name).ok()?, sha.to_string()))
+}
+
+/// Every archived file of `host`/`job` on `target`, sorted by key (so by
+/// timeline, then position).
+pub async fn list(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Vec<ArchivedWal>> {
+    list_prefix(target, host, job, "").await
+}
+
+async fn list_prefix(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+    name_prefix: &str,
+) -> Result<Vec<ArchivedWal>> {
+    let prefix = layout::wal_prefix(host, job);
+    let objects = target.list(&format!("{prefix}{name_prefix}")).await?;
+    Ok(objects
+        .into_iter()
+        .filter_map(|o| {
+            let (name, sha256) = parse_wal_key(&prefix, &o.key)?;
+            Some(ArchivedWal {
+                name,
+                sha256,
+                key: o.key,
+                stored_bytes: o.size,
+                modified: o.modified,
+            })
+        })
+        .collect())
+}
+
+/// The copies of `name` on `target` (normally zero or one).
+async fn copies(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+    name: &WalName,
+) -> Result<Vec<ArchivedWal>> {
+    let found = list_prefix(target, host, job, &format!("{name}.")).await?;
+    Ok(found.into_iter().filter(|w| w.name == *name).collect())
+}
+
+/// What one push did on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Stored now (stored bytes).
+    Stored(u64),
+    /// The same content was already archived (an earlier push whose exit
+    /// status PostgreSQL did not see).
+    AlreadyThere,
+}
+
+/// The result of a push that succeeded on every target.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub name: String,
+    pub plaintext_bytes: u64,
+    pub sha256: String,
+    pub targets: Vec<(String, Pushed)>,
+}
+
+/// A source over bytes already in memory (a WAL file is read whole, to be
+/// hashed before anything is stored).
+struct BytesSource {
+    what: String,
+    bytes: Option<Bytes>,
+}
+
+#[async_trait]
+impl Source for BytesSource {
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+    async fn open(&mut self) -> Result<ByteReader> {
+        let bytes = self.bytes.take().unwrap_or_default();
+        Ok(Box::pin(std::io::Cursor::new(bytes)))
+    }
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Archives the file at `path` (what PostgreSQL passes as `%p`) for
+/// `host`/`job` on every target. `Ok` only when every target holds this
+/// exact content, durably (a local target fsyncs before the rename, S3
+/// acknowledges a complete object); any target that failed or already
+/// holds different content under this name makes it an error naming each
+/// failure, and PostgreSQL keeps the file and retries.
+pub async fn push(
+    path: &Path,
+    host: &str,
+    job: &str,
+    targets: &[(String, Result<Arc<dyn StorageTarget>>)],
+    settings: &PipelineSettings,
+) -> Result<PushReport> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Config(format!("{}: no file name", path.display())))?;
+    let name = WalName::parse(file_name)?;
+    let data = tokio::fs::read(path).await.map_err(|e| Error::Local {
+        doing: format!("job {job}: reading WAL file {name} at"),
+        path: path.to_path_buf(),
+        source: e,
+        hint: "; archive_command must be given %p and run in the data directory".into(),
+    })?;
+    if data.len() as u64 > MAX_WAL_BYTES {
+        return Err(Error::Source(format!(
+            "job {job}: {} holds {} bytes, more than any WAL file",
+            path.display(),
+            data.len()
+        )));
+    }
+    let sha256 = hex::encode(Sha256::digest(&data));
+    let key = wal_key(host, job, name.as_str(), &sha256);
+
+    let mut failures = Vec::new();
+    let mut done = Vec::new();
+    let mut pending: Vec<Arc<dyn StorageTarget>> = Vec::new();
+    for (target_name, opened) in targets {
+        let target = match opened {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("target {target_name}: {e}"));
+                continue;
+            }
+        };
+        match copies(target.as_ref(), host, job, &name).await {
+            Err(e) => failures.push(e.to_string()),
+            Ok(found) => {
+                if let Some(other) = found.iter().find(|w| w.sha256 != sha256) {
+                    failures.push(format!(
+                        "target {} ({}): {name} is already archived with different content ({}, sha256 {}; this file's is {sha256}); nothing was overwritten. Two servers may be archiving into job {job}: give each its own job (or host name)",
+                        target.name(),
+                        target.location(),
+                        other.key,
+                        other.sha256
+                    ));
+                } else if found.is_empty() {
+                    pending.push(Arc::clone(target));
+                } else {
+                    done.push((target.name().to_string(), Pushed::AlreadyThere));
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let mut source = BytesSource {
+            what: format!("job {job}: WAL file {name}"),
+            bytes: Some(Bytes::from(data.clone())),
+        };
+        let outcome = store_object(
+            &mut source,
+            settings,
+            &pending,
+            &key,
+            Arc::new(ByteCounters::default()),
+        )
+        .await;
+        if let Err(e) = &outcome.stream {
+            failures.push(format!("job {job}: storing {name}: {e}"));
+        }
+        for (target_name, result) in outcome.targets {
+            match result {
+                Ok(n) if outcome.stream.is_ok() => done.push((target_name, Pushed::Stored(n))),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("target {target_name}: {e}")),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Other(format!(
+            "WAL file {name} is not archived on every target of job {job}: {}",
+            failures.join("; ")
+        )));
+    }
+    Ok(PushReport {
+        name: name.to_string(),
+        plaintext_bytes: data.len() as u64,
+        sha256,
+        targets: done,
+    })
+}
+
+/// What a fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Written to the destination: plaintext bytes and the target read.
+    Restored { bytes: u64, target: String },
+    /// No target holds the file: the end of the archive (or a timeline
+    /// that never existed), which `restore_command` reports as exit 1.
+    Absent,
+}
+
+/// Fetches `name` into `dest` (PostgreSQL's `%p`): decrypts and
+/// decompresses into a temporary file beside it, checks the plaintext
+/// sha256 against the key, syncs, then renames, so `dest` only ever
+/// appears whole. Targets are tried in order; a copy that is damaged or
+/// unreadable on one is read from the next. An error (damaged everywhere,
+/// wrong key, target unreachable) names the file, the target and the key.
+pub async fn fetch(
+    targets: &[Arc<dyn StorageTarget>],
+    host: &str,
+    job: &str,
+    name: &WalName,
+    dest: &Path,
+    identities: &Identities,
+) -> Result<Fetched> {
+    let mut errors = Vec::new();
+    let mut seen = false;
+    for target in targets {
+        let found = match copies(target.as_ref(), host, job, name).await {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        if found.len() > 1 {
+            let keys: Vec<&str> = found.iter().map(|w| w.key.as_str()).collect();
+            errors.push(format!(
+                "target {} ({}): {name} is archived with different contents ({}); two servers archived into job {job}: choose by hand",
+                target.name(),
+                target.location(),
+                keys.join(", ")
+            ));
+            seen = true;
+            continue;
+        }
+        let Some(wal) = found.into_iter().next() else {
+            continue;
+        };
+        seen = true;
+        match fetch_one(Arc::clone(target), &wal, dest, identities).await {
+            Ok(bytes) => {
+                return Ok(Fetched::Restored {
+                    bytes,
+                    target: target.name().to_string(),
+                })
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !seen && errors.is_empty() {
+        return Ok(Fetched::Absent);
+    }
+    Err(Error::Integrity(format!(
+        "WAL file {name} of job {job} cannot be restored: {}",
+        if errors.is_empty() {
+            "no target holds it".to_string()
+        } else {
+            errors.join("; ")
+        }
+    )))
+}
+
+async fn fetch_one(
+    target: Arc<dyn StorageTarget>,
+    wal: &ArchivedWal,
+    dest: &Path,
+    identities: &Identities,
+) -> Result<u64> {
+    let at = format!(
+        "target {} ({}) key {}",
+        target.name(),
+        target.location(),
+        wal.key
+    );
+    let raw = target.get(&wal.key).await?;
+    let bridge =
+        tokio_util::io::SyncIoBridge::new_with_handle(raw, tokio::runtime::Handle::current());
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let tmp = dir.join(format!(".{}.steward-fetch", wal.name));
+    let dest = dest.to_path_buf();
+    let ids = identities.clone();
+    let expected = wal.sha256.clone();
+    let job = tokio::task::spawn_blocking(move || -> std::result::Result<u64, String> {
+        // Our own name: a leftover of a killed fetch is replaced, and
+        // create_new never follows a symlink planted in its place.
+        let _ = std::fs::remove_file(&tmp);
+        let result = (|| {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(crate::private_fs::FILE_MODE)
+                .open(&tmp)
+                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            let bytes = decode(bridge, &ids, &expected, &mut out)?;
+            out.sync_all()
+                .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .map_err(|e| format!("renaming to {}: {e}", dest.display()))?;
+            Ok(bytes)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("fetch task failed: {e}")))?;
+    job.map_err(|e| Error::Integrity(format!("{at}: {e}")))
+}
+
+/// age -> zstd -> `out`, hashing the plaintext; the error says whether the
+/// key is wrong or the bytes are damaged.
+fn decode<R: Read>(
+    raw: R,
+    ids: &Identities,
+    expected_sha256: &str,
+    out: &mut std::fs::File,
+) -> std::result::Result<u64, String> {
+    let decryptor = age::Decryptor::new_buffered(std::io::BufReader::new(raw))
+        .map_err(|e| format!("corrupt: the age header is unreadable: {e}"))?;
+    let plain = decryptor.decrypt(ids.as_dyn()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => format!(
+            "wrong key: no identity in {} matches the recipients this file was encrypted to",
+            ids.origin
+        ),
+        other => format!("corrupt: the age header does not verify: {other}"),
+    })?;
+    let mut decoder = zstd::stream::read::Decoder::new(plain)
+        .map_err(|e| format!("corrupt: zstd: {e}"))?
+        .take(MAX_WAL_BYTES + 1);
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!(
+                    "corrupt: the stored bytes do not decrypt or decompress ({e})"
+                ))
+            }
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        out.write_all(&buf[..n])
+            .map_err(|e| format!("writing the WAL file: {e}"))?;
+    }
+    if total > MAX_WAL_BYTES {
+        return Err("corrupt: more bytes than any WAL file".into());
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != expected_sha256 {
+        return Err(format!(
+            "corrupt: the plaintext's sha256 is {got}, the archive recorded {expected_sha256}"
+        ));
+    }
+    Ok(total)
+}
+
+/// The WAL chain of one base backup on `target`, as a verify check: every
+/// segment from its start to the newest archived one, or the first gap.
+pub async fn chain_check(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+    base: &crate::manifest::PgBaseInfo,
+) -> crate::restore::Check {
+    const NAME: &str = "wal chain";
+    let archived = match list(target, host, job).await {
+        Ok(a) => a,
+        Err(e) => return crate::restore::Check::failed(NAME, e.to_string()),
+    };
+    let names: Vec<WalName> = archived.into_iter().map(|w| w.name).collect();
+    let chain = crate::wal::chain::check(base, &names);
+    match &chain.missing {
+        None => crate::restore::Check::ok(
+            NAME,
+            format!(
+                "{} segment(s) from {} to {} without a gap",
+                chain.segments,
+                chain.first,
+                chain.newest.as_deref().unwrap_or(&base.stop_wal)
+            ),
+        ),
+        Some(missing) => crate::restore::Check::failed(
+            NAME,
+            format!(
+                "segment {missing} is missing from target {} ({}): replay from this base backup stops before it ({} segment(s) from {} are there)",
+                target.name(),
+                target.location(),
+                chain.segments,
+                chain.first
+            ),
+        ),
+    }
+}
+
+/// Removes the archived WAL that no base backup still on `target` needs
+/// (called after snapshot retention). Nothing is removed when the target
+/// holds no base backup. Returns the keys removed.
+pub async fn prune(target: &dyn StorageTarget, host: &str, job: &str) -> Result<Vec<String>> {
+    let filter = crate::catalog::Filter {
+        host: Some(host.to_string()),
+        job: Some(job.to_string()),
+    };
+    let kept: Vec<crate::manifest::PgBaseInfo> = crate::catalog::list(target, &filter)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.manifest.postgres_base)
+        .collect();
+    let archived = list(target, host, job).await?;
+    let names: Vec<WalName> = archived.iter().map(|w| w.name.clone()).collect();
+    let gone: std::collections::BTreeSet<&str> = crate::wal::chain::prunable(&kept, &names)
+        .into_iter()
+        .map(WalName::as_str)
+        .collect();
+    let mut removed = Vec::new();
+    for w in archived.iter().filter(|w| gone.contains(w.name.as_str())) {
+        target.delete(&w.key).await?;
+        removed.push(w.key.clone());
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_ignored() {
+        let sha = "ab".repeat(32);
+        let key = wal_key("h", "db", "000000010000000000000003", &sha);
+        assert_eq!(
+            key,
+            format!("h/db/wal/000000010000000000000003.{sha}.zst.age")
+        );
+        let prefix = layout::wal_prefix("h", "db");
+        let (name, got) = parse_wal_key(&prefix, &key).unwrap();
+        assert_eq!(
+            (name.as_str(), got.as_str()),
+            ("000000010000000000000003", sha.as_str())
+        );
+        let backup = wal_key("h", "db", "000000010000000000000002.00000028.backup", &sha);
+        assert!(parse_wal_key(&prefix, &backup).is_some());
+        assert!(parse_wal_key(&prefix, "h/db/wal/notes.txt").is_none());
+        assert!(parse_wal_key(&prefix, &format!("h/db/wal/../x.{sha}.zst.age")).is_none());
+    }
+}

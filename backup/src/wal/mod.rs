@@ -1,0 +1,21 @@
+//! Physical PostgreSQL protection (`kind = "postgres_pitr"`): continuous
+//! WAL archiving through the backup pipeline, base backups, the WAL chain
+//! and its pruning, and restore to a point in time.
+//!
+//! - [`names`]: WAL file names and LSNs.
+//! - [`archive`]: `steward wal push` / `wal fetch` (content-addressed keys
+//!   under `<host>/<job>/wal/`).
+//! - [`prefetch`]: `wal fetch` downloads the next segments in parallel.
+//! - [`base`]: `pg_basebackup -Ft -X none` as a job's source.
+//! - [`chain`]: which WAL a base backup needs; what pruning may remove.
+//! - [`recovery`]: unpack and recovery settings; `server`: start and wait.
+//! - [`tar_watch`]: the backup's own positions, read from its tar stream.
+
+pub mod archive;
+pub mod base;
+pub mod chain;
+pub mod names;
+pub mod prefetch;
+pub mod recovery;
+mod server;
+pub mod tar_watch;
