@@ -328,14 +328,13 @@ async fn restore_job(
 ) -> anyhow::Result<ExitCode> {
     // The key first: a bad key file is the cheapest thing to find out.
     let identities = Identities::from_file_or_env(source.identity.as_deref())?;
-    let until = opts.binlog_until()?;
     let src = open_source(source, loaded, Some(job)).await?;
     // --to-time is shared: binlog replay for MySQL jobs, WAL replay for
     // postgres_pitr jobs (told apart by the job's newest snapshot).
     let pitr = restore::locate(&src.targets, &src.host, job, "latest")
         .await
         .is_ok_and(|l| l.manifest.kind == JobKind::PostgresPitr);
-    let until = if pitr { None } else { until };
+    let until = if pitr { None } else { opts.binlog_until()? };
     let mut located = match &until {
         Some(u) => locate_base(&src.targets, &src.host, job, snapshot, u).await?,
         None => restore::locate(&src.targets, &src.host, job, snapshot).await?,
