@@ -386,3 +386,150 @@ fn proxy_connection(
         Ok(())
     }
 }
+
+impl S3Server {
+    /// Replaces an object's bytes (one PUT).
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) -> anyhow::Result<()> {
+        let (status, text) = request(self.port, "PUT", &format!("/{bucket}/{key}"), &[], body)?;
+        anyhow::ensure!(status == 200, "PUT {bucket}/{key}: {status} {text}");
+        Ok(())
+    }
+}
+
+/// A proxy in front of the S3 server that forwards every request and
+/// watches the ranged GETs (`Range:` header): how many, how many were in
+/// flight at once, and, when asked, cuts the body of the Nth one (counted
+/// from 0) off half-way, as a dropped connection would.
+#[derive(Debug)]
+pub struct RangeProxy {
+    pub port: u16,
+    /// Ranged GETs received.
+    pub ranges: Arc<AtomicUsize>,
+    /// The most ranged GETs in flight at once (received, reply not yet
+    /// written to the client).
+    pub peak_in_flight: Arc<AtomicUsize>,
+    /// Ranged GETs whose body was cut.
+    pub cut: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct RangeCounters {
+    ranges: Arc<AtomicUsize>,
+    in_flight: AtomicUsize,
+    peak: Arc<AtomicUsize>,
+    cut: Arc<AtomicUsize>,
+}
+
+impl RangeProxy {
+    pub fn start(upstream: u16, cut_range: Option<usize>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let counters = Arc::new(RangeCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let proxy = RangeProxy {
+            port,
+            ranges: Arc::clone(&counters.ranges),
+            peak_in_flight: Arc::clone(&counters.peak),
+            cut: Arc::clone(&counters.cut),
+            stop: Arc::clone(&stop),
+        };
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let counters = Arc::clone(&counters);
+                        std::thread::spawn(move || {
+                            let _ = range_connection(client, upstream, cut_range, &counters);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(proxy)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RangeProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Rewrites a message head to end the connection after this message.
+fn closing_head(head: &str) -> String {
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if line.is_empty() || lower.starts_with("connection:") || lower.starts_with("keep-alive:")
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn range_connection(
+    mut client: TcpStream,
+    upstream: u16,
+    cut_range: Option<usize>,
+    counters: &RangeCounters,
+) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let Some((head, mut body)) = read_head(&mut client)? else {
+        return Ok(());
+    };
+    let length: usize = header_value(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while body.len() < length {
+        let mut chunk = vec![0u8; (length - body.len()).min(1 << 20)];
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let ranged = head.starts_with("GET ") && header_value(&head, "range").is_some();
+    let index = if ranged {
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.peak.fetch_max(now, Ordering::SeqCst);
+        Some(counters.ranges.fetch_add(1, Ordering::SeqCst))
+    } else {
+        None
+    };
+    let result = (|| {
+        let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+        up.write_all(closing_head(&head).as_bytes())?;
+        up.write_all(&body)?;
+        let mut reply = Vec::new();
+        up.read_to_end(&mut reply)?;
+        let split = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(reply.len());
+        let reply_head = String::from_utf8_lossy(&reply[..split]).to_string();
+        let payload = reply.get(split + 4..).unwrap_or(&[]);
+        client.write_all(closing_head(&reply_head).as_bytes())?;
+        if index.is_some() && index == cut_range {
+            counters.cut.fetch_add(1, Ordering::SeqCst);
+            client.write_all(&payload[..payload.len() / 2])?;
+            return client.shutdown(std::net::Shutdown::Both);
+        }
+        client.write_all(payload)
+    })();
+    if ranged {
+        counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+    result
+}

@@ -47,6 +47,26 @@ pub struct SourceArgs {
     #[arg(long, env = "AWS_PROFILE", value_name = "NAME", global = true)]
     pub profile: Option<String>,
 
+    /// With --from s3://: byte ranges downloaded at once per object (1: one
+    /// stream per object). Memory is about this x --restore-part-size.
+    #[arg(
+        long,
+        env = "STEWARD_RESTORE_CONCURRENCY",
+        value_name = "N",
+        global = true
+    )]
+    pub restore_concurrency: Option<usize>,
+
+    /// With --from s3://: size in bytes of the ranges an object larger than
+    /// one range is downloaded in (default 8388608).
+    #[arg(
+        long,
+        env = "STEWARD_RESTORE_PART_SIZE",
+        value_name = "BYTES",
+        global = true
+    )]
+    pub restore_part_size: Option<u64>,
+
     /// Snapshots of this host (default: the host named in the configuration,
     /// or the only host found at `--from`).
     #[arg(long = "host", value_name = "HOST", global = true)]
@@ -96,6 +116,8 @@ pub async fn open_source(
             region: args.region.clone(),
             path_style: args.path_style,
             profile: args.profile.clone(),
+            restore_concurrency: args.restore_concurrency,
+            restore_part_size_bytes: args.restore_part_size,
         };
         let config = restore::target_from_url(url, &access)?;
         let target = target::open("from", &config).await?;

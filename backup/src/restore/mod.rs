@@ -13,6 +13,7 @@ pub mod files;
 pub mod identity;
 pub mod mysql;
 pub mod postgres;
+pub mod ranged;
 pub mod stream;
 pub mod tables;
 pub mod tool;
@@ -103,6 +104,9 @@ pub struct S3Access {
     pub region: Option<String>,
     pub path_style: bool,
     pub profile: Option<String>,
+    /// Overrides of `restore_concurrency` / `restore_part_size_bytes`.
+    pub restore_concurrency: Option<usize>,
+    pub restore_part_size_bytes: Option<u64>,
 }
 
 /// Turns `--from` into a target configuration: `s3://bucket[/prefix]` or a
@@ -135,10 +139,20 @@ pub fn target_from_url(url: &str, access: &S3Access) -> Result<TargetConfig> {
         if let Some(p) = &access.profile {
             value["profile"] = p.clone().into();
         }
+        if let Some(n) = access.restore_concurrency {
+            value["restore_concurrency"] = n.into();
+        }
+        if let Some(n) = access.restore_part_size_bytes {
+            value["restore_part_size_bytes"] = n.into();
+        }
         // Restores only read: the most compatible checksum mode.
         value["checksum"] = "when_required".into();
         let config: S3TargetConfig = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("--from {url:?}: {e}")))?;
+        let problems = crate::config::s3_problems("--from", &config);
+        if !problems.is_empty() {
+            return Err(Error::Config(problems.join("; ")));
+        }
         return Ok(TargetConfig::S3(config));
     }
     let path = url.strip_prefix("file://").unwrap_or(url);

@@ -4,7 +4,10 @@
 //!
 //! Two stages run concurrently (download + decrypt on a blocking thread,
 //! decompress + consume on the caller's), joined by a bounded channel so
-//! memory stays a few MiB whatever the object's size. When anything fails,
+//! memory stays a few MiB whatever the object's size. A target that asks
+//! for it ([`StorageTarget::ranged_reads`]) has a large object downloaded
+//! as parallel byte ranges put back in order ([`crate::restore::ranged`]),
+//! which adds at most part size x concurrency. When anything fails,
 //! the rest of the stored object is still read and hashed so the error says
 //! precisely what is wrong: missing, truncated, corrupt, or the wrong key.
 
@@ -18,6 +21,7 @@ use tokio_util::io::SyncIoBridge;
 use crate::error::Error;
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::restore::identity::Identities;
+use crate::restore::ranged::{self, Opened, PartGauge};
 use crate::target::StorageTarget;
 
 /// Size of the decrypted blocks handed from the decrypt stage to the
@@ -154,7 +158,7 @@ pub async fn open_object(
         target: target.name().to_string(),
         detail,
     };
-    let raw = match target.get(&key).await {
+    let bridge = match stored_bytes(&target, &key, entry.stored_bytes).await {
         Ok(r) => r,
         Err(Error::NotFound(m)) => {
             return Err(fault(FaultKind::Missing, format!("key {key}: {m}")))
@@ -163,7 +167,6 @@ pub async fn open_object(
     };
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
-    let bridge = SyncIoBridge::new_with_handle(raw, tokio::runtime::Handle::current());
     let template = fault(FaultKind::Corrupt, String::new());
     let expected = entry.clone();
     let ids = identities.clone();
@@ -203,6 +206,31 @@ pub async fn open_object(
         slot,
         finished: false,
     })
+}
+
+/// The stored bytes of `key` as a blocking reader: parallel ranges when
+/// the target wants them and the object spans more than one part, else one
+/// stream.
+async fn stored_bytes(
+    target: &Arc<dyn StorageTarget>,
+    key: &str,
+    size: u64,
+) -> Result<Box<dyn Read + Send>, Error> {
+    if let Some(plan) = target.ranged_reads() {
+        if size > plan.part_size {
+            let gauge = Arc::new(PartGauge::default());
+            if let Opened::Ranged(r) =
+                ranged::open(Arc::clone(target), key, size, plan, gauge).await?
+            {
+                return Ok(Box::new(r));
+            }
+        }
+    }
+    let raw = target.get(key).await?;
+    Ok(Box::new(SyncIoBridge::new_with_handle(
+        raw,
+        tokio::runtime::Handle::current(),
+    )))
 }
 
 /// Counts and hashes every byte read through it and reports progress;

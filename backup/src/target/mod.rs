@@ -11,6 +11,7 @@
 pub mod local;
 pub mod s3;
 
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -34,6 +35,23 @@ pub struct ObjectInfo {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// Bytes of a stored object opened by [`StorageTarget::get_range`].
+pub struct RangeRead {
+    /// Exactly the bytes asked for (the target checks what the store sent).
+    pub body: ByteReader,
+    /// The size of the whole object as the store reports it now.
+    pub object_size: u64,
+}
+
+/// How a target wants large objects read back: byte ranges of
+/// `part_size` bytes, `concurrency` of them in flight. Memory held for
+/// one object is at most `part_size x concurrency`, whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangedReads {
+    pub part_size: u64,
+    pub concurrency: usize,
+}
+
 /// Where snapshots are stored.
 #[async_trait]
 pub trait StorageTarget: Send + Sync {
@@ -52,6 +70,24 @@ pub trait StorageTarget: Send + Sync {
 
     /// Opens `key` for streaming reads. [`Error::NotFound`] when absent.
     async fn get(&self, key: &str) -> Result<ByteReader>;
+
+    /// Whether objects larger than one part are read as parallel byte
+    /// ranges ([`Self::get_range`]) rather than one stream, and how.
+    /// `None` (the default): one stream.
+    fn ranged_reads(&self) -> Option<RangedReads> {
+        None
+    }
+
+    /// Opens the bytes `range` of `key` ([`Error::NotFound`] when absent).
+    /// Called only when [`Self::ranged_reads`] is `Some`.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<RangeRead> {
+        let _ = range;
+        Err(Error::target(
+            self.name(),
+            self.location(),
+            format!("reading part of {key}: this target reads whole objects only"),
+        ))
+    }
 
     /// Every object whose key starts with `prefix` (recursive), sorted by
     /// key. Incomplete uploads and temp files are not listed.

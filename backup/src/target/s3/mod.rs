@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::S3TargetConfig;
 use crate::error::{Error, Result};
-use crate::target::{ByteReader, ObjectInfo, StorageTarget};
+use crate::target::{ByteReader, ObjectInfo, RangeRead, RangedReads, StorageTarget};
 
 use multipart::{part_size, read_part};
 
@@ -270,6 +270,53 @@ impl StorageTarget for S3Target {
         }
     }
 
+    fn ranged_reads(&self) -> Option<RangedReads> {
+        (self.config.restore_concurrency > 1).then_some(RangedReads {
+            part_size: self.config.restore_part_size_bytes,
+            concurrency: self.config.restore_concurrency,
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<RangeRead> {
+        let full = self.full_key(key);
+        let asked = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(&asked)
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(Error::NotFound(format!(
+                    "target {} ({}): no object {key}",
+                    self.name,
+                    self.location()
+                )))
+            }
+            Err(e) => {
+                return Err(self.err(format!("downloading {asked} of {key}: {}", describe(&e))))
+            }
+        };
+        // A store that ignores Range answers 200 with the whole object:
+        // take only what Content-Range says was sent.
+        let got = resp.content_range().unwrap_or("").to_string();
+        match parse_content_range(&got) {
+            Some((first, last, total)) if first == range.start && last + 1 == range.end => {
+                Ok(RangeRead {
+                    body: Box::pin(resp.body.into_async_read()),
+                    object_size: total,
+                })
+            }
+            _ => Err(self.err(format!(
+                "downloading {asked} of {key}: the store answered Content-Range {got:?}; it does not serve byte ranges: set restore_concurrency = 1"
+            ))),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -371,6 +418,19 @@ impl StorageTarget for S3Target {
     }
 }
 
+/// `bytes FIRST-LAST/TOTAL` -> (first, last, total).
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last, total) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (first <= last && last < total).then_some((first, last, total))
+}
+
 /// One line for an SDK error: S3's own code and message when the store
 /// answered, else the chain of causes (connection refused, timeout...).
 /// The SDK's `Debug`/`DisplayErrorContext` form dumps the whole raw
@@ -403,4 +463,19 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_range_is_parsed_strictly() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(parse_content_range("bytes 90-99/100"), Some((90, 99, 100)));
+        assert_eq!(parse_content_range("bytes 90-100/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range(""), None);
+        assert_eq!(parse_content_range("bytes 5-4/100"), None);
+    }
 }
