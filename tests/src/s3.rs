@@ -467,8 +467,7 @@ fn closing_head(head: &str) -> String {
     let mut out = String::new();
     for line in head.split("\r\n") {
         let lower = line.to_ascii_lowercase();
-        if line.is_empty() || lower.starts_with("connection:") || lower.starts_with("keep-alive:")
-        {
+        if line.is_empty() || lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
             continue;
         }
         out.push_str(line);

@@ -156,6 +156,7 @@ pub async fn open(
         held: None,
         delivered: 0,
         size,
+        failed: None,
         _producer: AbortOnDrop(producer),
     }))
 }
@@ -222,11 +223,33 @@ pub struct RangedReader {
     held: Option<Held>,
     delivered: u64,
     size: u64,
+    /// The first failure: every later read repeats it, so nothing after a
+    /// lost range is downloaded and the message names the range.
+    failed: Option<String>,
     _producer: AbortOnDrop,
 }
 
 impl Read for RangedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        match self.fill(buf) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                // Stop the downloads still running: no more are started, and
+                // dropping the queued ones aborts them.
+                self.rx.close();
+                while self.rx.try_recv().is_ok() {}
+                Err(e)
+            }
+        }
+    }
+}
+
+impl RangedReader {
+    fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.current.len() {
             // Free the consumed buffer before waiting for the next one.
             self.current = Vec::new();
@@ -380,7 +403,9 @@ mod tests {
         }
         async fn get_range(&self, key: &str, range: Range<u64>) -> crate::error::Result<RangeRead> {
             let mut r = self.inner.get_range(key, range.clone()).await?;
-            if range.start == self.fail_at && (self.always || !self.failed.swap(true, Ordering::SeqCst)) {
+            if range.start == self.fail_at
+                && (self.always || !self.failed.swap(true, Ordering::SeqCst))
+            {
                 // Half the bytes, then the connection "drops".
                 let half = (range.end - range.start) / 2;
                 let head = r.body.take(half);

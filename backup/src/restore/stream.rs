@@ -280,7 +280,8 @@ impl<R: Read> Read for Hashing<R> {
                 Ok(n)
             }
             Err(e) => {
-                if e.kind() != std::io::ErrorKind::Interrupted {
+                // The first error says what went wrong; later ones follow.
+                if e.kind() != std::io::ErrorKind::Interrupted && self.io_error.is_none() {
                     self.io_error = Some(e.to_string());
                 }
                 Err(e)
