@@ -35,7 +35,8 @@ pub enum BackupCommand {
     Prune(PruneArgs),
     /// Download, decrypt, decompress and check snapshots (hashes and the
     /// format's own check); writes nothing.
-    Verify(crate::commands::verify::VerifyArgs),
+    // Boxed: the snapshot-source flags make it several times the others.
+    Verify(Box<crate::commands::verify::VerifyArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -142,7 +143,7 @@ pub async fn run(args: BackupArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> 
         BackupCommand::List(a) => list(a, loaded).await,
         BackupCommand::Show(a) => show(a, loaded).await,
         BackupCommand::Prune(a) => prune(a, loaded).await,
-        BackupCommand::Verify(a) => crate::commands::verify::run(a, loaded).await,
+        BackupCommand::Verify(a) => crate::commands::verify::run(*a, loaded).await,
     }
 }
 
