@@ -313,14 +313,20 @@ mod tests {
         gauge: Arc<PartGauge>,
         slow: bool,
     ) -> std::io::Result<Vec<u8>> {
+        let watch = Arc::clone(&gauge);
         let Opened::Ranged(mut reader) = open(target, "h/obj", size, plan, gauge).await.unwrap()
         else {
             panic!("expected a ranged read");
         };
         tokio::task::spawn_blocking(move || {
             if slow {
-                // Time for the producer to take every permit it can.
-                std::thread::sleep(Duration::from_millis(200));
+                // Let the producer take every permit it can before reading.
+                let start = std::time::Instant::now();
+                while watch.held.load(Ordering::SeqCst) < plan.concurrency
+                    && start.elapsed() < Duration::from_secs(20)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             let mut out = Vec::new();
             let mut buf = vec![0u8; 10_000];
