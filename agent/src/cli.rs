@@ -47,4 +47,8 @@ pub enum Command {
     Wal(crate::commands::wal::WalArgs),
     /// Post Grafana annotations (deployments).
     Annotate(crate::commands::annotate::AnnotateArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(crate::commands::docs::CompletionsArgs),
+    /// Print the steward(1) man page, or write every page with --dir.
+    Man(crate::commands::docs::ManArgs),
 }

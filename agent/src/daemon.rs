@@ -1,6 +1,7 @@
 //! `steward agent`: starts a configuration generation (its subsystems and
 //! scraper, generation.rs), serves HTTP, and handles signals (SIGTERM/SIGINT
-//! stop, SIGHUP reloads; a bad new configuration keeps the old one running).
+//! stop, SIGHUP reloads; a bad new configuration keeps the old one running),
+//! telling systemd each step (sd_notify.rs) when it runs as a notify unit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Loaded};
 use crate::generation::SubsystemHealth;
 use crate::generation::{build_scraper, Generation, Shared};
+use crate::sd_notify::Notifier;
 use crate::supervise::{start_or_retry, StartFn, SubsystemCollector};
 
 #[derive(Debug, clap::Args)]
@@ -36,14 +38,16 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.cancel.cancel();
-        for task in self.tasks {
-            // Subsystems flush and close on cancel; don't wait forever.
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a subsystem did not stop within 10s");
-            }
+        // Subsystems flush and close on cancel; don't wait forever. One
+        // deadline for all of them, so a reload (during which the main
+        // loop sends no watchdog ping) takes at most 10 s however many
+        // tasks hang, well within the unit's WatchdogSec=30s.
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a subsystem did not stop within 10s");
         }
     }
 }
@@ -80,11 +84,26 @@ fn start_generation(config: Config) -> (Generation, Running) {
     )
 }
 
+/// Waits for the next watchdog ping, or forever when systemd wants none.
+/// The timer is driven by the runtime's worker threads (the main loop runs
+/// on the thread that called `block_on`, which does not drive it): when
+/// every worker is stuck (a blocking call in async code, a deadlock) the
+/// pings stop and systemd restarts the agent after `WatchdogSec`.
+async fn watchdog_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(
     args: AgentArgs,
     loaded: Loaded,
     config_path: Option<PathBuf>,
+    systemd: Option<Notifier>,
 ) -> anyhow::Result<ExitCode> {
     let mut initial = loaded.config;
     if let Some(listen) = args.listen {
@@ -116,7 +135,8 @@ pub async fn run(
             "cannot listen on {listen}: {e}; choose another address with --listen or agent.listen"
         )
     })?;
-    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), web = %web.current().describe(), "steward agent listening");
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, version = env!("CARGO_PKG_VERSION"), web = %web.current().describe(), "steward agent listening");
 
     let stop = CancellationToken::new();
     let server = tokio::spawn(crate::server::serve(
@@ -129,14 +149,36 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Signal handlers are in place and the listener is bound: a SIGHUP or
+    // a scrape from now on is served.
+    let status = format!("listening on {bound}");
+    if let Some(n) = &systemd {
+        n.ready(&status);
+    }
+    let mut watchdog = systemd
+        .as_ref()
+        .and_then(Notifier::watchdog_interval)
+        .map(|every| {
+            let mut i = tokio::time::interval(every);
+            // After a stall, ping once, not a burst.
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received, stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT received, stopping"); break; }
+            _ = watchdog_tick(&mut watchdog) => {
+                if let Some(n) = &systemd { n.watchdog(); }
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received, reloading configuration");
+                if let Some(n) = &systemd { n.reloading(); }
                 match config::load(config_path.as_deref()) {
-                    Err(e) => tracing::error!("configuration reload failed; keeping the running configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("configuration reload failed; keeping the running configuration: {e}");
+                        if let Some(n) = &systemd { n.ready(&format!("{status}; the last reload failed, running the previous configuration (see the log)")); }
+                    }
                     Ok(new) => {
                         let mut new_config = new.config;
                         if let Some(l) = args.listen { new_config.agent.listen = l; }
@@ -155,14 +197,61 @@ pub async fn run(
                         running = r;
                         if let Ok(mut cur) = shared.current.write() { *cur = Arc::new(generation); }
                         tracing::info!("configuration reloaded");
+                        if let Some(n) = &systemd { n.ready(&status); }
                     }
                 }
             }
         }
+    }
+    if let Some(n) = &systemd {
+        n.stopping();
     }
     stop.cancel();
     running.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn the_watchdog_timer_stops_while_every_worker_is_stuck() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut watchdog = Some(tokio::time::interval(Duration::from_millis(50)));
+            watchdog_tick(&mut watchdog).await;
+            // A blocking call in async code holds the only worker for 1.5 s.
+            let stuck = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stuck);
+            let task = tokio::spawn(async move {
+                flag.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1500));
+            });
+            while !stuck.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let since = Instant::now();
+            watchdog_tick(&mut watchdog).await;
+            assert!(
+                since.elapsed() >= Duration::from_millis(1000),
+                "pinged after {:?} while the runtime was stuck",
+                since.elapsed()
+            );
+            task.await.unwrap();
+            // Unstuck: pings resume at their pace.
+            let since = Instant::now();
+            watchdog_tick(&mut watchdog).await;
+            watchdog_tick(&mut watchdog).await;
+            assert!(since.elapsed() < Duration::from_millis(500));
+        });
+    }
 }

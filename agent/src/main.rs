@@ -15,6 +15,7 @@ mod memory;
 mod notify;
 mod scheduled_drills;
 mod scheduler;
+mod sd_notify;
 mod self_metrics;
 mod server;
 mod spans;

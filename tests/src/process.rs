@@ -222,6 +222,16 @@ impl StewardAgent {
         Ok(agent)
     }
 
+    /// Starts `steward agent` with `env` and returns at once, without
+    /// waiting for any port: for tests that watch the startup itself.
+    pub fn spawn_with_env(
+        config: &str,
+        extra_agent: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(config, extra_agent, env, &[])
+    }
+
     fn spawn(
         config: &str,
         extra_agent: &str,

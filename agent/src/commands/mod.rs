@@ -3,6 +3,7 @@
 pub mod annotate;
 pub mod backup;
 pub mod config;
+pub mod docs;
 pub mod drill;
 pub mod metrics;
 pub mod pitr;
@@ -21,9 +22,20 @@ use crate::exit_code::EXIT_CONFIG;
 /// Runs the chosen command and returns its exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let log_format = cli.log_format.clone();
+    // Read (and cleared) while the process has one thread; only the daemon
+    // talks to systemd.
+    let systemd = if matches!(cli.command, Command::Agent(_)) {
+        crate::sd_notify::take_from_env()
+    } else {
+        crate::sd_notify::FromEnv::default()
+    };
     // `config` commands report config errors themselves, with exit code 2.
-    if let Command::Config(cmd) = cli.command {
-        return Ok(config::run(cmd, cli.config.as_deref()));
+    // Neither do these read it: they describe the command line.
+    match cli.command {
+        Command::Config(cmd) => return Ok(config::run(cmd, cli.config.as_deref())),
+        Command::Completions(args) => return Ok(docs::completions(&args)),
+        Command::Man(args) => return docs::man(&args),
+        _ => {}
     }
     let loaded = match load(cli.config.as_deref()) {
         Ok(l) => l,
@@ -49,22 +61,28 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .thread_name("steward")
         .build()?;
-    runtime.block_on(run_async(cli.command, loaded, cli.config))
+    if let Some(problem) = &systemd.problem {
+        tracing::warn!("{problem}");
+    }
+    runtime.block_on(run_async(cli.command, loaded, cli.config, systemd.notifier))
 }
 
 async fn run_async(
     command: Command,
     loaded: Loaded,
     config_path: Option<std::path::PathBuf>,
+    systemd: Option<crate::sd_notify::Notifier>,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Agent(args) => crate::daemon::run(args, loaded, config_path).await,
+        Command::Agent(args) => crate::daemon::run(args, loaded, config_path, systemd).await,
         Command::Metrics(args) => metrics::run(args, &loaded).await,
         Command::Backup(args) => backup::run(args, &loaded).await,
         Command::Restore(args) => restore::run(args, &loaded).await,
         Command::Drill(args) => drill::run(args, &loaded).await,
         Command::Annotate(args) => annotate::run(args, &loaded).await,
         Command::Wal(args) => wal::run(args, &loaded).await,
-        Command::Config(_) => unreachable!("handled before loading"),
+        Command::Config(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled before loading")
+        }
     }
 }
