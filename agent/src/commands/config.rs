@@ -91,4 +91,29 @@ mod tests {
         assert_eq!(entry["queue_prefix"].as_str(), Some("queues:"));
         assert_eq!(entry["timeout_secs"].as_float(), Some(5.0));
     }
+
+    /// The package's /etc/steward/steward.toml: valid, loopback, node
+    /// metrics on, and nothing else to start (no backup job, no upstream).
+    #[test]
+    fn packaged_default_config_is_node_metrics_on_loopback() {
+        let text = include_str!("../../../packaging/steward.toml");
+        let config = crate::config::parse(text, "packaging/steward.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.agent.listen.to_string(), "127.0.0.1:9810");
+        assert_eq!(
+            config.agent.state_dir,
+            std::path::Path::new("/var/lib/steward")
+        );
+        let built: Vec<&str> = config
+            .collectors
+            .iter()
+            .flat_map(|s| s.collectors().into_iter().map(move |_| s.key()))
+            .collect();
+        assert!(
+            !built.is_empty() && built.iter().all(|k| *k == "node"),
+            "{built:?}"
+        );
+        assert!(config.backup.jobs.is_empty());
+        assert!(config.telemetry.exporter.is_none());
+    }
 }
