@@ -33,8 +33,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Neither do these read it: they describe the command line.
     match cli.command {
         Command::Config(cmd) => return Ok(config::run(cmd, cli.config.as_deref())),
-        Command::Completions(args) => return Ok(docs::completions(&args)),
-        Command::Man(args) => return docs::man(&args),
+        Command::Completions(args) => {
+            return Ok(docs::completions(
+                &args,
+                <Cli as clap::CommandFactory>::command(),
+            ))
+        }
+        Command::Man(args) => return docs::man(&args, <Cli as clap::CommandFactory>::command()),
         _ => {}
     }
     let loaded = match load(cli.config.as_deref()) {
@@ -84,5 +89,35 @@ async fn run_async(
         Command::Config(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled before loading")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_gets_a_page_that_names_its_options() {
+        let dir = tempfile::tempdir().unwrap();
+        docs::write_pages(Cli::command(), dir.path()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for page in [
+            "steward.1",
+            "steward-agent.1",
+            "steward-backup.1",
+            "steward-restore.1",
+            "steward-config-check.1",
+            "steward-completions.1",
+        ] {
+            assert!(names.iter().any(|n| n == page), "{page} in {names:?}");
+        }
+        let agent = std::fs::read_to_string(dir.path().join("steward-agent.1")).unwrap();
+        assert!(agent.starts_with(".ie \\n(.g .ds Aq"), "roff: {agent}");
+        assert!(agent.contains("web.config.file"), "{agent}");
     }
 }
