@@ -105,11 +105,13 @@ fn notify_socket_gets_ready_after_bind_watchdog_reload_and_stopping() {
         "{ready}"
     );
 
-    // Pings from the main loop at about half of WATCHDOG_USEC.
+    // Pings from the main loop at about half of WATCHDOG_USEC: about 10 in
+    // 2 s (the bounds leave room for a loaded machine, and catch a busy
+    // loop or a missing timer).
     pings = 0;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
-        match systemd.recv(Duration::from_millis(1500)) {
+    while start.elapsed() < Duration::from_millis(2000) {
+        match systemd.recv(Duration::from_millis(2000)) {
             Some(m) => {
                 assert_eq!(m, "WATCHDOG=1", "unexpected notification");
                 pings += 1;
@@ -118,8 +120,8 @@ fn notify_socket_gets_ready_after_bind_watchdog_reload_and_stopping() {
         }
     }
     assert!(
-        (4..=12).contains(&pings),
-        "{pings} watchdog pings in 1.5 s at a 200 ms interval; log:\n{}",
+        (4..=15).contains(&pings),
+        "{pings} watchdog pings in 2 s at a 200 ms interval; log:\n{}",
         agent.log()
     );
 
