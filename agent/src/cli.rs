@@ -26,9 +26,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `steward agent --help` and steward-agent(1): signals, systemd, files.
+const AGENT_NOTES: &str = "\
+Signals: SIGHUP re-reads the configuration and the web-config file (a file \
+that no longer loads is reported and the running configuration is kept); \
+SIGTERM and SIGINT stop after the subsystems flush.
+
+systemd: with NOTIFY_SOCKET set (Type=notify) the agent sends READY=1 once \
+the configuration is loaded and the listener is bound, RELOADING=1 and \
+READY=1 around a reload, STOPPING=1 on shutdown, and WATCHDOG=1 at half of \
+WATCHDOG_USEC (WatchdogSec=).
+
+Files: /etc/steward/steward.toml (the configuration when --config is not \
+given), /var/lib/steward (state), /var/backups/steward (the local backup \
+target). Every option: `steward config example`.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: metrics server, scheduled backups, log shipping.
+    #[command(after_long_help = AGENT_NOTES)]
     Agent(crate::daemon::AgentArgs),
     /// Run one scrape of every enabled collector and print it to stdout.
     Metrics(crate::commands::metrics::MetricsArgs),
