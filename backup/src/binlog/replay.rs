@@ -20,7 +20,7 @@ use crate::binlog::archive::{self, FileChain};
 use crate::error::{Error, Result};
 use crate::manifest::{BinlogPosition, JobKind};
 use crate::restore::identity::Identities;
-use crate::restore::mysql::MysqlConnection;
+use crate::restore::mysql::{MysqlConnection, WithoutLines};
 use crate::restore::stream::Progress;
 use crate::restore::tool::{describe, feed, find_tool, tail};
 use crate::restore::{self, Check, Located};
@@ -431,7 +431,7 @@ fn pipe(
     // (another database) or onto one with gtid_strict_mode they would be
     // out of order; the server numbers the replayed transactions itself.
     let slot = Arc::new(std::sync::Mutex::new(None));
-    let fed = feed(&mut client, WithoutGtidSeqNo::new(sql), &slot);
+    let fed = feed(&mut client, WithoutLines::new(sql, sets_gtid_seq_no), &slot);
     let produced = producer.wait();
     let perr = producer_err.join().unwrap_or_default();
     let produced_ok = matches!(&produced, Ok(s) if s.success());
@@ -457,49 +457,14 @@ fn pipe(
     }
 }
 
-/// `mariadb-binlog` output without its `SET @@session.gtid_seq_no=N`
-/// lines; everything else passes through as bytes.
-struct WithoutGtidSeqNo<R> {
-    inner: std::io::BufReader<R>,
-    line: Vec<u8>,
-    pos: usize,
-}
-
-impl<R: std::io::Read> WithoutGtidSeqNo<R> {
-    fn new(inner: R) -> Self {
-        WithoutGtidSeqNo {
-            inner: std::io::BufReader::with_capacity(256 * 1024, inner),
-            line: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
+/// `mariadb-binlog` output's `SET @@session.gtid_seq_no=N` lines: the
+/// original server's sequence numbers, which a second replay into the same
+/// server would collide with.
 fn sets_gtid_seq_no(line: &[u8]) -> bool {
     let rest = line
         .strip_prefix(b"/*M!100001 ")
         .or_else(|| line.strip_prefix(b"/*!100001 "));
     rest.is_some_and(|r| r.starts_with(b"SET @@session.gtid_seq_no="))
-}
-
-impl<R: std::io::Read> std::io::Read for WithoutGtidSeqNo<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::BufRead;
-        while self.pos >= self.line.len() {
-            self.line.clear();
-            self.pos = 0;
-            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
-                return Ok(0);
-            }
-            if sets_gtid_seq_no(&self.line) {
-                self.line.clear();
-            }
-        }
-        let n = buf.len().min(self.line.len() - self.pos);
-        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// A private (0700) temporary directory, removed on drop.
@@ -556,7 +521,7 @@ mod tests {
         use std::io::Read;
         let sql = "/*M!100001 SET @@session.gtid_domain_id=0*//*!*/;\n/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;\nINSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=1');\n";
         let mut out = String::new();
-        WithoutGtidSeqNo::new(sql.as_bytes())
+        WithoutLines::new(sql.as_bytes(), sets_gtid_seq_no)
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(

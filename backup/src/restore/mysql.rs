@@ -265,7 +265,7 @@ async fn restore_one(
     let mut cmd = conn.command()?;
     cmd.arg(format!("--database={into}"));
     let outcome = tokio::task::spawn_blocking(move || {
-        let filtered = WithoutDatabaseSwitch::new(reader);
+        let filtered = WithoutLines::new(reader, switches_database);
         feed(&mut cmd, filtered, &slot)
     })
     .await
@@ -337,32 +337,37 @@ pub fn check_tables(
     })
 }
 
-/// A dump stream without its top-level `CREATE DATABASE ...;` and
-/// `USE `db`;` lines. Lines are passed through as bytes; only the start of
-/// each line is looked at.
-pub struct WithoutDatabaseSwitch<R> {
+/// A SQL stream without the lines `drop` picks (whole lines, `\n`
+/// included); everything else passes through as bytes. Used to take the
+/// database switch out of a dump ([`switches_database`]) and the original
+/// server's GTID sequence numbers out of replayed binlogs.
+pub struct WithoutLines<R> {
     inner: BufReader<R>,
     line: Vec<u8>,
     pos: usize,
+    drop: fn(&[u8]) -> bool,
 }
 
-impl<R: Read> WithoutDatabaseSwitch<R> {
-    pub fn new(inner: R) -> Self {
-        WithoutDatabaseSwitch {
+impl<R: Read> WithoutLines<R> {
+    pub fn new(inner: R, drop: fn(&[u8]) -> bool) -> Self {
+        WithoutLines {
             inner: BufReader::with_capacity(256 * 1024, inner),
             line: Vec::new(),
             pos: 0,
+            drop,
         }
     }
 }
 
-fn switches_database(line: &[u8]) -> bool {
+/// A dump's top-level `CREATE DATABASE ...;` and `USE `db`;` lines (only
+/// the start and end of each line are looked at).
+pub fn switches_database(line: &[u8]) -> bool {
     let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
     (trimmed.starts_with(b"CREATE DATABASE ") && trimmed.ends_with(b";"))
         || (trimmed.starts_with(b"USE `") && trimmed.ends_with(b"`;"))
 }
 
-impl<R: Read> Read for WithoutDatabaseSwitch<R> {
+impl<R: Read> Read for WithoutLines<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.line.len() {
             self.line.clear();
@@ -370,7 +375,7 @@ impl<R: Read> Read for WithoutDatabaseSwitch<R> {
             if self.inner.read_until(b'\n', &mut self.line)? == 0 {
                 return Ok(0);
             }
-            if switches_database(&self.line) {
+            if (self.drop)(&self.line) {
                 self.line.clear();
             }
         }
@@ -389,7 +394,7 @@ mod tests {
     fn database_switch_lines_are_dropped() {
         let dump = "-- header\nCREATE DATABASE /*!32312 IF NOT EXISTS*/ `app` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\nUSE `app`;\nINSERT INTO t VALUES ('USE `x`;');\n-- Dump completed\n";
         let mut out = String::new();
-        WithoutDatabaseSwitch::new(dump.as_bytes())
+        WithoutLines::new(dump.as_bytes(), switches_database)
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(
