@@ -13,6 +13,33 @@ mod redis;
 mod syslog;
 mod time;
 
+/// What the parsers' unit tests read back from a record.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Parsed;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+
+    /// An attribute's value as text (numbers formatted).
+    pub(crate) fn attr(p: &Parsed, key: &str) -> Option<String> {
+        p.attributes.iter().find(|k| k.key == key).map(|k| {
+            match k.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            }
+        })
+    }
+
+    /// The record's body, which must be a string.
+    pub(crate) fn body(p: &Parsed) -> &str {
+        match p.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s,
+            other => panic!("body {other:?}"),
+        }
+    }
+}
+
 use std::ops::Range;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};

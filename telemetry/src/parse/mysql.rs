@@ -312,26 +312,8 @@ fn operation(statement: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::config::ParserKind;
+    use crate::parse::test_support::{attr, body};
     use crate::parse::{parse_with, Options, Parsed};
-    use opentelemetry_proto::tonic::common::v1::any_value;
-
-    fn attr(p: &Parsed, key: &str) -> Option<String> {
-        p.attributes.iter().find(|k| k.key == key).map(|k| {
-            match k.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::StringValue(s)) => s.clone(),
-                Some(any_value::Value::IntValue(i)) => i.to_string(),
-                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-                other => format!("{other:?}"),
-            }
-        })
-    }
-
-    fn body(p: &Parsed) -> &str {
-        match p.body.as_ref().and_then(|b| b.value.as_ref()) {
-            Some(any_value::Value::StringValue(s)) => s,
-            other => panic!("body {other:?}"),
-        }
-    }
 
     fn parse(kind: ParserKind, text: &str) -> Parsed {
         parse_with(kind, &Options::default(), text)
