@@ -821,21 +821,7 @@ fn drill_passes_then_misses_its_rto_and_metrics_say_so() {
     );
 
     // The daemon's metrics read the last drills (same state dir).
-    let port = free_port();
-    let _agent = ChildGuard::spawn(
-        "steward",
-        Command::new(steward_bin())
-            .args([
-                "agent",
-                "-c",
-                s(&config),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
+    let (_agent, port) = spawn_agent(&config);
     wait_for_http(port, "/livez", Duration::from_secs(30)).unwrap();
     let (status, _, body) = http_get(port, "/metrics", &[]).unwrap();
     assert_eq!(status, 200);
@@ -856,6 +842,27 @@ fn drill_passes_then_misses_its_rto_and_metrics_say_so() {
         metrics.contains("steward_drill_last_run_timestamp_seconds{job=\"files\"}"),
         "{metrics}"
     );
+}
+
+/// `steward agent -c config` on a free loopback port, quiet; stopped when
+/// the guard is dropped.
+fn spawn_agent(config: &Path) -> (ChildGuard, u16) {
+    let port = free_port();
+    let agent = ChildGuard::spawn(
+        "steward",
+        Command::new(steward_bin())
+            .args([
+                "agent",
+                "-c",
+                s(config),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    (agent, port)
 }
 
 /// The stored object files of a local target under `repo`.
@@ -1001,21 +1008,7 @@ fn config_rollback_to_the_baseline_is_exact() {
     };
     assert!(list().is_empty(), "a snapshot exists before the agent ran");
 
-    let port = free_port();
-    let agent = ChildGuard::spawn(
-        "steward",
-        Command::new(steward_bin())
-            .args([
-                "agent",
-                "-c",
-                s(&config),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
+    let (agent, _) = spawn_agent(&config);
     let wait_for = |n: usize| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
