@@ -207,6 +207,15 @@ fn restore_to_a_time_between_two_markers_and_to_the_end_of_the_archive() {
     p.configure(&job_config(&pg, "\"local\""));
     pg.psql("CREATE TABLE markers (name text, at timestamptz)")
         .unwrap();
+    // What a planted base backup could carry: a command run at the end of
+    // recovery, while the server's environment holds the key.
+    let planted = p.data_dir("planted-marker");
+    let planted = planted.join("ran");
+    pg.psql(&format!(
+        "ALTER SYSTEM SET recovery_end_command = 'env > {}'",
+        planted.display()
+    ))
+    .unwrap();
 
     let run = p.with_config(&["backup", "run", "db", "--json", "--quiet"]);
     assert!(
@@ -265,6 +274,10 @@ fn restore_to_a_time_between_two_markers_and_to_the_end_of_the_archive() {
         text(&out)
     );
     assert_eq!(restored.markers(), "m1,m2");
+    assert!(
+        !planted.exists(),
+        "a recovery_end_command from the backup ran during recovery"
+    );
     drop(restored);
 
     // The end of the archive: every marker.

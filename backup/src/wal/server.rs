@@ -57,6 +57,16 @@ fn log_tail(log: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// While recovery runs, the server's environment holds the archive's
+/// credentials and the private key, and its configuration came from the
+/// bucket, which whoever can write to the bucket can plant. Every setting
+/// that runs a command or loads a library is switched off on the command
+/// line (which wins over both configuration files) for that start only.
+const RECOVERY_HOOKS_OFF: &str = "-c recovery_end_command='' -c archive_cleanup_command='' \
+     -c archive_mode=off -c archive_command='' -c archive_library='' \
+     -c shared_preload_libraries='' -c local_preload_libraries='' \
+     -c session_preload_libraries='' -c jit=off -c ssl=off -c ssl_passphrase_command=''";
+
 /// Starts the restored server, waits for the end of recovery and the
 /// promotion, then restarts it without the environment recovery needed
 /// (the archive's credentials and the key stay out of the running server).
@@ -68,7 +78,9 @@ pub(crate) async fn start_and_wait(
     progress: &Arc<dyn Progress>,
 ) -> Result<String> {
     let log = dir.join("steward-restore.log");
-    let options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+    let options = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' {RECOVERY_HOOKS_OFF}"
+    );
     let ctl_failed = |what: &str, detail: String| {
         Error::Other(format!(
             "the restored server {what} ({detail}); last lines of {}:\n{}",
