@@ -145,7 +145,7 @@ impl DrillCollector {
         );
         let mut age = MetricFamily::gauge(
             "steward_drill_data_age_seconds",
-            "Age of the snapshot restored by the last drill of the job when the drill ran (the measured RPO).",
+            "Age of the snapshot restored by the last drill of the job when the drill ran (the measured RPO); for mysql jobs with binlog shipping, the live server's last commit at drill start minus the last replayed binlog event.",
         );
         for l in &last {
             let job = l.job.job.as_str();

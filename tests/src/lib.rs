@@ -4,6 +4,7 @@
 //! Every child process is killed when its guard drops.
 
 pub mod backup_env;
+pub mod binlog_support;
 pub mod grafana_api;
 pub mod mariadb;
 pub mod nginx;

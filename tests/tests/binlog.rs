@@ -8,82 +8,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use steward_tests::binlog_support::{failed, keypair, marker, ok, rows, steward, text, Agent};
 use steward_tests::mariadb::Mariadb;
 use steward_tests::promtext::Scrape;
 use steward_tests::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
-use steward_tests::{steward_bin, StewardAgent};
-
-fn keypair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("backup.key");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .expect("age-keygen (Debian package age)");
-    assert!(out.status.success());
-    let text = std::fs::read_to_string(&key).unwrap();
-    let recipient = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
-    (key, recipient)
-}
-
-fn steward(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(steward_bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("STEWARD_CONFIG")
-        .env_remove("STEWARD_IDENTITY")
-        .env_remove("STEWARD_IDENTITY_FILE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run steward")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "{}", text(&o));
-    o
-}
-
-fn failed(o: Output) -> String {
-    assert!(!o.status.success(), "expected failure:\n{}", text(&o));
-    let t = text(&o);
-    assert!(!t.contains("panicked"), "{t}");
-    t
-}
-
-/// Inserts a marker row and returns the server's Unix time of the
-/// statement (the time its binlog events carry).
-fn marker(db: &Mariadb, name: &str) -> i64 {
-    db.mysql(&format!(
-        "INSERT INTO shop.marker (name, at) VALUES ('{name}', UNIX_TIMESTAMP()); SELECT at FROM shop.marker WHERE name = '{name}'"
-    ))
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap()
-}
-
-fn rows(db: &Mariadb, sql: &str) -> String {
-    db.mysql(sql).unwrap()
-}
+use steward_tests::StewardAgent;
 
 fn metric(agent: &StewardAgent, name: &str) -> f64 {
     let scrape = Scrape::parse(&agent.scrape().unwrap());
@@ -448,74 +382,6 @@ fn binlog_off_and_missing_grants_are_clear_errors() {
 }
 
 /// `steward agent` on a fixed config and state directory, restartable.
-struct Agent {
-    guard: steward_tests::ChildGuard,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(config: &Path, log: &Path) -> Agent {
-        let text = std::fs::read_to_string(config).unwrap();
-        let port: u16 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
-            .and_then(|p| p.trim_end_matches('"').parse().ok())
-            .unwrap();
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut cmd = Command::new(steward_bin());
-        cmd.arg("agent")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let guard = steward_tests::ChildGuard::spawn("steward", &mut cmd).unwrap();
-        steward_tests::wait_for_http(port, "/livez", Duration::from_secs(30)).unwrap();
-        Agent {
-            guard,
-            port,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, _, body) = steward_tests::http_get(self.port, "/metrics", &[]).unwrap();
-        let scrape = Scrape::parse(&String::from_utf8_lossy(&body));
-        let value = scrape
-            .series_of(name)
-            .map(|(_, v)| v)
-            .next()
-            .unwrap_or(f64::NAN);
-        value
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_shipped(&self, at: i64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let event = self.metric("steward_binlog_last_event_timestamp_seconds");
-            let waiting = self.metric("steward_binlog_unshipped_bytes");
-            if event >= at as f64 && waiting == 0.0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "binlogs up to {at} not shipped (last event {event}, waiting {waiting}); log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 /// Every (start, end) of the shipped segments of each binlog file.
 fn shipped_ranges(store: &Path) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
     let mut files = Vec::new();

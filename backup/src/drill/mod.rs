@@ -1,8 +1,11 @@
 //! Disaster-recovery drills: restore the latest snapshot of each job into a
 //! scratch place (a temporary database, a temporary directory), check it
 //! against the manifest, measure the time it took (RTO) and the age of the
-//! data (RPO) against the objectives, clean up, and report.
+//! data (RPO) against the objectives, clean up, and report. `mysql` jobs
+//! with binlog shipping are rolled forward and their RPO measured against
+//! the live server ([`binlog`]).
 
+pub mod binlog;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use crate::restore::{self, ConnectionOverrides, Identities, Located, Progress, R
 use crate::target::{self, StorageTarget};
 
 pub use crate::config::{DrillConfig, Objective};
-pub use report::{format_duration, Check, DrillReport, JobDrill};
+pub use report::{format_duration, BinlogDrill, Check, DrillReport, JobDrill};
 
 /// One job to drill: its name, kind, where to restore databases, and
 /// its objectives.
@@ -34,6 +37,9 @@ pub struct DrillJob {
     pub pg: PgConnection,
     pub mysql: MysqlConnection,
     pub objective: Objective,
+    /// The job's configuration (its live server), `None` when drilling
+    /// from a bucket without configuration.
+    pub source: Option<JobConfig>,
 }
 
 impl DrillJob {
@@ -53,6 +59,7 @@ impl DrillJob {
             pg: overrides.postgres(job),
             mysql: overrides.mysql(job),
             objective: drill.objectives.get(name).cloned().unwrap_or_default(),
+            source: job.cloned(),
         }
     }
 }
@@ -208,8 +215,40 @@ async fn drill_job(settings: &DrillSettings, job: &DrillJob) -> JobDrill {
             return out;
         }
     }
+    // Binlog drills: where the live server is, before anything is
+    // restored (the restore itself writes binlogs on that server).
+    let binlog_drill = m.kind == JobKind::Mysql && binlog::dump_positions(m).is_some();
+    let live = match (&job.source, binlog_drill) {
+        (Some(source), true) => match binlog::live_position(&job.name, source).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                out.error = Some(e.to_string());
+                return out;
+            }
+        },
+        _ => None,
+    };
     let mut cleanup: Vec<Cleanup> = Vec::new();
-    let result = restore_scratch(settings, job, &located, &mut cleanup).await;
+    let mut result = restore_scratch(settings, job, &located, &mut cleanup).await;
+    if let (Ok(items), true) = (&mut result, binlog_drill) {
+        let roll = binlog::RollForward {
+            job_name: &job.name,
+            source: job.source.as_ref(),
+            conn: &job.mysql,
+            identities: &settings.identities,
+            progress: Arc::clone(&settings.progress),
+            scratch_dir: &settings.scratch_dir,
+        };
+        match binlog::roll_forward(&roll, &located, live, drill_start, items).await {
+            Ok(b) => {
+                out.data_age_seconds = Some(b.rpo_seconds);
+                let c = binlog::check(&b);
+                out.check(c.name, c.ok, c.detail);
+                out.binlog = Some(b);
+            }
+            Err(e) => result = Err(e),
+        }
+    }
     // RTO: everything up to verified data, cleanup excluded.
     out.restore_seconds = Some(started.elapsed().as_secs_f64());
     match result {

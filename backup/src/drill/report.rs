@@ -138,6 +138,10 @@ pub struct JobDrill {
     pub checks: Vec<Check>,
     /// Why the restore itself failed (download, key, tool...).
     pub error: Option<String>,
+    /// `mysql` jobs with binlog shipping: the roll-forward and the RPO
+    /// measured against the live server (`data_age_seconds` is that RPO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogDrill>,
 }
 
 impl JobDrill {
@@ -154,6 +158,7 @@ impl JobDrill {
             restored_bytes: 0,
             checks: Vec::new(),
             error: None,
+            binlog: None,
         }
     }
 
@@ -226,7 +231,13 @@ impl JobDrill {
                 self.rto_secs.map(format_duration).unwrap_or_default()
             ));
         }
-        if !self.rpo_met() {
+        if let (false, Some(b)) = (self.rpo_met(), &self.binlog) {
+            out.push(format!(
+                "the live server's last commit was {} after the last replayed binlog event but the RPO objective is {}",
+                format_duration(b.rpo_seconds),
+                self.rpo_secs.map(format_duration).unwrap_or_default()
+            ));
+        } else if !self.rpo_met() {
             out.push(format!(
                 "newest snapshot is {} old but the RPO objective is {}",
                 self.data_age_seconds
@@ -240,6 +251,28 @@ impl JobDrill {
 }
 
 pub use crate::restore::Check;
+
+/// The binlog part of a drill report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BinlogDrill {
+    /// The live server's binlog position when the drill started
+    /// (`None` without a configured server).
+    pub live_file: Option<String>,
+    pub live_position: Option<u64>,
+    /// Server time of the live server's last event before that position.
+    pub live_last_commit_at: Option<i64>,
+    /// Where the replay stopped: the newest byte shipped at drill start.
+    pub replayed_file: String,
+    pub replayed_position: u64,
+    /// Server time of the last replayed event (the dump's time when no
+    /// event was shipped after it).
+    pub last_replayed_at: Option<i64>,
+    /// `live_last_commit_at - last_replayed_at` (0 when the replay
+    /// reached the live position), or the upper bound described above.
+    pub rpo_seconds: f64,
+    /// False when no live server was asked (the RPO is an upper bound).
+    pub measured: bool,
+}
 
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`: short and unambiguous.
 pub fn format_duration(secs: f64) -> String {

@@ -1,0 +1,149 @@
+//! Helpers of the MySQL/MariaDB point-in-time recovery tests
+//! (tests/tests/binlog*.rs): keys, the CLI, marker rows with known commit
+//! times, and an agent started from a configuration file that can be
+//! killed and started again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::mariadb::Mariadb;
+use crate::promtext::Scrape;
+use crate::steward_bin;
+
+pub fn keypair(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("backup.key");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (Debian package age)");
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&key).unwrap();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    (key, recipient)
+}
+
+pub fn steward(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(steward_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("STEWARD_CONFIG")
+        .env_remove("STEWARD_IDENTITY")
+        .env_remove("STEWARD_IDENTITY_FILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run steward")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", text(&o));
+    o
+}
+
+pub fn failed(o: Output) -> String {
+    assert!(!o.status.success(), "expected failure:\n{}", text(&o));
+    let t = text(&o);
+    assert!(!t.contains("panicked"), "{t}");
+    t
+}
+
+/// Inserts a marker row and returns the server's Unix time of the
+/// statement (the time its binlog events carry).
+pub fn marker(db: &Mariadb, name: &str) -> i64 {
+    db.mysql(&format!(
+        "INSERT INTO shop.marker (name, at) VALUES ('{name}', UNIX_TIMESTAMP()); SELECT at FROM shop.marker WHERE name = '{name}'"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+pub fn rows(db: &Mariadb, sql: &str) -> String {
+    db.mysql(sql).unwrap()
+}
+
+/// An agent run from a configuration file (with `listen` on a loopback
+/// port), its output appended to a log file.
+pub struct Agent {
+    pub guard: crate::ChildGuard,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &Path, log: &Path) -> Agent {
+        let text = std::fs::read_to_string(config).unwrap();
+        let port: u16 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|p| p.trim_end_matches('"').parse().ok())
+            .unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut cmd = Command::new(steward_bin());
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let guard = crate::ChildGuard::spawn("steward", &mut cmd).unwrap();
+        crate::wait_for_http(port, "/livez", Duration::from_secs(30)).unwrap();
+        Agent {
+            guard,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, _, body) = crate::http_get(self.port, "/metrics", &[]).unwrap();
+        let scrape = Scrape::parse(&String::from_utf8_lossy(&body));
+        let value = scrape
+            .series_of(name)
+            .map(|(_, v)| v)
+            .next()
+            .unwrap_or(f64::NAN);
+        value
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_shipped(&self, at: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let event = self.metric("steward_binlog_last_event_timestamp_seconds");
+            let waiting = self.metric("steward_binlog_unshipped_bytes");
+            if event >= at as f64 && waiting == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "binlogs up to {at} not shipped (last event {event}, waiting {waiting}); log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
