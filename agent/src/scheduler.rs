@@ -70,6 +70,9 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
                 job.catch_up,
             )));
         }
+        if job.kind == JobKind::Mysql && job.binlog {
+            tasks.push(tokio::spawn(gap_loop(ctx.clone())));
+        }
         if job.kind == JobKind::Config && job.watch {
             tasks.push(tokio::spawn(watch_loop(ctx, job.clone())));
         }
@@ -311,6 +314,39 @@ async fn schedule_loop(ctx: JobContext, schedule: Schedule, catch_up: bool) {
         );
     }
 }
+
+/// Binlog shipping found a gap (binlogs purged before they were
+/// shipped): point-in-time recovery cannot cross it from any older dump,
+/// so a full dump is taken at once (reason `binlog-gap`), retried every
+/// minute until one succeeds. The request is a file the shipper writes,
+/// so it survives a restart of the agent.
+async fn gap_loop(ctx: JobContext) {
+    use steward_backup::binlog::ship;
+    loop {
+        let pause = match ship::pending_gap(&ctx.state_dir, &ctx.name) {
+            None => GAP_POLL,
+            Some(gap) => {
+                tracing::warn!(job = %ctx.name, "{gap}: taking a full dump so point-in-time recovery resumes");
+                let done = ctx.run(ship::GAP_REASON).await;
+                if done.is_some_and(|r| r.status == RunStatus::Success) {
+                    ship::clear_gap(&ctx.state_dir, &ctx.name, &gap);
+                    GAP_POLL
+                } else {
+                    GAP_RETRY
+                }
+            }
+        };
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How often the gap request is looked for, and how long after a failed
+/// dump it is tried again.
+const GAP_POLL: Duration = Duration::from_secs(2);
+const GAP_RETRY: Duration = Duration::from_secs(60);
 
 /// Takes a `baseline` snapshot, then polls the config paths and runs the
 /// job once they have been quiet for `debounce_secs` after a change. Polling (metadata only, content hashed

@@ -150,6 +150,40 @@ pub async fn run(opts: ShipperOptions, stats: Arc<ShipStats>) {
     }
 }
 
+/// The reason of the full dump a gap asks for.
+pub const GAP_REASON: &str = "binlog-gap";
+
+fn gap_path(state_dir: &Path, job: &str) -> PathBuf {
+    job_dir(state_dir, job).join("gap-pending")
+}
+
+/// Records that `job` needs a fresh full dump because of a gap; the
+/// agent's scheduler takes it ([`pending_gap`], [`clear_gap`]). A file,
+/// so the request outlives a restart of the agent.
+fn mark_gap(state_dir: &Path, job: &str, what: &str) -> Result<()> {
+    let path = gap_path(state_dir, job);
+    crate::private_fs::write(&path, what.as_bytes()).map_err(|e| Error::Local {
+        doing: format!("job {job}: recording a binlog gap"),
+        path,
+        source: e,
+        hint: "; check that the state directory is writable".into(),
+    })
+}
+
+/// The gap `job` still needs a full dump for, if any.
+pub fn pending_gap(state_dir: &Path, job: &str) -> Option<String> {
+    std::fs::read_to_string(gap_path(state_dir, job)).ok()
+}
+
+/// Clears the request once a dump was taken after it, unless another gap
+/// replaced it meanwhile (`seen` is what [`pending_gap`] said before the
+/// dump started).
+pub fn clear_gap(state_dir: &Path, job: &str, seen: &str) {
+    if pending_gap(state_dir, job).as_deref() == Some(seen) {
+        let _ = std::fs::remove_file(gap_path(state_dir, job));
+    }
+}
+
 /// `SHOW BINARY LOGS`: the files the server still has, oldest first.
 pub async fn server_binlogs(job_name: &str, job: &JobConfig) -> Result<Vec<(String, u64)>> {
     let at = mysql::where_(job);
@@ -277,13 +311,17 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
             stats.gaps.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 job = %job,
-                "binlog gap: {} (from byte {}) is no longer on the server, it was purged before it was shipped; shipping goes on from {next}, and point-in-time recovery across the gap needs a dump taken after it: run `steward backup run {job}`",
+                "binlog gap: {} (from byte {}) is no longer on the server, it was purged before it was shipped; shipping goes on from {next}, and point-in-time recovery across the gap needs a dump taken after it: the agent takes one now (reason {GAP_REASON})",
                 state.file, state.offset
             );
-            stats.set_error(Some(format!(
+            let gap = format!(
                 "binlog gap: {} from byte {} was purged before it was shipped",
                 state.file, state.offset
-            )));
+            );
+            // Before the state moves on: a crash in between finds the gap
+            // again rather than losing the request for a dump.
+            mark_gap(&opts.state_dir, job, &gap)?;
+            stats.set_error(Some(gap));
             state = State {
                 file: next,
                 offset: 0,
