@@ -462,6 +462,30 @@ REDIS = dashboard(
     ["redis", "queue"],
 )
 
+def binlog_panels():
+    """MySQL/MariaDB binlog shipping (point-in-time recovery): is the
+    follower connected, how far behind the newest shipped event is, gaps
+    and failures, and the volume shipped."""
+    return [
+        row("Binlog shipping (MySQL/MariaDB point-in-time recovery)"),
+        panel("Following", "1 while the binlog follower (mariadb-binlog) is connected to the server. Alert after 5 minutes at 0.", "none",
+              [(f'steward_binlog_following{{{SEL}}}', "{{exported_job}}")], kind="stat", w=12, h=5, mappings=OK_MAPPING),
+        panel("Last shipped", "Time since the last binlog segment was stored on every target of the job (a quiet server ships nothing new: compare with the lag).", "s",
+              [(f'time() - steward_binlog_last_shipped_timestamp_seconds{{{SEL}}}', "{{exported_job}}")], kind="stat", w=12, h=5),
+        panel("Gaps and shipping failures", "Binlogs purged on the server before they were shipped (each answered by a fresh full dump, reason binlog-gap; alerted), and times shipping stopped on an error (server unreachable, missing grant, target down; retried), per interval.", "short",
+              [(f'increase(steward_binlog_gaps_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} gaps"),
+               (f'increase(steward_binlog_ship_failures_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} failures")]),
+        panel("Shipping lag", "Seconds since everything received from the server was shipped (what a restore now would lose), Alert above 10 minutes.", "s",
+              [(f'steward_binlog_lag_seconds{{{SEL}}}', "{{exported_job}}")],
+              thresholds=[(None, "green"), (60, "orange"), (600, "red")]),
+        panel("Binlog volume", "Binlog bytes shipped per second (plaintext) and stored per second per target (compressed and encrypted).", "Bps",
+              [(f'rate(steward_binlog_shipped_bytes_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} shipped"),
+               (f'rate(steward_binlog_stored_bytes_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} stored")]),
+        panel("Waiting to ship", "Binlog bytes received from the server and not shipped yet (shipped at least every flush interval, or at 16 MiB).", "bytes",
+              [(f'steward_binlog_unshipped_bytes{{{SEL}}}', "{{exported_job}}")]),
+    ]
+
+
 BACKUPS = dashboard(
     "steward-backups", "Steward / Backups and drills",
     "Backup freshness, results, durations and sizes per job, and disaster-recovery drills. Steward's `job` label is stored by Prometheus as `exported_job`. Backup failures, restores and drills show as annotations.",
@@ -494,6 +518,7 @@ BACKUPS = dashboard(
               [(f'steward_drill_restore_seconds{{{SEL}}}', "{{exported_job}}")], w=12, h=6),
         panel("Drill data age (RPO)", "Age of the snapshot the last drill restored, when it ran (the measured RPO).", "s",
               [(f'steward_drill_data_age_seconds{{{SEL}}}', "{{exported_job}}")], w=12, h=6),
+        *binlog_panels(),
     ],
     ["backup"],
     extra_annotations=[("Backup failures", "failure", "red"), ("Restores", "restore", "orange"), ("Drills", "drill", "purple")],
