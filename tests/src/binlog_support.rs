@@ -147,3 +147,56 @@ impl Agent {
         }
     }
 }
+
+/// Every (start, end) of the shipped segments of each binlog file, from
+/// the keys (or paths) of their metadata objects
+/// (`.../binlog/<file>/<start>-<end>[.last].json`), each file's sorted.
+pub fn segment_ranges<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
+    let mut out: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for key in keys {
+        let mut parts = key.rsplit('/');
+        let (Some(name), Some(file)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(range) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let range = range.trim_end_matches(".last");
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        out.entry(file.to_string())
+            .or_default()
+            .push((a.parse().unwrap(), b.parse().unwrap()));
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// Asserts each file's segments start at byte 0 and follow one another
+/// exactly: no byte twice, none missing.
+pub fn assert_contiguous(ranges: &std::collections::BTreeMap<String, Vec<(u64, u64)>>) {
+    assert!(!ranges.is_empty());
+    for (file, segs) in ranges {
+        assert_eq!(segs[0].0, 0, "{file}: {segs:?}");
+        for w in segs.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "{file}: {segs:?}");
+        }
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod process;
 pub mod promtext;
 pub mod redis;
 pub mod s3;
+pub mod switch_proxy;
 
 pub use process::{
     free_port, http_get, steward_bin, wait_for_http, wait_for_tcp, ChildGuard, StewardAgent,

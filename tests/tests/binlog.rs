@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use steward_tests::binlog_support::{failed, keypair, marker, ok, rows, steward, text, Agent};
+use steward_tests::binlog_support::{
+    assert_contiguous, failed, keypair, marker, ok, rows, segment_ranges, steward, text, walk,
+    Agent,
+};
 use steward_tests::mariadb::Mariadb;
 use steward_tests::promtext::Scrape;
 use steward_tests::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
@@ -312,17 +315,6 @@ fn restore_to_a_time_between_markers_from_config_and_from_s3() {
     drop(agent);
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn binlog_off_and_missing_grants_are_clear_errors() {
     let db = Mariadb::start().unwrap();
@@ -399,29 +391,8 @@ fn snapshots(config: &str) -> Vec<serde_json::Value> {
 fn shipped_ranges(store: &Path) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
     let mut files = Vec::new();
     walk(&store.join("web1/shop/binlog"), &mut files);
-    let mut out: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
-        let Some(range) = name.strip_suffix(".json") else {
-            continue;
-        };
-        let range = range.trim_end_matches(".last");
-        let (a, b) = range.split_once('-').unwrap();
-        let file = f
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        out.entry(file)
-            .or_default()
-            .push((a.parse().unwrap(), b.parse().unwrap()));
-    }
-    for v in out.values_mut() {
-        v.sort();
-    }
-    out
+    let keys: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    segment_ranges(keys.iter().map(String::as_str))
 }
 
 #[test]
@@ -486,12 +457,7 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     // none missing.
     let ranges = shipped_ranges(&store);
     assert!(ranges.len() >= 2, "{ranges:?}");
-    for (file, segs) in &ranges {
-        assert_eq!(segs[0].0, 0, "{file}: {segs:?}");
-        for w in segs.windows(2) {
-            assert_eq!(w[0].1, w[1].0, "{file}: {segs:?}");
-        }
-    }
+    assert_contiguous(&ranges);
     let key = key.to_str().unwrap();
     let o = ok(steward(
         &["-c", c, "backup", "verify", "--json", "-i", key, "shop"],

@@ -15,6 +15,7 @@
 //! before it was shipped is a gap: counted, logged, and shipping goes on
 //! from the oldest file the server still has.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -95,11 +96,61 @@ impl ShipStats {
     }
 }
 
-/// Where shipping stands: the next byte to ship.
+/// Where shipping stands: the next byte every target still needs (the
+/// follower starts there and the spool keeps everything from there on),
+/// and where each target is: a target that is down falls behind while
+/// the others go on, and catches up from its own position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub file: String,
     pub offset: u64,
+    /// Per target; a target not named is at `file`/`offset`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, Pos>,
+}
+
+/// A position in the binlogs: the next byte to ship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pos {
+    pub file: String,
+    pub offset: u64,
+}
+
+fn pos_order(a: &Pos, b: &Pos) -> std::cmp::Ordering {
+    super::file_order(&a.file, &b.file).then(a.offset.cmp(&b.offset))
+}
+
+impl State {
+    pub fn at(file: impl Into<String>, offset: u64) -> State {
+        State {
+            file: file.into(),
+            offset,
+            targets: BTreeMap::new(),
+        }
+    }
+
+    /// Where `target` is.
+    pub fn of(&self, target: &str) -> Pos {
+        self.targets.get(target).cloned().unwrap_or(Pos {
+            file: self.file.clone(),
+            offset: self.offset,
+        })
+    }
+
+    /// `moved` reached `to`; the common position becomes the least
+    /// advanced of `all` (the job's targets; others are forgotten).
+    fn advance(&mut self, moved: &[String], to: &Pos, all: &[String]) {
+        let mut next: BTreeMap<String, Pos> = all.iter().map(|t| (t.clone(), self.of(t))).collect();
+        for t in moved {
+            next.insert(t.clone(), to.clone());
+        }
+        if let Some(min) = next.values().min_by(|a, b| pos_order(a, b)).cloned() {
+            self.file = min.file;
+            self.offset = min.offset;
+        }
+        next.retain(|_, p| p.file != self.file || p.offset != self.offset);
+        self.targets = next;
+    }
 }
 
 fn job_dir(state_dir: &Path, job: &str) -> PathBuf {
@@ -230,15 +281,9 @@ async fn initial_state(opts: &ShipperOptions, server: &[(String, u64)]) -> Resul
         let files = archive::list(t.as_ref(), &opts.host, &opts.job_name).await?;
         if let Some((file, segs)) = files.last() {
             let state = match archive::chain_file(file, segs) {
-                Ok(c) if c.complete => super::next_file(file).map(|f| State { file: f, offset: 0 }),
-                Ok(c) => Some(State {
-                    file: file.clone(),
-                    offset: c.end,
-                }),
-                Err(_) => Some(State {
-                    file: file.clone(),
-                    offset: 0,
-                }),
+                Ok(c) if c.complete => super::next_file(file).map(|f| State::at(f, 0)),
+                Ok(c) => Some(State::at(file.clone(), c.end)),
+                Err(_) => Some(State::at(file.clone(), 0)),
             };
             if state.is_some() {
                 return Ok(state);
@@ -255,14 +300,11 @@ async fn initial_state(opts: &ShipperOptions, server: &[(String, u64)]) -> Resul
                 .map(|p| p.file.clone())
                 .min_by(|a, b| super::file_order(a, b));
             if let Some(f) = oldest.filter(|f| server.iter().any(|(s, _)| s == f)) {
-                return Ok(Some(State { file: f, offset: 0 }));
+                return Ok(Some(State::at(f, 0)));
             }
         }
     }
-    Ok(server.last().map(|(f, _)| State {
-        file: f.clone(),
-        offset: 0,
-    }))
+    Ok(server.last().map(|(f, _)| State::at(f.clone(), 0)))
 }
 
 /// One connection's worth of following: returns when the follower exits.
@@ -322,10 +364,12 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
             // again rather than losing the request for a dump.
             mark_gap(&opts.state_dir, job, &gap)?;
             stats.set_error(Some(gap));
-            state = State {
-                file: next,
-                offset: 0,
-            };
+            // Targets already past the purged file keep their place.
+            let old = std::mem::replace(&mut state, State::at(next, 0));
+            let start = state.of("");
+            state.targets = (old.targets.into_iter())
+                .filter(|(_, p)| pos_order(p, &start).is_gt())
+                .collect();
             save_state(&opts.state_dir, job, &state)?;
         }
     }
@@ -368,6 +412,7 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
 
     let interval = Duration::from_secs(opts.job.binlog_flush_interval_secs.max(1));
     let mut last_ship = Instant::now();
+    let mut down = HashMap::new();
     loop {
         let exited = tokio::select! {
             status = child.wait() => Some(status),
@@ -382,7 +427,7 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
             || (waiting.bytes > 0 && last_ship.elapsed() >= interval)
             || (exited.is_some() && waiting.bytes > 0);
         if due {
-            ship_available(opts, stats, &spool, &mut state).await?;
+            ship_available(opts, stats, &spool, &mut state, &mut down).await?;
             last_ship = Instant::now();
             let left = unshipped(&spool, &state);
             stats.unshipped_bytes.store(left.bytes, Ordering::Relaxed);
@@ -444,11 +489,16 @@ fn clear_spool(spool: &Path) {
 
 /// Spool files after `file` (the follower moved on from it).
 fn later_files(spool: &Path, file: &str) -> Vec<String> {
+    spool_files(spool, |n| super::file_order(n, file).is_gt())
+}
+
+/// Binlog files in the spool that `keep` selects, in server order.
+fn spool_files(spool: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(spool)
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| super::is_valid_file_name(n) && super::file_order(n, file).is_gt())
+                .filter(|n| super::is_valid_file_name(n) && keep(n))
                 .collect()
         })
         .unwrap_or_default();
@@ -477,20 +527,66 @@ fn unshipped(spool: &Path, state: &State) -> Waiting {
     }
 }
 
-/// Ships every closed file to its end and the open file's complete events.
+/// Ships every closed file to its end and the open file's complete
+/// events to every target, targets at the same position together (one
+/// compression and encryption for all of them). A target that fails stays
+/// where it is, is counted as a failure and left alone for `retry`, and
+/// the others go on; only a failure to read the spool is an error.
 async fn ship_available(
     opts: &ShipperOptions,
     stats: &ShipStats,
     spool: &Path,
     state: &mut State,
+    down: &mut HashMap<String, Instant>,
 ) -> Result<()> {
-    loop {
-        let path = spool.join(&state.file);
-        if !path.exists() {
-            return Ok(());
+    let all: Vec<String> = opts.targets.iter().map(|t| t.name().to_string()).collect();
+    let retry = Duration::from_secs(opts.job.binlog_flush_interval_secs.clamp(5, 60));
+    let mut groups: Vec<(Pos, Vec<Arc<dyn StorageTarget>>)> = Vec::new();
+    for t in &opts.targets {
+        if down.get(t.name()).is_some_and(|at| at.elapsed() < retry) {
+            continue;
         }
-        let later = later_files(spool, &state.file);
-        let from = state.offset;
+        let p = state.of(t.name());
+        match groups.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, g)) => g.push(Arc::clone(t)),
+            None => groups.push((p, vec![Arc::clone(t)])),
+        }
+    }
+    for (pos, targets) in groups {
+        for (t, e) in ship_group(opts, stats, spool, state, &all, pos, targets).await? {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(job = %opts.job_name, "binlog shipping to target {t}: {e}; the other targets go on, this one is tried again in {}s", retry.as_secs());
+            stats.set_error(Some(format!("target {t}: {e}")));
+            down.insert(t, Instant::now());
+        }
+    }
+    // Files every target has to their end leave the spool.
+    for f in spool_files(spool, |n| super::file_order(n, &state.file).is_lt()) {
+        stats.files.fetch_add(1, Ordering::Relaxed);
+        let _ = std::fs::remove_file(spool.join(f));
+    }
+    Ok(())
+}
+
+/// Ships from `pos` on to `targets` (all at `pos`), segment by segment,
+/// saving the state after each; returns the targets that failed.
+async fn ship_group(
+    opts: &ShipperOptions,
+    stats: &ShipStats,
+    spool: &Path,
+    state: &mut State,
+    all: &[String],
+    mut pos: Pos,
+    mut targets: Vec<Arc<dyn StorageTarget>>,
+) -> Result<Vec<(String, String)>> {
+    let mut failed = Vec::new();
+    while !targets.is_empty() {
+        let path = spool.join(&pos.file);
+        if !path.exists() {
+            break;
+        }
+        let later = later_files(spool, &pos.file);
+        let from = pos.offset;
         let scan_path = path.clone();
         let scan = tokio::task::spawn_blocking(move || -> std::io::Result<super::EventScan> {
             use std::io::{Seek, SeekFrom};
@@ -508,53 +604,97 @@ async fn ship_available(
             ))
         })?;
         let closed = !later.is_empty();
-        if scan.end > from || closed {
-            ship_segment(
-                opts,
-                stats,
-                &path,
-                &state.file,
-                from,
-                scan.end,
-                closed,
-                scan.last_event_time,
-            )
-            .await?;
+        if scan.end == from && !closed {
+            break;
         }
-        if !closed {
-            if scan.end > from {
-                state.offset = scan.end;
-                save_state(&opts.state_dir, &opts.job_name, state)?;
-                stats.set_position(state);
-            }
-            return Ok(());
-        }
-        stats.files.fetch_add(1, Ordering::Relaxed);
-        let _ = std::fs::remove_file(&path);
-        *state = State {
-            file: later[0].clone(),
-            offset: 0,
+        let segment = Segment {
+            path: &path,
+            file: &pos.file,
+            start: from,
+            end: scan.end,
+            last: closed,
+            last_event_time: scan.last_event_time,
         };
+        let refused = ship_segment(opts, stats, &targets, &segment).await?;
+        targets.retain(|t| !refused.iter().any(|(n, _)| n == t.name()));
+        failed.extend(refused);
+        if targets.is_empty() {
+            break;
+        }
+        pos = if closed {
+            Pos {
+                file: later[0].clone(),
+                offset: 0,
+            }
+        } else {
+            Pos {
+                file: pos.file.clone(),
+                offset: scan.end,
+            }
+        };
+        let moved: Vec<String> = targets.iter().map(|t| t.name().to_string()).collect();
+        state.advance(&moved, &pos, all);
         save_state(&opts.state_dir, &opts.job_name, state)?;
         stats.set_position(state);
+        if state.targets.is_empty() {
+            // On every target now.
+            stats
+                .last_shipped_at
+                .store(Utc::now().timestamp(), Ordering::Relaxed);
+            if let Some(t) = scan.last_event_time {
+                stats.last_event_at.fetch_max(t, Ordering::Relaxed);
+            }
+        }
+        if !closed {
+            break;
+        }
     }
+    Ok(failed)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One segment to ship: bytes `start..end` of a spooled file.
+struct Segment<'a> {
+    path: &'a Path,
+    file: &'a str,
+    start: u64,
+    end: u64,
+    /// The file's last segment (the server moved on).
+    last: bool,
+    last_event_time: Option<i64>,
+}
+
+/// Stores one segment and then its metadata on `targets`; returns the
+/// targets that refused either (an `Err` only when the segment could not
+/// be read or the archive holds another file of that name).
 async fn ship_segment(
     opts: &ShipperOptions,
     stats: &ShipStats,
-    path: &Path,
-    file: &str,
-    start: u64,
-    end: u64,
-    last: bool,
-    last_event_time: Option<i64>,
-) -> Result<()> {
+    targets: &[Arc<dyn StorageTarget>],
+    seg: &Segment<'_>,
+) -> Result<Vec<(String, String)>> {
     let job = &opts.job_name;
+    let Segment {
+        path,
+        file,
+        start,
+        end,
+        last,
+        last_event_time,
+    } = *seg;
     let created = file_created(path);
-    if start == 0 {
-        refuse_another_incarnation(opts, file, created).await?;
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut live: Vec<Arc<dyn StorageTarget>> = Vec::new();
+    for t in targets {
+        match start {
+            0 => match refuse_another_incarnation(opts, t.as_ref(), file, created).await? {
+                Ok(()) => live.push(Arc::clone(t)),
+                Err(e) => refused.push((t.name().to_string(), e)),
+            },
+            _ => live.push(Arc::clone(t)),
+        }
+    }
+    if live.is_empty() {
+        return Ok(refused);
     }
     let name = archive::object_name(file, start, end);
     let key = format!("{}{name}", archive::prefix(&opts.host, job));
@@ -565,23 +705,21 @@ async fn ship_segment(
         read: Arc::new(AtomicU64::new(0)),
     };
     let counters = Arc::new(ByteCounters::default());
-    let outcome = store_object(&mut source, &opts.settings, &opts.targets, &key, counters).await;
+    let outcome = store_object(&mut source, &opts.settings, &live, &key, counters).await;
     let stream = outcome.stream.map_err(|e| {
         Error::Source(format!(
             "job {job}: shipping binlog {file} bytes {start}..{end}: {e}"
         ))
     })?;
-    let failed: Vec<String> = outcome
-        .targets
-        .iter()
-        .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {e}")))
-        .collect();
-    if !failed.is_empty() {
-        return Err(Error::Other(format!(
-            "job {job}: shipping binlog {file} bytes {start}..{end}: {}",
-            failed.join("; ")
-        )));
+    for (t, r) in &outcome.targets {
+        if let Err(e) = r {
+            refused.push((
+                t.clone(),
+                format!("binlog {file} bytes {start}..{end}: {e}"),
+            ));
+        }
     }
+    live.retain(|t| !refused.iter().any(|(n, _)| n == t.name()));
     let meta = SegmentMeta {
         file: file.to_string(),
         start,
@@ -607,26 +745,25 @@ async fn ship_segment(
     };
     let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
     let meta_key = archive::meta_key(&opts.host, job, file, start, end, last);
-    for t in &opts.targets {
-        t.put_bytes(&meta_key, json.clone()).await.map_err(|e| {
-            Error::Other(format!(
-                "job {job}: writing the metadata of binlog {file} bytes {start}..{end}: {e}"
-            ))
-        })?;
+    let mut stored = 0;
+    for t in &live {
+        match t.put_bytes(&meta_key, json.clone()).await {
+            Ok(_) => stored += 1,
+            Err(e) => refused.push((
+                t.name().to_string(),
+                format!("writing the metadata of binlog {file} bytes {start}..{end}: {e}"),
+            )),
+        }
     }
-    stats.segments.fetch_add(1, Ordering::Relaxed);
-    stats.bytes.fetch_add(end - start, Ordering::Relaxed);
-    stats
-        .stored_bytes
-        .fetch_add(stream.stored_bytes, Ordering::Relaxed);
-    stats
-        .last_shipped_at
-        .store(Utc::now().timestamp(), Ordering::Relaxed);
-    if let Some(t) = last_event_time {
-        stats.last_event_at.fetch_max(t, Ordering::Relaxed);
+    if stored > 0 {
+        stats.segments.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(end - start, Ordering::Relaxed);
+        stats
+            .stored_bytes
+            .fetch_add(stream.stored_bytes * stored, Ordering::Relaxed);
+        tracing::debug!(job = %job, "binlog {file} bytes {start}..{end} shipped to {stored} target(s){}", if last { " (end of file)" } else { "" });
     }
-    tracing::debug!(job = %job, "binlog {file} bytes {start}..{end} shipped{}", if last { " (end of file)" } else { "" });
-    Ok(())
+    Ok(refused)
 }
 
 /// The time of a binlog file's first event (bytes 4..8), when readable.
@@ -643,22 +780,30 @@ fn file_created(path: &Path) -> Option<i64> {
 /// were reset (RESET MASTER, or a new server restored from the backups)
 /// and shipping it would mix two different files under one name, which
 /// replays would read as one. Refused, saying what to do.
+/// `Ok(Err(..))`: the target could not be asked (it is down).
 async fn refuse_another_incarnation(
     opts: &ShipperOptions,
+    target: &dyn StorageTarget,
     file: &str,
     created: Option<i64>,
-) -> Result<()> {
-    let (Some(created), Some(target)) = (created, opts.targets.first()) else {
-        return Ok(());
+) -> Result<std::result::Result<(), String>> {
+    let Some(created) = created else {
+        return Ok(Ok(()));
     };
-    let files = archive::list(target.as_ref(), &opts.host, &opts.job_name).await?;
+    let files = match archive::list(target, &opts.host, &opts.job_name).await {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
     let Some((_, segments)) = files.iter().find(|(f, _)| f == file) else {
-        return Ok(());
+        return Ok(Ok(()));
     };
     let Some(first) = segments.first() else {
-        return Ok(());
+        return Ok(Ok(()));
     };
-    let meta = archive::read_meta(target.as_ref(), first).await?;
+    let meta = match archive::read_meta(target, first).await {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
     match meta.file_created {
         Some(old) if old != created => Err(Error::Source(format!(
             "job {}: binlog {file} is already in the archive on target {} from another server or before its logs were reset (that file was created at {}, this one at {}); shipping stops so the two are not mixed: move {} aside (dumps taken before the reset keep needing it) or give the job a new name",
@@ -668,7 +813,7 @@ async fn refuse_another_incarnation(
             DateTime::from_timestamp(created, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
             archive::prefix(&opts.host, &opts.job_name),
         ))),
-        _ => Ok(()),
+        _ => Ok(Ok(())),
     }
 }
 
