@@ -11,7 +11,9 @@
 
 pub mod archive;
 pub mod replay;
+mod segment;
 pub mod ship;
+mod state;
 
 use std::io::Read;
 
