@@ -63,10 +63,11 @@ fn start_generation(config: Config) -> (Generation, Running) {
     let mut extra: Vec<Arc<dyn steward_exporters::Collector>> =
         vec![Arc::new(SubsystemCollector(Arc::clone(&health)))];
     let mut tasks = Vec::new();
-    let subsystems: [(&'static str, StartFn); 3] = [
+    let subsystems: [(&'static str, StartFn); 4] = [
         ("scheduler", crate::scheduler::start),
         ("telemetry", crate::telemetry::start),
         ("binlog", crate::binlog::start),
+        ("wal_spool", crate::walspool::start),
     ];
     for (name, start) in subsystems {
         let sub = start_or_retry(name, start, &config, &cancel, &health);

@@ -21,6 +21,7 @@ mod server;
 mod spans;
 mod supervise;
 mod telemetry;
+mod walspool;
 mod web;
 
 use std::process::ExitCode;

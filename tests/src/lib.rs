@@ -12,6 +12,7 @@ pub mod node_exporter;
 pub mod notify_receivers;
 pub mod otlp_sink;
 pub mod phpfpm;
+pub mod pitr;
 pub mod pki;
 pub mod postgres;
 pub mod process;

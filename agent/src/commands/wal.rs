@@ -104,6 +104,9 @@ async fn push(loaded: &Loaded, job_name: &str, path: &std::path::Path) -> anyhow
             job.kind
         );
     }
+    if job.archive_async {
+        return push_async(job, job_name, path);
+    }
     let settings = PipelineSettings {
         zstd_level: job.zstd_level,
         // One segment at a time: a worker pool costs more than it saves.
@@ -118,6 +121,22 @@ async fn push(loaded: &Loaded, job_name: &str, path: &std::path::Path) -> anyhow
         bytes = report.plaintext_bytes,
         "archived"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `archive_async = true`: the file goes into the spool (synced) and the
+/// running agent uploads it; no target is opened here.
+fn push_async(
+    job: &steward_backup::config::JobConfig,
+    job_name: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let dir = job.spool_dir.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("job {job_name}: archive_async is set but spool_dir is not")
+    })?;
+    let (name, spooled) =
+        steward_backup::wal::spool::spool(path, job_name, dir, job.spool_max_bytes)?;
+    tracing::debug!(wal = %name, ?spooled, "spooled");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,8 +15,10 @@
 //! when not configured, and jobs use it when they name no target.
 
 mod drill;
+mod wal;
 
 pub use drill::{DrillConfig, Objective};
+pub use wal::MIN_SPOOL_BYTES;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -312,6 +314,21 @@ pub struct JobConfig {
     /// least this often (the RPO on a quiet server).
     #[serde(default = "default_binlog_flush_interval_secs")]
     pub binlog_flush_interval_secs: u64,
+
+    // --- postgres_pitr async archiving (backup/src/wal/spool.rs) ---
+    /// `postgres_pitr`: `wal push` only copies the file into `spool_dir`
+    /// (synced) and returns; the running agent uploads it to every target
+    /// and removes it from the spool once all hold it.
+    #[serde(default)]
+    pub archive_async: bool,
+    /// `archive_async`: the spool directory (0700, written by
+    /// archive_command's user, drained by the agent).
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// `archive_async`: the spool's limit; a push that would go over it
+    /// fails, and PostgreSQL keeps the file and retries.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
 }
 
 fn default_true() -> bool {
@@ -331,6 +348,11 @@ fn default_watch_interval_secs() -> u64 {
 }
 fn default_binlog_flush_interval_secs() -> u64 {
     60
+}
+/// 64 segments of 16 MiB: an hour of a busy server's WAL with the agent
+/// down or the store unreachable, before PostgreSQL starts keeping it.
+fn default_spool_max_bytes() -> u64 {
+    1024 * 1024 * 1024
 }
 fn default_debounce_secs() -> u64 {
     30
@@ -537,6 +559,7 @@ fn validate_s3(at: &str, c: &S3TargetConfig, errors: &mut Vec<String>) {
 
 fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut Vec<String>) {
     let at = format!("jobs.{name}");
+    wal::validate_async_archive(&at, job, errors);
     if job.binlog && job.binlog_flush_interval_secs == 0 {
         errors.push(format!(
             "{at}.binlog_flush_interval_secs: must be at least 1"

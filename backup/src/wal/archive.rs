@@ -33,7 +33,7 @@ use crate::wal::names::WalName;
 const OBJECT_SUFFIX: &str = ".zst.age";
 /// The largest WAL file a fetch writes (PostgreSQL's largest segment size);
 /// more from one object is damage, not WAL.
-const MAX_WAL_BYTES: u64 = 1024 * 1024 * 1024;
+pub const MAX_WAL_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// One file in the archive.
 #[derive(Debug, Clone)]
@@ -177,8 +177,29 @@ pub async fn push(
             data.len()
         )));
     }
+    push_bytes(&name, data, host, job, targets, settings).await
+}
+
+/// [`push`] of a file already read (`data`, named `name`): what the
+/// agent does with a spooled file (async archiving, `spool`).
+pub async fn push_bytes(
+    name: &WalName,
+    data: Vec<u8>,
+    host: &str,
+    job: &str,
+    targets: &[(String, Result<Arc<dyn StorageTarget>>)],
+    settings: &PipelineSettings,
+) -> Result<PushReport> {
+    let name = name.clone();
+    if data.len() as u64 > MAX_WAL_BYTES {
+        return Err(Error::Source(format!(
+            "job {job}: {name} holds {} bytes, more than any WAL file",
+            data.len()
+        )));
+    }
     let sha256 = hex::encode(Sha256::digest(&data));
     let key = wal_key(host, job, name.as_str(), &sha256);
+    let plaintext_bytes = data.len() as u64;
 
     let mut failures = Vec::new();
     let mut done = Vec::new();
@@ -213,7 +234,7 @@ pub async fn push(
     if !pending.is_empty() {
         let mut source = BytesSource {
             what: format!("job {job}: WAL file {name}"),
-            bytes: Some(Bytes::from(data.clone())),
+            bytes: Some(Bytes::from(data)),
         };
         let outcome = store_object(
             &mut source,
@@ -242,7 +263,7 @@ pub async fn push(
     }
     Ok(PushReport {
         name: name.to_string(),
-        plaintext_bytes: data.len() as u64,
+        plaintext_bytes,
         sha256,
         targets: done,
     })

@@ -8,6 +8,8 @@
 //! - [`prefetch`]: `wal fetch` downloads the next segments in parallel.
 //! - [`base`]: `pg_basebackup -Ft -X none` as a job's source.
 //! - [`chain`]: which WAL a base backup needs; what pruning may remove.
+//! - [`spool`]: async archiving's local spool, drained by the agent.
+//! - [`status`]: what the archive holds, for the agent's metrics.
 //! - [`recovery`]: unpack and recovery settings; `server`: start and wait.
 //! - [`tar_watch`]: the backup's own positions, read from its tar stream.
 
@@ -18,4 +20,5 @@ pub mod names;
 pub mod prefetch;
 pub mod recovery;
 mod server;
+pub mod spool;
 pub mod tar_watch;
