@@ -22,6 +22,7 @@ mod spans;
 mod supervise;
 mod telemetry;
 mod walspool;
+mod walwatch;
 mod web;
 
 use std::process::ExitCode;

@@ -20,7 +20,7 @@ use steward_tests::{free_port, http_get, steward_bin, wait_for_http, ChildGuard}
 /// A `steward agent` run as the test's own user (root: it may remove what
 /// the server's user spooled) on the PITR environment's configuration.
 struct Agent {
-    _guard: ChildGuard,
+    guard: ChildGuard,
     port: u16,
     log: PathBuf,
 }
@@ -37,11 +37,7 @@ impl Agent {
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         let guard = ChildGuard::spawn("steward agent", &mut cmd).unwrap();
-        let agent = Agent {
-            _guard: guard,
-            port,
-            log,
-        };
+        let agent = Agent { guard, port, log };
         if let Err(e) = wait_for_http(port, "/livez", Duration::from_secs(60)) {
             panic!("agent did not start: {e}\n{}", agent.log());
         }
@@ -173,6 +169,12 @@ fn async_archiving_under_writes_ends_with_every_segment_in_the_bucket() {
     ));
     let agent = Agent::start(&p);
     pg.psql("CREATE TABLE load (id int, pad text)").unwrap();
+    let run = p.with_config(&["backup", "run", "db", "--quiet"]);
+    assert!(
+        run.status.success(),
+        "base backup: {}",
+        steward_tests::pitr::text(&run)
+    );
 
     let mut last = String::new();
     for _ in 0..6 {
@@ -207,6 +209,40 @@ fn async_archiving_under_writes_ends_with_every_segment_in_the_bucket() {
         "{}",
         agent.log()
     );
+
+    // The agent's look at the archive: the chain from the base backup is
+    // whole on both targets; a reload looks again at once.
+    let chain = |target: &str| {
+        agent.metric(&format!(
+            "steward_wal_chain_ok{{job=\"db\",target=\"{target}\"}}"
+        ))
+    };
+    agent.guard.signal(libc::SIGHUP);
+    wait_until(
+        "the chain is not reported whole",
+        60,
+        || chain("s3") == Some(1.0) && chain("local") == Some(1.0),
+        || agent.log(),
+    );
+    // A segment removed from the local target breaks its chain, not S3's.
+    let wal_dir = p.env.store.join(HOST).join("db").join("wal");
+    let victim = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.len() > 24 && n[..24] < *last.as_str() && n[..24] > *"000000010000000000000003"
+        })
+        .find(|n| n.as_bytes()[24] == b'.' && !n.contains(".backup."))
+        .expect("a segment after the base backup's start");
+    std::fs::remove_file(wal_dir.join(&victim)).unwrap();
+    agent.guard.signal(libc::SIGHUP);
+    wait_until(
+        "the broken chain is not reported",
+        60,
+        || chain("local") == Some(0.0),
+        || agent.log(),
+    );
+    assert_eq!(chain("s3"), Some(1.0));
 }
 
 #[test]

@@ -21,4 +21,5 @@ pub mod prefetch;
 pub mod recovery;
 mod server;
 pub mod spool;
+pub mod status;
 pub mod tar_watch;
