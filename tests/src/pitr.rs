@@ -156,6 +156,11 @@ pub struct Restored {
 
 impl Restored {
     pub fn markers(&self) -> String {
+        self.psql("SELECT string_agg(name, ',' ORDER BY name) FROM markers")
+    }
+
+    /// One statement on the restored server; its output, trimmed.
+    pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.pg.join("psql"))
             .args([
                 "-X",
@@ -167,17 +172,14 @@ impl Restored {
                 "-d",
                 "postgres",
             ])
-            .args([
-                "-c",
-                "SELECT string_agg(name, ',' ORDER BY name) FROM markers",
-            ])
+            .args(["-c", sql])
             .env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.port.to_string())
             .env("PGUSER", "postgres")
             .env("PGPASSWORD", &self.password)
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql: {}", text(&out));
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }

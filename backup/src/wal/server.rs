@@ -3,6 +3,7 @@
 //! the cluster is in production; then a restart without the environment
 //! the restore_command needed (archive credentials, the key).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -143,6 +144,7 @@ pub(crate) async fn start_and_wait(
         .map(str::to_string);
     // Segments prefetched past the end of recovery are not needed.
     let _ = std::fs::remove_dir_all(dir.join("pg_wal").join(crate::wal::prefetch::SPOOL_DIR));
+    mark_history_ready(dir, owner);
     let mut restart = pg_command(bin, "pg_ctl", owner);
     crate::source::command::without_secrets(restart.as_std_mut());
     restart
@@ -167,6 +169,40 @@ pub(crate) async fn start_and_wait(
         last.map(|t| format!("; last replayed transaction committed at {t}"))
             .unwrap_or_default()
     ))
+}
+
+/// The promotion wrote the new timeline's history file while archiving
+/// was off, so PostgreSQL will never archive it, and without it a later
+/// `latest` restore cannot follow the new timeline. Marking it ready
+/// (`pg_wal/archive_status/N.history.ready`, what the server itself writes
+/// when archiving is on) makes the archiver push it first once
+/// `archive_mode` is turned on for this copy; until then nothing reads it.
+fn mark_history_ready(dir: &Path, owner: Owner) {
+    let pg_wal = dir.join("pg_wal");
+    let Ok(entries) = std::fs::read_dir(&pg_wal) else {
+        return;
+    };
+    let status = pg_wal.join("archive_status");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".history") || crate::wal::names::WalName::parse(&name).is_err() {
+            continue;
+        }
+        let done = status.join(format!("{name}.done"));
+        let ready = status.join(format!("{name}.ready"));
+        if done.exists() || ready.exists() {
+            continue;
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&ready)
+            .is_ok()
+        {
+            let _ = std::os::unix::fs::chown(&ready, Some(owner.uid), Some(owner.gid));
+        }
+    }
 }
 
 async fn in_production(bin: &Path, dir: &Path, owner: Owner) -> bool {
