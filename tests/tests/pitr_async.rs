@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use steward_tests::backup_env::HOST;
 use steward_tests::pitr::{job_config, s, start_archiving, switch_and_wait, Pitr};
 use steward_tests::postgres::{test_owner, Postgres};
-use steward_tests::s3::S3Server;
+use steward_tests::s3::{S3Server, SwitchProxy};
 use steward_tests::{free_port, http_get, steward_bin, wait_for_http, ChildGuard};
 
 /// A `steward agent` run as the test's own user (root: it may remove what
@@ -343,66 +343,12 @@ fn a_file_spooled_with_other_content_is_refused() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-/// A TCP forwarder to the S3 server that can be switched off: while down
-/// it closes every connection (open ones too), as a store that went away.
-struct Switch {
-    port: u16,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Switch {
-    fn start(upstream: u16) -> Switch {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, o) = (down.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if d.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                if let Ok(mut g) = o.lock() {
-                    g.push(client.try_clone().unwrap());
-                    g.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Switch { port, down, open }
-    }
-
-    fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
-        if down {
-            for s in self.open.lock().unwrap().drain(..) {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
 #[test]
 fn with_s3_down_the_spool_keeps_the_wal_and_every_segment_arrives_once_it_is_back() {
     let moto = S3Server::start().expect("moto");
     moto.create_bucket("pitr", false).unwrap();
     let upstream: u16 = moto.endpoint().rsplit(':').next().unwrap().parse().unwrap();
-    let switch = Switch::start(upstream);
+    let switch = SwitchProxy::start(upstream);
     let p = Pitr::new();
     let spool = spool_dir(&p);
     p.configure("");

@@ -215,3 +215,68 @@ fn a_push_killed_mid_upload_leaves_nothing_that_looks_whole_and_the_retry_succee
     assert!(out.status.success(), "fetch: {}", text(&out));
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&seg).unwrap());
 }
+
+#[test]
+fn with_s3_down_sync_pushes_fail_postgresql_keeps_the_wal_and_every_segment_arrives_once() {
+    let moto = steward_tests::s3::S3Server::start().expect("moto");
+    moto.create_bucket("pitr", false).unwrap();
+    let upstream: u16 = moto.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let switch = steward_tests::s3::SwitchProxy::start(upstream);
+    let p = Pitr::new();
+    p.configure("");
+    let pg = start_archiving(&p);
+    p.configure(&format!(
+        "[backup.targets.s3]\nkind = \"s3\"\nbucket = \"pitr\"\nprefix = \"steward\"\nendpoint = \"http://127.0.0.1:{}\"\npath_style = true\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\nrequest_timeout_secs = 5\n\n{}",
+        switch.port,
+        job_config(&pg, "\"s3\"")
+    ));
+    pg.psql("CREATE TABLE markers (name text, at timestamptz)")
+        .unwrap();
+    marker(&pg, "m1");
+    switch_and_wait(&pg);
+
+    // The store goes away: the push fails, PostgreSQL keeps the segment.
+    switch.set_down(true);
+    marker(&pg, "m2");
+    let seg = pg.psql("SELECT pg_walfile_name(pg_switch_wal())").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while pg
+        .psql("SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver")
+        .unwrap()
+        != seg
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed push of {seg}:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        pg.log().contains("is not archived on every target"),
+        "{}",
+        pg.log()
+    );
+    let status = pg.data_dir.join("pg_wal").join("archive_status");
+    assert!(status.join(format!("{seg}.ready")).exists(), "{seg} kept");
+
+    // Back: the retries go through, each segment is in the bucket once.
+    switch.set_down(false);
+    marker(&pg, "m3");
+    let last = switch_and_wait(&pg);
+    let mut names: Vec<String> = moto
+        .list_keys("pitr", "steward/testhost/db/wal/")
+        .unwrap()
+        .into_iter()
+        .filter_map(|k| {
+            let n = k.rsplit('/').next()?.to_string();
+            (n.len() > 24 && n.as_bytes()[24] == b'.' && !n.contains(".backup."))
+                .then(|| n[..24].to_string())
+        })
+        .collect();
+    names.sort();
+    let want: Vec<String> = (1..=u64::from_str_radix(&last[16..], 16).unwrap())
+        .map(|n| format!("0000000100000000{n:08X}"))
+        .collect();
+    assert_eq!(names, want, "every segment once");
+}
