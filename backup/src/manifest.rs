@@ -28,6 +28,8 @@ pub enum JobKind {
     Mysql,
     Files,
     Config,
+    /// An RDB snapshot of a Redis server over the replication protocol.
+    Redis,
 }
 
 impl JobKind {
@@ -38,6 +40,7 @@ impl JobKind {
             JobKind::Mysql => "mysql",
             JobKind::Files => "files",
             JobKind::Config => "config",
+            JobKind::Redis => "redis",
         }
     }
 }
@@ -65,6 +68,9 @@ pub enum ObjectRole {
     /// `pg_basebackup -Ft -X none` of a cluster's data directory (WAL
     /// comes from the job's archive).
     PostgresBaseTar,
+    /// A Redis RDB file as `SYNC` sent it (`dump.rdb`, loaded by a stock
+    /// redis-server).
+    RedisRdb,
 }
 
 /// One stored object of a snapshot. Stored bytes are
@@ -194,6 +200,30 @@ pub struct PgBaseInfo {
     pub system_identifier: String,
 }
 
+/// What a Redis snapshot holds, for drills and for choosing a server to
+/// load it into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisInfo {
+    /// `redis_version` of the server the snapshot came from.
+    pub version: String,
+    /// Size of the RDB file and its format version (10 = Redis 7.0):
+    /// a server older than the one that wrote it cannot load it.
+    pub rdb_bytes: u64,
+    pub rdb_version: u32,
+    /// `INFO keyspace` right before `SYNC`: exact on a quiescent server,
+    /// close otherwise (writes between the two, keys expiring).
+    pub keyspace: Vec<RedisDbKeys>,
+}
+
+/// Key counts of one Redis database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisDbKeys {
+    pub db: u32,
+    pub keys: u64,
+    /// Keys with a time to live.
+    pub expires: u64,
+}
+
 /// The manifest of one snapshot (`<host>/<job>/<id>/manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -227,6 +257,9 @@ pub struct Manifest {
     /// Physical base backups (`postgres_pitr` jobs): WAL positions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_base: Option<PgBaseInfo>,
+    /// Redis snapshots: server version, RDB size, key counts per database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisInfo>,
 }
 
 impl Manifest {
@@ -328,6 +361,7 @@ pub(crate) mod tests {
             content_digest: None,
             zstd_level: 3,
             postgres_base: None,
+            redis: None,
         }
     }
 

@@ -320,6 +320,7 @@ async fn stream_job(
     let mut files_info: Option<Arc<Mutex<FilesInfo>>> = None;
     let mut databases = Vec::new();
     let mut base_info = None;
+    let mut redis_info = None;
     let mut tools = BTreeMap::new();
     tools.insert("steward".to_string(), options.steward_version.clone());
     tools.insert(
@@ -349,6 +350,11 @@ async fn stream_job(
             databases = plan.databases;
             tools.extend(plan.tools);
             plan.objects
+        }
+        JobKind::Redis => {
+            let plan = crate::source::redis::plan(job_name, job);
+            redis_info = Some(plan.info);
+            vec![plan.object]
         }
         JobKind::Files | JobKind::Config => {
             let selection = Selection::new(&job.paths, &job.include, &job.exclude)
@@ -452,6 +458,7 @@ async fn stream_job(
         content_digest: content_digest_value,
         zstd_level: job.zstd_level,
         postgres_base: base_info.and_then(|i: Arc<Mutex<Option<_>>>| i.lock().ok()?.clone()),
+        redis: redis_info.and_then(|i: Arc<Mutex<Option<_>>>| i.lock().ok()?.clone()),
     };
     let json = manifest.to_json();
     for s in states.iter_mut().filter(|s| s.live()) {

@@ -273,6 +273,7 @@ fn check_format(
                 Err(FeedError::Tool(m)) => Ok(Check::failed("pg_restore --list", m)),
             }
         }
+        ObjectRole::RedisRdb => crate::restore::redis::verify_rdb(reader, manifest),
         ObjectRole::Binlog => {
             // Event framing is checked by binlog::archive over whole files.
             std::io::copy(&mut { reader }, &mut std::io::sink()).map_err(|e| e.to_string())?;

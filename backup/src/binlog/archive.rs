@@ -275,6 +275,7 @@ pub fn pseudo_manifest(host: &str, job: &str) -> Manifest {
         content_digest: None,
         zstd_level: 0,
         postgres_base: None,
+        redis: None,
     }
 }
 

@@ -251,13 +251,16 @@ pub struct JobConfig {
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
 
-    // --- postgres and mysql ---
-    /// Server host name or socket directory (`postgres`), or host (`mysql`).
+    // --- postgres, mysql and redis ---
+    /// Server host name or socket directory (`postgres`), or host (`mysql`,
+    /// `redis`: 127.0.0.1 and port 6379 when unset). `user` and
+    /// `password` are Redis's ACL user (Redis 6+) and its password, or
+    /// `requirepass` alone.
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default)]
     pub port: Option<u16>,
-    /// MySQL/MariaDB unix socket path.
+    /// MySQL/MariaDB or Redis unix socket path.
     #[serde(default)]
     pub socket: Option<PathBuf>,
     #[serde(default)]
@@ -626,17 +629,22 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
             errors.push(format!("{at}.{key}: not used by kind = \"{}\"", job.kind));
         }
     };
-    unused("host", !is_db && job.host.is_some());
-    unused("port", !is_db && job.port.is_some());
-    unused("user", !is_db && job.user.is_some());
-    unused("password", !is_db && job.password.is_some());
+    // Redis jobs connect too (host/port or socket, ACL user, password).
+    let connects = is_db || job.kind == JobKind::Redis;
+    unused("host", !connects && job.host.is_some());
+    unused("port", !connects && job.port.is_some());
+    unused("user", !connects && job.user.is_some());
+    unused("password", !connects && job.password.is_some());
     unused("databases", !is_dump && !job.databases.is_empty());
     unused(
         "exclude_databases",
         !is_dump && !job.exclude_databases.is_empty(),
     );
     unused("bin_dir", !is_db && job.bin_dir.is_some());
-    unused("socket", job.kind != JobKind::Mysql && job.socket.is_some());
+    unused(
+        "socket",
+        !matches!(job.kind, JobKind::Mysql | JobKind::Redis) && job.socket.is_some(),
+    );
     unused("binlog", job.kind != JobKind::Mysql && job.binlog);
     unused("paths", !is_files && !job.paths.is_empty());
     unused("include", !is_files && !job.include.is_empty());

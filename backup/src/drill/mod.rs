@@ -1,5 +1,6 @@
 //! Disaster-recovery drills: restore the latest snapshot of each job into a
-//! scratch place (a temporary database, a temporary directory), check it
+//! scratch place (a temporary database, a temporary directory, a scratch
+//! redis-server), check it
 //! against the manifest, measure the time it took (RTO) and the age of the
 //! data (RPO) against the objectives, clean up, and report. `mysql` jobs
 //! with binlog shipping are rolled forward and their RPO measured against
@@ -402,6 +403,31 @@ async fn restore_scratch(
                 ..base
             };
             restore_into(request).await
+        }
+        JobKind::Redis => {
+            // The RDB file into a scratch directory, then a scratch
+            // redis-server loads it and its key counts are compared.
+            let dir = settings.scratch_dir.join(format!(
+                "{}-{}-{}",
+                job.name,
+                m.snapshot_id,
+                std::process::id()
+            ));
+            cleanup.push(Cleanup::Dir(dir.clone()));
+            let mut request = base;
+            request.files.to = Some(dir.clone());
+            let mut items = restore_into(request).await?;
+            let expected = m.redis.as_ref().map(|r| r.keyspace.clone()).ok_or_else(|| {
+                Error::Integrity(format!(
+                    "snapshot {} records no Redis key counts to compare with",
+                    m.snapshot_id
+                ))
+            })?;
+            let check = restore::redis::load_and_count(&dir, &expected).await?;
+            if let Some(item) = items.first_mut() {
+                item.checks.push(check);
+            }
+            Ok(items)
         }
     }
 }

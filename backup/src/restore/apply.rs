@@ -1,7 +1,8 @@
 //! Putting a snapshot's data back, whatever its kind, in one place:
 //! `steward restore` and drills describe what they want in a
 //! [`RestoreRequest`] and call [`restore_snapshot`], so the choice between
-//! `pg_restore`, the MySQL client and unpacking an archive is made once
+//! `pg_restore`, the MySQL client, unpacking an archive and writing a
+//! Redis `dump.rdb` is made once
 //! (and a new job kind is one arm here).
 
 use std::path::PathBuf;
@@ -100,6 +101,17 @@ pub async fn restore_snapshot(
         JobKind::Files | JobKind::Config => {
             let item = files::restore(located, identities, progress, &request.files, request.force)
                 .await?;
+            Ok(vec![item])
+        }
+        JobKind::Redis => {
+            // `--to DIR` is shared with files restores: DIR/dump.rdb.
+            let item = crate::restore::redis::restore(
+                located,
+                identities,
+                progress,
+                request.files.to.as_deref(),
+            )
+            .await?;
             Ok(vec![item])
         }
     }

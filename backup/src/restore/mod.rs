@@ -14,6 +14,7 @@ pub mod identity;
 pub mod mysql;
 pub mod postgres;
 pub mod ranged;
+pub mod redis;
 pub mod stream;
 pub mod tables;
 pub mod tool;

@@ -1,12 +1,13 @@
 //! Sources: what a job backs up, as byte streams. A job is planned into one
 //! or more [`PlannedObject`]s (one dump per database, one tar of files), each
-//! with its [`Source`].
+//! with its [`Source`] (one RDB stream of a Redis server).
 
 pub mod binlog_position;
 pub mod command;
 pub mod files;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod walk;
 
 use async_trait::async_trait;
