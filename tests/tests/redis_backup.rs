@@ -324,8 +324,9 @@ fn redis_killed_mid_transfer_records_no_snapshot() {
     // Wait until the server streams to us, then kill it.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let repl = redis.cli(&["INFO", "replication"]).unwrap_or_default();
-        if repl.contains("state=send_bulk") || repl.contains("state=wait_bgsave") {
+        // The fork that streams the RDB to us (diskless by default).
+        let repl = redis.cli(&["INFO"]).unwrap_or_default();
+        if repl.contains("rdb_bgsave_in_progress:1") || repl.contains("state=send_bulk") {
             break;
         }
         assert!(Instant::now() < deadline, "no transfer started:\n{repl}");

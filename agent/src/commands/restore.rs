@@ -83,7 +83,8 @@ pub struct IntoArgs {
 
     /// Files and config: the directory to restore into. postgres_pitr: the
     /// new data directory (must not exist, or be empty; when it exists, its
-    /// owner owns the restored files and runs the server).
+    /// owner owns the restored files and runs the server). redis: where
+    /// `dump.rdb` is written (never over an existing one).
     #[arg(long, value_name = "DIR", conflicts_with = "in_place")]
     pub to: Option<PathBuf>,
 
@@ -283,6 +284,22 @@ async fn show(
             "database   {} ({} tables, {rows} rows)",
             d.name,
             d.tables.len()
+        );
+    }
+    if let Some(r) = &m.redis {
+        let keys: Vec<String> = (r.keyspace.iter())
+            .map(|k| format!("db{} {} keys", k.db, k.keys))
+            .collect();
+        println!(
+            "redis      {} (RDB version {}, {}), {}",
+            r.version,
+            r.rdb_version,
+            human_bytes(r.rdb_bytes),
+            if keys.is_empty() {
+                "no keys".to_string()
+            } else {
+                keys.join(", ")
+            }
         );
     }
     if let Some(f) = &m.files {

@@ -169,6 +169,10 @@ impl Client {
     pub async fn info(&mut self) -> Result<String> {
         match self.command(&[b"INFO"]).await? {
             Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Reply::Error(e) if e.starts_with("NOAUTH") => Err(Error::Source(format!(
+                "Redis at {} requires a password: set password (or password_file) on the job",
+                self.at
+            ))),
             Reply::Error(e) => Err(Error::Source(format!(
                 "Redis at {} refused INFO: {}; the user needs +info",
                 self.at,
