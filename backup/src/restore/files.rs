@@ -301,7 +301,7 @@ pub async fn restore(
 
 /// Refuses a `--to` directory owned by another user: its owner could swap
 /// or pre-seed entries while a root restore writes into it.
-fn refuse_foreign_owner(dest: &Path) -> Result<()> {
+pub(crate) fn refuse_foreign_owner(dest: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let me = rustix::process::geteuid().as_raw();
     match std::fs::metadata(dest) {

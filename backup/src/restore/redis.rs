@@ -106,7 +106,8 @@ fn prepare_dir(dir: &Path, dest: &Path) -> Result<()> {
                 dir.display()
             )))
         }
-        Ok(_) => {}
+        // Its owner could swap or pre-seed entries while root restores.
+        Ok(_) => crate::restore::files::refuse_foreign_owner(dir)?,
         Err(_) => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
