@@ -777,6 +777,28 @@ zstd_level = 40
     }
 
     #[test]
+    fn a_redis_job_takes_a_connection_but_no_database_list() {
+        let ok = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.cache]\nkind = \"redis\"\nhost = \"10.0.0.5\"\nport = 6380\nuser = \"backup\"\npassword = \"pw\"\n[jobs.sock]\nkind = \"redis\"\nsocket = \"/run/redis/redis-server.sock\"\n"
+        ));
+        assert_eq!(ok.validate(), Vec::<String>::new());
+        assert_eq!(ok.jobs["cache"].kind, JobKind::Redis);
+        let bad = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.cache]\nkind = \"redis\"\ndatabases = [\"0\"]\npaths = [\"/var/lib/redis\"]\n"
+        ));
+        let errors = bad.validate();
+        for key in [
+            "jobs.cache.databases: not used",
+            "jobs.cache.paths: not used",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn jobs_need_a_recipient() {
         let c = parse("[jobs.f]\nkind = \"files\"\npaths = [\"/srv\"]\n");
         let errors = c.validate();
