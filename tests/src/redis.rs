@@ -30,6 +30,32 @@ impl Redis {
 
     /// Starts redis-server; with `password`, clients must AUTH.
     pub fn start_with_password(password: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with_conf(password, "")
+    }
+
+    /// Starts redis-server with a TLS port besides the plain one (which
+    /// `cli` keeps using): `cert`/`key` its certificate, `ca` the CA of the
+    /// client certificates it requires when `auth_clients`. Returns the
+    /// server and its TLS port.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        auth_clients: bool,
+    ) -> anyhow::Result<(Self, u16)> {
+        let tls_port = free_port();
+        let conf = format!(
+            "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients {}\n",
+            cert.display(),
+            key.display(),
+            ca.display(),
+            if auth_clients { "yes" } else { "no" }
+        );
+        Ok((Self::start_with_conf(None, &conf)?, tls_port))
+    }
+
+    /// Starts redis-server with `extra` lines appended to its configuration.
+    pub fn start_with_conf(password: Option<&str>, extra: &str) -> anyhow::Result<Self> {
         let bin = find_bin(&["redis-server"], &["/usr/bin/redis-server"]).ok_or_else(|| {
             anyhow::anyhow!(
                 "redis-server is not installed; install the Debian package redis-server (scripts/apt-packages.txt)"
@@ -49,6 +75,7 @@ impl Redis {
         if let Some(p) = password {
             conf.push_str(&format!("requirepass {p}\n"));
         }
+        conf.push_str(extra);
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, conf)?;
         let guard = ChildGuard::spawn(

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use steward_tests::nginx::Exposition;
+use steward_tests::pki::Pki;
 use steward_tests::redis::{Redis, RedisExporter};
 use steward_tests::StewardAgent;
 
@@ -392,7 +393,7 @@ fn config_errors_name_the_key() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        "[[redis]]\nname = \"a\"\naddr = \"rediss://cache:6380\"\n[[redis]]\nname = \"a\"\naddr = \"redis://u:pw@x:1\"\n",
+        "[[redis]]\nname = \"a\"\naddr = \"rediss://cache:6380\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n[[redis]]\nname = \"a\"\naddr = \"redis://u:pw@x:1\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(steward_tests::steward_bin())
@@ -403,7 +404,7 @@ fn config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("redis[0].addr") && err.contains("not supported yet"),
+        err.contains("redis[0].tls_ca_file") && err.contains("/nonexistent/ca.pem"),
         "{err}"
     );
     assert!(
@@ -411,4 +412,86 @@ fn config_errors_name_the_key() {
         "{err}"
     );
     assert!(err.contains("redis[1].name"), "{err}");
+}
+
+#[test]
+fn rediss_with_a_ca_file_and_client_certificate_and_a_wrong_ca_is_up_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (server_cert, server_key) = pki.issue("server", true);
+    let (client_cert, client_key) = pki.issue("client", false);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Pki::new(other_dir.path());
+    let (redis, tls_port) =
+        Redis::start_tls(&server_cert, &server_key, &pki.ca_cert, true).unwrap();
+    redis.cli(&["RPUSH", "queues:default", "a", "b"]).unwrap();
+    let target = |name: &str, ca: &std::path::Path, client: bool, extra: &str| {
+        let mut t = format!(
+            "[[redis]]\nname = \"{name}\"\naddr = \"rediss://127.0.0.1:{tls_port}\"\ntls_ca_file = \"{}\"\nqueues = [\"default\"]\n{extra}",
+            ca.display()
+        );
+        if client {
+            t.push_str(&format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                client_cert.display(),
+                client_key.display()
+            ));
+        }
+        t
+    };
+    let config = [
+        "[node]\nenabled = false\n".to_string(),
+        target("tls", &pki.ca_cert, true, ""),
+        target("wrong_ca", &other.ca_cert, true, ""),
+        target("no_client_cert", &pki.ca_cert, false, ""),
+        target(
+            "wrong_name",
+            &pki.ca_cert,
+            true,
+            "tls_server_name = \"cache.example\"\n",
+        ),
+    ]
+    .concat();
+    let agent = StewardAgent::start(&config, "").unwrap();
+    let m = scrape(&agent);
+    let log = agent.log();
+    assert_eq!(
+        m.value("redis_up", &[("target", "tls")]).unwrap(),
+        1.0,
+        "{log}"
+    );
+    // Data went through the TLS connection: the queue's jobs are counted
+    // and the server saw a TLS client.
+    assert_eq!(
+        m.value(
+            "steward_queue_jobs",
+            &[("target", "tls"), ("queue", "default"), ("state", "ready")]
+        )
+        .unwrap(),
+        2.0
+    );
+    for target in ["wrong_ca", "no_client_cert", "wrong_name"] {
+        assert_eq!(
+            m.value("redis_up", &[("target", target)]).unwrap(),
+            0.0,
+            "{target}: {log}"
+        );
+        assert!(m
+            .find("redis_connected_clients", &[("target", target)])
+            .next()
+            .is_none());
+    }
+    let (_, _, health) = steward_tests::http_get(agent.port, "/health", &[]).unwrap();
+    let health = String::from_utf8_lossy(&health).into_owned();
+    let wrong_ca: Vec<&str> = log
+        .lines()
+        .chain(health.lines())
+        .filter(|l| l.contains("wrong_ca"))
+        .collect();
+    assert!(
+        wrong_ca
+            .iter()
+            .any(|l| l.contains("TLS handshake failed") && l.contains("tls_ca_file")),
+        "{log}\n{health}"
+    );
 }

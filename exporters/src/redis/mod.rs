@@ -10,207 +10,26 @@
 //! O(1) (LLEN, ZCARD). Another framework whose queue is a list plus sorted
 //! sets with fixed suffixes is reached through `prefix` and `queue_prefix`.
 
+mod config;
 mod info;
 pub mod resp;
+mod tls;
+
+pub use config::{QueueKeys, RedisScrapeTarget};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::io::BufStream;
 
 use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::{Labels, MetricFamily};
 use crate::probe::client::budget;
+use config::{parse_check_key, Address};
 use resp::{Io, Reply};
-
-/// One `[[redis]]` entry: a Redis server to scrape.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisScrapeTarget {
-    /// Name of this target, used in `/health`, logs and (with several
-    /// targets) as the `target` label.
-    #[serde(default = "default_name")]
-    pub name: String,
-    /// `redis://host:port` or `unix:/path/to/redis.sock`.
-    #[serde(default = "default_addr")]
-    pub addr: String,
-    /// ACL user (Redis 6+); without it AUTH uses the password alone.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Secret: prefer `password_file` or `${ENV}`.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Upper bound of one scrape's exchange; the scrape deadline may cut it
-    /// shorter.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: f64,
-    /// Exact keys whose size is exported as `redis_key_size{db,key}`:
-    /// `"key"` (db 0) or `"db3=key"`, the exporter's `--check-single-keys`
-    /// syntax. Never SCANs.
-    #[serde(default)]
-    pub check_keys: Vec<String>,
-    /// Job queue names (`"default"`, `"emails"`) counted into
-    /// `steward_queue_jobs{queue,state}`.
-    #[serde(default)]
-    pub queues: Vec<String>,
-    /// The connection's key prefix, prepended to every queue key (Laravel's
-    /// `database.redis.options.prefix`, e.g. `laravel_database_`).
-    #[serde(default)]
-    pub prefix: String,
-    /// Between the prefix and the queue name (Laravel: `queues:`).
-    #[serde(default = "default_queue_prefix")]
-    pub queue_prefix: String,
-    /// Database the queues live in (Laravel's `database` of the connection).
-    #[serde(default)]
-    pub queue_db: u32,
-}
-
-fn default_name() -> String {
-    "redis".into()
-}
-fn default_addr() -> String {
-    "redis://127.0.0.1:6379".into()
-}
-fn default_timeout_secs() -> f64 {
-    5.0
-}
-fn default_queue_prefix() -> String {
-    "queues:".into()
-}
-
-impl Default for RedisScrapeTarget {
-    fn default() -> Self {
-        RedisScrapeTarget {
-            name: default_name(),
-            addr: default_addr(),
-            user: None,
-            password: None,
-            timeout_secs: default_timeout_secs(),
-            check_keys: Vec::new(),
-            queues: Vec::new(),
-            prefix: String::new(),
-            queue_prefix: default_queue_prefix(),
-            queue_db: 0,
-        }
-    }
-}
-
-impl RedisScrapeTarget {
-    /// Semantic checks; each message starts with the key it is about.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        if self.name.trim().is_empty() {
-            errors.push("name: must not be empty; it names the target in logs and labels".into());
-        }
-        if let Err(e) = Address::parse(&self.addr) {
-            errors.push(format!("addr: {e}"));
-        }
-        if self.user.is_some() && self.password.is_none() {
-            errors.push("user: an ACL user needs password (or password_file)".into());
-        }
-        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 300.0) {
-            errors.push(format!(
-                "timeout_secs: {} is out of range; use a value in (0, 300]",
-                self.timeout_secs
-            ));
-        }
-        for (i, key) in self.check_keys.iter().enumerate() {
-            if let Err(e) = parse_check_key(key) {
-                errors.push(format!("check_keys[{i}]: {e}"));
-            }
-        }
-        for (i, queue) in self.queues.iter().enumerate() {
-            if queue.is_empty() {
-                errors.push(format!("queues[{i}]: must not be empty"));
-            }
-        }
-        errors
-    }
-}
-
-/// Where the server is.
-#[derive(Debug, Clone, PartialEq)]
-enum Address {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl Address {
-    fn parse(raw: &str) -> Result<Self, String> {
-        if let Some(path) = raw.strip_prefix("unix:") {
-            let path = path.trim_start_matches("//");
-            if !path.starts_with('/') {
-                return Err(format!("{raw:?}: write unix:/absolute/path/to/redis.sock"));
-            }
-            return Ok(Address::Unix(PathBuf::from(path)));
-        }
-        if raw.starts_with("rediss://") {
-            return Err(format!(
-                "{raw:?}: rediss:// (TLS) is not supported yet; reach Redis over loopback \
-                 redis://, a unix socket, or a local TLS terminator"
-            ));
-        }
-        let Some(rest) = raw.strip_prefix("redis://") else {
-            return Err(format!(
-                "{raw:?}: use redis://host:port or unix:/path/to/redis.sock"
-            ));
-        };
-        if rest.contains('@') {
-            return Err(format!(
-                "{:?}: put credentials in user/password_file, not in the address (it is logged)",
-                "redis://...@..."
-            ));
-        }
-        let host_port = rest.trim_end_matches('/');
-        let (host, port) = match host_port.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p),
-            _ => (host_port, "6379"),
-        };
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) || host.contains('/') {
-            return Err(format!("{raw:?}: use redis://host:port"));
-        }
-        Ok(Address::Tcp(format!("{host}:{port}")))
-    }
-}
-
-/// `"key"` -> (0, key); `"db3=key"` -> (3, key).
-fn parse_check_key(raw: &str) -> Result<(u32, String), String> {
-    if let Some((db, key)) = raw.split_once('=') {
-        if let Some(n) = db.strip_prefix("db").and_then(|n| n.parse().ok()) {
-            if key.is_empty() {
-                return Err(format!("{raw:?} has an empty key"));
-            }
-            return Ok((n, key.to_string()));
-        }
-    }
-    if raw.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok((0, raw.to_string()))
-}
-
-/// The three keys of one queue in Laravel's layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueKeys {
-    pub ready: String,
-    pub delayed: String,
-    pub reserved: String,
-}
-
-impl QueueKeys {
-    pub fn new(prefix: &str, queue_prefix: &str, queue: &str) -> Self {
-        let base = format!("{prefix}{queue_prefix}{queue}");
-        QueueKeys {
-            delayed: format!("{base}:delayed"),
-            reserved: format!("{base}:reserved"),
-            ready: base,
-        }
-    }
-}
+use tokio_rustls::rustls;
 
 /// Builds one collector per configured target. With several targets every
 /// series carries `target="<name>"` so they stay distinct in one scrape.
@@ -241,6 +60,12 @@ struct State {
 pub struct RedisCollector {
     target: RedisScrapeTarget,
     address: Address,
+    /// `rediss://`: the client configuration and the name the server's
+    /// certificate must carry.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     checks: Vec<(u32, String)>,
     labels: Labels,
     state: tokio::sync::Mutex<State>,
@@ -259,9 +84,17 @@ struct Reading {
 impl RedisCollector {
     pub fn new(target: RedisScrapeTarget, label_target: bool) -> Result<Self, String> {
         let address = Address::parse(&target.addr)?;
+        let tls = match &address {
+            Address::Tls { host, .. } => {
+                let name = target.tls_server_name.as_deref().unwrap_or(host);
+                Some((tls::client_config(&target)?, tls::server_name(name)?))
+            }
+            _ => None,
+        };
         let checks = target
-            .check_keys
+            .check_single_keys
             .iter()
+            .chain(&target.check_keys)
             .map(|k| parse_check_key(k))
             .collect::<Result<_, _>>()?;
         let mut labels: Labels = Vec::new();
@@ -271,6 +104,7 @@ impl RedisCollector {
         Ok(RedisCollector {
             target,
             address,
+            tls,
             checks,
             labels,
             state: tokio::sync::Mutex::new(State::default()),
@@ -285,6 +119,14 @@ impl RedisCollector {
                     .map_err(|e| format!("cannot connect: {e}"))?;
                 let _ = s.set_nodelay(true);
                 Box::new(s)
+            }
+            Address::Tls { addr, .. } => {
+                let s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                let _ = s.set_nodelay(true);
+                let (config, name) = self.tls.clone().ok_or("TLS is not set up")?;
+                Box::new(tls::handshake(config, name, s).await?)
             }
             Address::Unix(path) => Box::new(
                 tokio::net::UnixStream::connect(path)
@@ -595,85 +437,5 @@ impl Collector for RedisCollector {
             families: self.families(reading.as_ref(), &state),
             error,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses() {
-        assert_eq!(
-            Address::parse("redis://127.0.0.1:6380").unwrap(),
-            Address::Tcp("127.0.0.1:6380".into())
-        );
-        assert_eq!(
-            Address::parse("redis://cache").unwrap(),
-            Address::Tcp("cache:6379".into())
-        );
-        assert_eq!(
-            Address::parse("unix:/run/redis/redis.sock").unwrap(),
-            Address::Unix("/run/redis/redis.sock".into())
-        );
-        let tls = Address::parse("rediss://cache:6380").unwrap_err();
-        assert!(tls.contains("not supported yet"), "{tls}");
-        let creds = Address::parse("redis://u:hunter2@cache:6379").unwrap_err();
-        assert!(!creds.contains("hunter2"), "{creds}");
-        for bad in [
-            "cache:6379",
-            "redis://:6379",
-            "redis://h:0",
-            "redis://h:x",
-            "unix:relative",
-        ] {
-            assert!(Address::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn check_keys_and_queue_layout() {
-        assert_eq!(
-            parse_check_key("queues:default").unwrap(),
-            (0, "queues:default".into())
-        );
-        assert_eq!(parse_check_key("db3=a=b").unwrap(), (3, "a=b".into()));
-        assert_eq!(parse_check_key("x=y").unwrap(), (0, "x=y".into()));
-        assert!(parse_check_key("db1=").is_err());
-        let k = QueueKeys::new("laravel_database_", "queues:", "emails");
-        assert_eq!(k.ready, "laravel_database_queues:emails");
-        assert_eq!(k.delayed, "laravel_database_queues:emails:delayed");
-        assert_eq!(k.reserved, "laravel_database_queues:emails:reserved");
-    }
-
-    #[test]
-    fn validate_reports_every_problem() {
-        let t = RedisScrapeTarget {
-            name: " ".into(),
-            addr: "rediss://x".into(),
-            user: Some("app".into()),
-            timeout_secs: 0.0,
-            check_keys: vec![String::new()],
-            queues: vec![String::new()],
-            ..Default::default()
-        };
-        let errors = t.validate();
-        let keys: Vec<&str> = errors
-            .iter()
-            .map(|e| e.split(':').next().unwrap())
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "name",
-                "addr",
-                "user",
-                "timeout_secs",
-                "check_keys[0]",
-                "queues[0]"
-            ],
-            "{errors:?}"
-        );
-        assert!(RedisScrapeTarget::default().validate().is_empty());
     }
 }
