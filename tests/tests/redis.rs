@@ -40,6 +40,9 @@ fn seed(redis: &Redis) {
             "{\"job\":2}",
             "{\"job\":3}",
         ],
+        &["SET", "counter", "42.5"],
+        &["PFADD", "visitors", "a", "b", "c"],
+        &["-n", "2", "SET", "old:1", "7"],
         &["CONFIG", "SET", "maxmemory", "104857600"],
     ] {
         redis.cli(args).unwrap();
@@ -50,11 +53,19 @@ fn seed(redis: &Redis) {
 fn families_types_labels_and_stable_values_match_the_debian_exporter() {
     let redis = Redis::start().unwrap();
     seed(&redis);
-    let exporter =
-        RedisExporter::start(&redis, &["--check-single-keys=db0=queues:default,db2=h"]).unwrap();
+    let exporter = RedisExporter::start(
+        &redis,
+        &[
+            "--check-single-keys=db0=queues:default,db2=h,db0=counter,db0=visitors,db0=missing",
+            "--check-keys=db0=page:*,db2=o*,db0=session:a",
+        ],
+    )
+    .unwrap();
     let agent = StewardAgent::start(
         &format!(
-            "[node]\nenabled = false\n[[redis]]\nname = \"cache\"\naddr = \"{}\"\ncheck_keys = [\"queues:default\", \"db2=h\"]\n",
+            "[node]\nenabled = false\n[[redis]]\nname = \"cache\"\naddr = \"{}\"\n\
+             check_single_keys = [\"queues:default\", \"db2=h\", \"counter\", \"visitors\", \"missing\"]\n\
+             check_keys = [\"page:*\", \"db2=o*\", \"session:a\"]\n",
             redis.url()
         ),
         "",
@@ -144,7 +155,41 @@ fn families_types_labels_and_stable_values_match_the_debian_exporter() {
             "{name}{with:?}"
         );
     }
-    assert_eq!(ours.value("redis_db_keys", &[("db", "db0")]).unwrap(), 3.0);
+    assert_eq!(ours.value("redis_db_keys", &[("db", "db0")]).unwrap(), 5.0);
+    // Every key check, exact or from a SCAN pattern, gives the same series
+    // and values as the exporter: sizes (PFCOUNT for a HyperLogLog, 0 for
+    // a missing key) and the values of numeric strings.
+    for family in ["redis_key_size", "redis_key_value"] {
+        let series = |e: &Exposition| -> std::collections::BTreeMap<Vec<(String, String)>, f64> {
+            e.find(family, &[])
+                .map(|(_, labels, v)| {
+                    let mut l = labels.clone();
+                    l.sort();
+                    (l, *v)
+                })
+                .collect()
+        };
+        let (o, t) = (series(&ours), series(&theirs));
+        assert_eq!(o, t, "{family}");
+        assert!(o.len() >= 2, "{family}: {o:?}");
+    }
+    assert_eq!(
+        ours.value("redis_key_size", &[("key", "visitors")])
+            .unwrap(),
+        3.0
+    );
+    assert_eq!(
+        ours.value("redis_key_value", &[("key", "old:1")]).unwrap(),
+        7.0
+    );
+    assert_eq!(
+        ours.value(
+            "steward_redis_key_check_truncated",
+            &[("pattern", "page:*")]
+        )
+        .unwrap(),
+        0.0
+    );
     assert_eq!(
         ours.value("redis_key_size", &[("key", "queues:default")])
             .unwrap(),
@@ -494,4 +539,77 @@ fn rediss_with_a_ca_file_and_client_certificate_and_a_wrong_ca_is_up_0() {
             .any(|l| l.contains("TLS handshake failed") && l.contains("tls_ca_file")),
         "{log}\n{health}"
     );
+}
+
+/// `INFO commandstats` calls of `command` on `redis`'s db (0 if never run).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_huge_keyspace_keeps_pattern_checks_within_the_scan_bound() {
+    let redis = Redis::start().unwrap();
+    // 200k keys, 3 of which match the pattern, and a small db 1 that fits
+    // the bound.
+    redis
+        .cli(&[
+            "EVAL",
+            "for i = 1, 200000 do redis.call('SET', 'cache:' .. i, i) end \
+             for i = 1, 3 do redis.call('RPUSH', 'jobs:' .. i, 'a', 'b') end",
+            "0",
+        ])
+        .unwrap();
+    for i in 0..10 {
+        redis
+            .cli(&["-n", "1", "SET", &format!("s:{i}"), "x"])
+            .unwrap();
+    }
+    assert_eq!(redis.cli(&["DBSIZE"]).unwrap().trim(), "200003");
+    let config = format!(
+        "[node]\nenabled = false\n[[redis]]\nname = \"big\"\naddr = \"{}\"\n\
+         check_keys = [\"db1=s:*\", \"jobs:*\", \"cache:1?\"]\n\
+         check_keys_batch_size = 1000\ncheck_keys_max_scanned = 5000\n",
+        redis.url()
+    );
+    let agent = StewardAgent::start(&config, "").unwrap();
+    for _ in 0..2 {
+        let before = calls(&redis, "scan");
+        let m = scrape(&agent);
+        let scans = calls(&redis, "scan") - before;
+        assert_eq!(m.value("redis_up", &[]).unwrap(), 1.0, "{}", agent.log());
+        // The small db is covered within the bound: all 10 keys, not cut.
+        assert_eq!(
+            m.value("steward_redis_key_check_truncated", &[("pattern", "s:*")])
+                .unwrap(),
+            0.0
+        );
+        assert_eq!(m.find("redis_key_size", &[("db", "db1")]).count(), 10);
+        // The big db: SCAN stopped when the bound was reached, the rest of
+        // the bound went to the first pattern, none is left for the last.
+        let examined = |p: &str| {
+            m.value("steward_redis_key_check_scanned_keys", &[("pattern", p)])
+                .unwrap()
+        };
+        assert!(examined("s:*") >= 1000.0, "{}", examined("s:*"));
+        assert_eq!(examined("s:*") + examined("jobs:*"), 5000.0);
+        assert_eq!(examined("cache:1?"), 0.0);
+        for p in ["jobs:*", "cache:1?"] {
+            assert_eq!(
+                m.value("steward_redis_key_check_truncated", &[("pattern", p)])
+                    .unwrap(),
+                1.0,
+                "{p}"
+            );
+        }
+        // Redis's own count: one SCAN per COUNT=1000 step, never more than
+        // the bound allows (5000 keys / 1000 per call).
+        assert!(scans <= 5, "{scans} SCAN calls for a 5000-key bound");
+        let sizes = m.find("redis_key_size", &[("db", "db0")]).count();
+        assert!(sizes <= 3, "{sizes}");
+    }
 }

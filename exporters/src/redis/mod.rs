@@ -12,6 +12,7 @@
 
 mod config;
 mod info;
+mod keys;
 pub mod resp;
 mod tls;
 
@@ -27,7 +28,7 @@ use tokio::io::BufStream;
 use crate::collector::{CollectContext, CollectError, Collected, Collector};
 use crate::metrics::{Labels, MetricFamily};
 use crate::probe::client::budget;
-use config::{parse_check_key, Address};
+use config::Address;
 use resp::{Io, Reply};
 use tokio_rustls::rustls;
 
@@ -66,7 +67,7 @@ pub struct RedisCollector {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
-    checks: Vec<(u32, String)>,
+    plan: keys::Plan,
     labels: Labels,
     state: tokio::sync::Mutex<State>,
 }
@@ -76,9 +77,7 @@ pub struct RedisCollector {
 struct Reading {
     info: String,
     config: BTreeMap<String, String>,
-    key_sizes: Vec<(u32, String, f64)>,
-    queues: Vec<(String, &'static str, f64)>,
-    wrong_types: Vec<String>,
+    keys: keys::KeyReading,
 }
 
 impl RedisCollector {
@@ -91,12 +90,7 @@ impl RedisCollector {
             }
             _ => None,
         };
-        let checks = target
-            .check_single_keys
-            .iter()
-            .chain(&target.check_keys)
-            .map(|k| parse_check_key(k))
-            .collect::<Result<_, _>>()?;
+        let plan = keys::Plan::new(&target)?;
         let mut labels: Labels = Vec::new();
         if label_target {
             labels.push(("target".into(), target.name.clone()));
@@ -105,7 +99,7 @@ impl RedisCollector {
             target,
             address,
             tls,
-            checks,
+            plan,
             labels,
             state: tokio::sync::Mutex::new(State::default()),
         })
@@ -191,93 +185,8 @@ impl RedisCollector {
             }
         }
 
-        // Key checks and queues, grouped by db; SELECT is only sent when
-        // something lives outside db 0, and db 0 is selected back last.
-        let mut wanted: Vec<(u32, Probe)> = Vec::new();
-        for (db, key) in &self.checks {
-            wanted.push((*db, Probe::Type(key.clone())));
-        }
-        for queue in &self.target.queues {
-            let keys = QueueKeys::new(&self.target.prefix, &self.target.queue_prefix, queue);
-            for (key, state, command) in [
-                (keys.ready, "ready", "LLEN"),
-                (keys.delayed, "delayed", "ZCARD"),
-                (keys.reserved, "reserved", "ZCARD"),
-            ] {
-                wanted.push((
-                    self.target.queue_db,
-                    Probe::Queue {
-                        queue: queue.clone(),
-                        state,
-                        command,
-                        key,
-                    },
-                ));
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(reading);
-        }
-        let mut commands = Vec::new();
-        let mut probes = Vec::new();
-        let mut selected = 0;
-        wanted.sort_by_key(|(db, _)| *db);
-        for (db, probe) in &wanted {
-            if *db != selected {
-                commands.push(cmd(&["SELECT", &db.to_string()]));
-                probes.push(None);
-                selected = *db;
-            }
-            commands.push(probe.command());
-            probes.push(Some((*db, probe)));
-        }
-        if selected != 0 {
-            commands.push(cmd(&["SELECT", "0"]));
-            probes.push(None);
-        }
-        let replies = resp::pipeline(conn, &commands).await?;
-        // TYPE answers decide the size command of each checked key.
-        let mut sizes = Vec::new();
-        let mut size_of = Vec::new();
-        let mut selected = 0;
-        for (probe, reply) in probes.iter().zip(&replies) {
-            match (probe, reply) {
-                (None, Reply::Error(e)) => return Err(format!("SELECT refused: {e}")),
-                (None, _) => {}
-                (Some((db, Probe::Type(key))), Reply::Status(kind)) => {
-                    let Some(command) = size_command(kind) else {
-                        continue; // `none`: the key does not exist
-                    };
-                    if *db != selected {
-                        sizes.push(cmd(&["SELECT", &db.to_string()]));
-                        size_of.push(None);
-                        selected = *db;
-                    }
-                    sizes.push(vec![command.as_bytes().to_vec(), key.as_bytes().to_vec()]);
-                    size_of.push(Some((*db, key.clone())));
-                }
-                (Some((_, Probe::Type(key))), _) => {
-                    reading.wrong_types.push(format!("check:{key}"))
-                }
-                (Some((_, Probe::Queue { queue, state, .. })), Reply::Int(n)) => {
-                    reading.queues.push((queue.clone(), state, *n as f64));
-                }
-                (Some((_, Probe::Queue { queue, state, .. })), _) => {
-                    reading.wrong_types.push(format!("queue:{queue}:{state}"));
-                }
-            }
-        }
-        if !sizes.is_empty() {
-            if selected != 0 {
-                sizes.push(cmd(&["SELECT", "0"]));
-                size_of.push(None);
-            }
-            let replies = resp::pipeline(conn, &sizes).await?;
-            for (of, reply) in size_of.into_iter().zip(replies) {
-                if let (Some((db, key)), Some(n)) = (of, reply.int()) {
-                    reading.key_sizes.push((db, key, n as f64));
-                }
-            }
+        if !self.plan.is_empty() {
+            reading.keys = keys::read(conn, &self.plan).await?;
         }
         Ok(reading)
     }
@@ -305,25 +214,7 @@ impl RedisCollector {
                     out.push(f);
                 }
             }
-            let mut sizes = MetricFamily::gauge("redis_key_size", "The length or size of \"key\"");
-            for (db, key, n) in &r.key_sizes {
-                let mut l = labels.clone();
-                l.push(("db".into(), format!("db{db}")));
-                l.push(("key".into(), key.clone()));
-                sizes.push_owned(l, *n);
-            }
-            out.push(sizes);
-            let mut jobs = MetricFamily::gauge(
-                "steward_queue_jobs",
-                "Jobs in a queue by state: ready (waiting for a worker), delayed (not due yet), reserved (taken by a worker).",
-            );
-            for (queue, state, n) in &r.queues {
-                let mut l = labels.clone();
-                l.push(("queue".into(), queue.clone()));
-                l.push(("state".into(), state.to_string()));
-                jobs.push_owned(l, *n);
-            }
-            out.push(jobs);
+            out.extend(r.keys.families(labels));
         }
         let mut errors = MetricFamily::counter(
             "steward_redis_key_check_errors_total",
@@ -348,41 +239,6 @@ impl RedisCollector {
         out.push(failures);
         out
     }
-}
-
-/// One key command of the checks pipeline.
-enum Probe {
-    Type(String),
-    Queue {
-        queue: String,
-        state: &'static str,
-        command: &'static str,
-        key: String,
-    },
-}
-
-impl Probe {
-    fn command(&self) -> Vec<Vec<u8>> {
-        match self {
-            Probe::Type(key) => vec![b"TYPE".to_vec(), key.as_bytes().to_vec()],
-            Probe::Queue { command, key, .. } => {
-                vec![command.as_bytes().to_vec(), key.as_bytes().to_vec()]
-            }
-        }
-    }
-}
-
-/// The O(1) size command of a key type, as the exporter's key checks use.
-fn size_command(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "string" => "STRLEN",
-        "list" => "LLEN",
-        "set" => "SCARD",
-        "zset" => "ZCARD",
-        "hash" => "HLEN",
-        "stream" => "XLEN",
-        _ => return None,
-    })
 }
 
 #[async_trait]
@@ -429,7 +285,7 @@ impl Collector for RedisCollector {
             }
         };
         if let Some(r) = &reading {
-            for key in &r.wrong_types {
+            for key in &r.keys.wrong_types {
                 *state.key_errors.entry(key.clone()).or_default() += 1;
             }
         }
