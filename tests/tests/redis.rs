@@ -210,6 +210,10 @@ fn families_types_labels_and_stable_values_match_the_debian_exporter() {
 fn laravel_queues_count_ready_delayed_and_reserved_jobs() {
     let redis = Redis::start().unwrap();
     let p = "laravel_database_queues:";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     for args in [
         vec![
             "RPUSH".to_string(),
@@ -240,6 +244,15 @@ fn laravel_queues_count_ready_delayed_and_reserved_jobs() {
             format!("{p}emails"),
             "{}".into(),
         ],
+        // Delayed jobs that fell due 10 and 1 minutes ago and nobody moved.
+        vec![
+            "ZADD".into(),
+            format!("{p}late:delayed"),
+            (now - 60).to_string(),
+            "{\"uuid\":\"h\"}".into(),
+            (now - 600).to_string(),
+            "{\"uuid\":\"i\"}".into(),
+        ],
         // A string where a queue list belongs: counted, not a failed scrape.
         vec!["SET".into(), format!("{p}broken"), "not a list".into()],
     ] {
@@ -248,7 +261,7 @@ fn laravel_queues_count_ready_delayed_and_reserved_jobs() {
     }
     let config = format!(
         "[node]\nenabled = false\n\
-         [[redis]]\nname = \"app\"\naddr = \"unix:{}\"\nprefix = \"laravel_database_\"\nqueues = [\"default\", \"emails\", \"broken\", \"idle\"]\n",
+         [[redis]]\nname = \"app\"\naddr = \"unix:{}\"\nprefix = \"laravel_database_\"\nqueues = [\"default\", \"emails\", \"broken\", \"idle\", \"late\"]\n",
         redis.socket.display()
     );
     let agent = StewardAgent::start(&config, "").unwrap();
@@ -270,6 +283,29 @@ fn laravel_queues_count_ready_delayed_and_reserved_jobs() {
             "{queue} {state}"
         );
     }
+    // How overdue the oldest delayed job is: 0 when none is due (a job due
+    // in 2030, an empty set), else the age of the earliest due time.
+    let overdue = |m: &Exposition, queue: &str| {
+        m.value(
+            "steward_queue_oldest_delayed_job_overdue_seconds",
+            &[("queue", queue)],
+        )
+        .unwrap()
+    };
+    for queue in ["default", "emails", "idle"] {
+        assert_eq!(overdue(&m, queue), 0.0, "{queue}");
+    }
+    // Due at `now - 600`; the scrape came some seconds after `now`.
+    let since_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - now;
+    let late = overdue(&m, "late");
+    assert!(
+        late >= 600.0 && late <= 601.0 + since_now as f64,
+        "{late}, {since_now} s after seeding"
+    );
     assert!(m
         .find(
             "steward_queue_jobs",

@@ -48,6 +48,8 @@ pub(super) struct KeyReading {
     pub values: Vec<(u32, String, f64)>,
     /// (queue, state, jobs).
     pub queues: Vec<(String, &'static str, f64)>,
+    /// (queue, seconds since its oldest delayed job fell due, 0 if none).
+    pub overdue: Vec<(String, f64)>,
     pub scans: Vec<Scan>,
     /// Keys whose type the check cannot size, by kind (`check:<key>`,
     /// `queue:<name>:<state>`).
@@ -97,7 +99,16 @@ impl KeyReading {
                 *n,
             );
         }
-        vec![sizes, values, examined, truncated, jobs]
+        let mut overdue = MetricFamily::gauge(
+            "steward_queue_oldest_delayed_job_overdue_seconds",
+            "Seconds since the oldest delayed job of a queue fell due (0 when none is due): workers move due jobs to the ready list when they poll, so a growing value means no worker polls this queue.",
+        );
+        for (queue, seconds) in &self.overdue {
+            let mut l = labels.clone();
+            l.push(("queue".into(), queue.clone()));
+            overdue.push_owned(l, *seconds);
+        }
+        vec![sizes, values, examined, truncated, jobs, overdue]
     }
 }
 
@@ -259,7 +270,12 @@ async fn scan(
 /// One key command of the TYPE round.
 enum Probe {
     Type(String),
-    Queue { queue: String, state: &'static str },
+    Queue {
+        queue: String,
+        state: &'static str,
+    },
+    /// ZRANGE 0 0 WITHSCORES of the delayed set: the earliest due time.
+    Oldest(String),
 }
 
 /// One command of the size round.
@@ -309,6 +325,13 @@ pub(super) async fn read(
             };
             probes.push((plan.queue_db, cmd(&[command, key]), (plan.queue_db, probe)));
         }
+        // O(log n) and one job's payload: the first member of the set
+        // scored by available-at time.
+        probes.push((
+            plan.queue_db,
+            cmd(&["ZRANGE", &k.delayed, "0", "0", "WITHSCORES"]),
+            (plan.queue_db, Probe::Oldest(queue.clone())),
+        ));
     }
     if probes.is_empty() {
         return Ok(reading);
@@ -340,6 +363,21 @@ pub(super) async fn read(
             (Probe::Queue { queue, state }, _) => {
                 reading.wrong_types.push(format!("queue:{queue}:{state}"));
             }
+            (Probe::Oldest(queue), Reply::Array(Some(items))) => {
+                // An empty set has nothing overdue; a member's score is its
+                // available-at unix time.
+                let due = items
+                    .get(1)
+                    .and_then(Reply::text)
+                    .and_then(|t| t.parse::<f64>().ok());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let overdue = due.map_or(0.0, |due| (now - due).max(0.0));
+                reading.overdue.push((queue, overdue.floor()));
+            }
+            // A delayed key of the wrong type is already counted by ZCARD.
+            (Probe::Oldest(_), _) => {}
         }
     }
     if sizes.is_empty() {
