@@ -367,6 +367,19 @@ fn wrong_password_is_up_0_without_the_secret_and_acl_users_work() {
             "+@all",
         ])
         .unwrap();
+    // A user that may not SCAN: its pattern check fails, not its scrape.
+    redis
+        .cli(&[
+            "ACL",
+            "SETUSER",
+            "noscan",
+            "on",
+            ">acl-pass-43",
+            "~*",
+            "+@all",
+            "-scan",
+        ])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not-the-password-17\n").unwrap();
@@ -375,14 +388,21 @@ fn wrong_password_is_up_0_without_the_secret_and_acl_users_work() {
          [[redis]]\nname = \"wrong\"\naddr = \"{url}\"\npassword_file = \"{}\"\n\
          [[redis]]\nname = \"none\"\naddr = \"{url}\"\n\
          [[redis]]\nname = \"right\"\naddr = \"{url}\"\npassword = \"${{REDIS_PASS}}\"\n\
-         [[redis]]\nname = \"acl\"\naddr = \"{url}\"\nuser = \"steward\"\npassword = \"acl-pass-42\"\n",
+         [[redis]]\nname = \"acl\"\naddr = \"{url}\"\nuser = \"steward\"\npassword = \"acl-pass-42\"\n\
+         [[redis]]\nname = \"noscan\"\naddr = \"{url}\"\nuser = \"noscan\"\npassword = \"acl-pass-43\"\ncheck_keys = [\"page:*\"]\n",
         wrong.display(),
         url = redis.url()
     );
     let agent = StewardAgent::start_with_env(&config, "", &[("REDIS_PASS", secret)]).unwrap();
     let text = agent.scrape().unwrap();
     let m = Exposition::parse(&text).unwrap();
-    for (target, up) in [("wrong", 0.0), ("none", 0.0), ("right", 1.0), ("acl", 1.0)] {
+    for (target, up) in [
+        ("wrong", 0.0),
+        ("none", 0.0),
+        ("right", 1.0),
+        ("acl", 1.0),
+        ("noscan", 1.0),
+    ] {
         assert_eq!(
             m.value("redis_up", &[("target", target)]).unwrap(),
             up,
@@ -390,6 +410,14 @@ fn wrong_password_is_up_0_without_the_secret_and_acl_users_work() {
             agent.log()
         );
     }
+    assert_eq!(
+        m.value(
+            "steward_redis_key_check_errors_total",
+            &[("target", "noscan"), ("key", "scan:page:*")]
+        )
+        .unwrap(),
+        1.0
+    );
     let (_, _, health) = steward_tests::http_get(agent.port, "/health", &[]).unwrap();
     let health = String::from_utf8_lossy(&health).into_owned();
     let log = agent.log();
@@ -398,7 +426,7 @@ fn wrong_password_is_up_0_without_the_secret_and_acl_users_work() {
         "{log}\n{health}"
     );
     for place in [&text, &log, &health] {
-        for s in [secret, "not-the-password-17", "acl-pass-42"] {
+        for s in [secret, "not-the-password-17", "acl-pass-42", "acl-pass-43"] {
             assert!(!place.contains(s), "secret {s} leaked:\n{place}");
         }
     }

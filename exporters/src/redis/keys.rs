@@ -51,8 +51,9 @@ pub(super) struct KeyReading {
     /// (queue, seconds since its oldest delayed job fell due, 0 if none).
     pub overdue: Vec<(String, f64)>,
     pub scans: Vec<Scan>,
-    /// Keys whose type the check cannot size, by kind (`check:<key>`,
-    /// `queue:<name>:<state>`).
+    /// Checks that failed, by kind: a key whose type the check cannot size
+    /// (`check:<key>`, `queue:<name>:<state>`), a refused SCAN
+    /// (`scan:<pattern>`).
     pub wrong_types: Vec<String>,
 }
 
@@ -198,6 +199,7 @@ async fn scan(
     conn: &mut BufStream<Box<dyn Io>>,
     plan: &Plan,
     found: &mut BTreeSet<(u32, String)>,
+    failed: &mut Vec<String>,
 ) -> Result<Vec<Scan>, String> {
     let mut budget = u64::from(plan.max_scanned);
     let mut scans = Vec::new();
@@ -230,8 +232,14 @@ async fn scan(
                 &count.to_string(),
             ]));
             let reply = resp::pipeline(conn, &commands).await?;
-            if let [Reply::Error(e), ..] = reply.as_slice() {
-                return Err(format!("SELECT or SCAN refused: {e}"));
+            if let (2, Some(Reply::Error(e))) = (reply.len(), reply.first()) {
+                return Err(format!("SELECT refused: {e}"));
+            }
+            // SCAN denied (an ACL without @keyspace, a renamed command):
+            // that pattern's check fails, not the scrape.
+            if let Some(Reply::Error(_)) = reply.last() {
+                failed.push(format!("scan:{pattern}"));
+                break;
             }
             budget -= count;
             outcome.examined += count;
@@ -307,7 +315,7 @@ pub(super) async fn read(
 ) -> Result<KeyReading, String> {
     let mut reading = KeyReading::default();
     let mut keys: BTreeSet<(u32, String)> = plan.singles.iter().cloned().collect();
-    reading.scans = scan(conn, plan, &mut keys).await?;
+    reading.scans = scan(conn, plan, &mut keys, &mut reading.wrong_types).await?;
 
     let mut probes = Vec::new();
     for (db, key) in &keys {

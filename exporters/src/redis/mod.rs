@@ -218,7 +218,7 @@ impl RedisCollector {
         }
         let mut errors = MetricFamily::counter(
             "steward_redis_key_check_errors_total",
-            "Checked keys or queue keys that held a type the check cannot size (e.g. a string where a queue list belongs).",
+            "Key checks that failed: a checked or queue key of a type the check cannot size (e.g. a string where a queue list belongs), or a check_keys SCAN the server refused (key=\"scan:<pattern>\").",
         );
         for (key, n) in &state.key_errors {
             let mut l = labels.clone();
