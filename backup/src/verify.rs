@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
-use crate::restore::stream::{open_object, take_fault, FaultKind, ObjectFault, Progress};
+use crate::restore::many::{fetch_objects, Fetched};
+use crate::restore::ranged::Budget;
+use crate::restore::stream::{FaultKind, ObjectFault, Progress};
 use crate::restore::tool::{feed, find_tool, FeedError};
 use crate::restore::{self, Check, Identities, Located};
 use crate::target::StorageTarget;
@@ -105,10 +107,31 @@ pub async fn verify_snapshot(
 ) -> SnapshotVerdict {
     let started = std::time::Instant::now();
     let m = &located.manifest;
-    let mut objects = Vec::new();
-    for entry in &m.objects {
-        objects.push(verify_object(located, identities, Arc::clone(&progress), tools, entry).await);
-    }
+    // Objects are read up to the target's restore concurrency at once,
+    // their ranged downloads sharing one memory budget.
+    let budget = Budget::new(located.target.ranged_reads().map_or(1, |p| p.concurrency));
+    progress.start(
+        &format!("verify {} ({} objects)", m.job, m.objects.len()),
+        Some(m.stored_bytes()),
+    );
+    let pg_bin_dir = tools.pg_bin_dir.clone();
+    let manifest = m.clone();
+    let fetched = fetch_objects(
+        located,
+        &m.objects,
+        identities,
+        Arc::clone(&progress),
+        &budget,
+        move |entry, reader| {
+            let pg_restore = find_tool(pg_bin_dir.as_deref(), &["pg_restore"]);
+            check_format(reader, entry.role, pg_restore, &manifest)
+        },
+    )
+    .await;
+    progress.finish();
+    let mut objects: Vec<ObjectVerdict> = (m.objects.iter().zip(fetched))
+        .map(|(entry, f)| verdict(located, entry, f))
+        .collect();
     // Dumps for point-in-time recovery: the shipped binlogs must run on
     // from their position without a gap.
     if let Some(check) = crate::binlog::archive::continuity(located.target.as_ref(), m).await {
@@ -148,14 +171,8 @@ pub async fn verify_snapshot(
     }
 }
 
-async fn verify_object(
-    located: &Located,
-    identities: &Identities,
-    progress: Arc<dyn Progress>,
-    tools: &VerifyTools,
-    entry: &ObjectEntry,
-) -> ObjectVerdict {
-    let m = &located.manifest;
+/// The verdict on one object from what [`fetch_objects`] made of it.
+fn verdict(located: &Located, entry: &ObjectEntry, fetched: Fetched<Check>) -> ObjectVerdict {
     let mut verdict = ObjectVerdict {
         object: entry.name.clone(),
         role: entry.role,
@@ -165,57 +182,19 @@ async fn verify_object(
         fault: None,
         format: None,
     };
-    progress.start(
-        &format!("verify {}/{}", m.job, entry.name),
-        Some(entry.stored_bytes),
-    );
-    let reader = match open_object(
-        Arc::clone(&located.target),
-        m,
-        entry,
-        identities,
-        Arc::clone(&progress),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(f) => {
-            progress.finish();
-            verdict.fault = Some(f);
-            return verdict;
-        }
-    };
-    let slot = reader.fault_slot();
-    let role = entry.role;
-    let pg_restore = find_tool(tools.pg_bin_dir.as_deref(), &["pg_restore"]);
-    let manifest = m.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || check_format(reader, role, pg_restore, &manifest))
-            .await;
-    progress.finish();
-    let fault = take_fault(&slot);
-    match (checked, fault) {
-        (_, Some(f)) => verdict.fault = Some(f),
-        (Ok(Ok(check)), None) => {
+    match fetched {
+        Fetched::Done(check) => {
             verdict.ok = check.ok;
             verdict.format = Some(check);
         }
-        (Ok(Err(e)), None) => {
+        Fetched::Fault(f) => verdict.fault = Some(f),
+        Fetched::Failed(detail) => {
             verdict.fault = Some(ObjectFault {
                 kind: FaultKind::Unreadable,
-                snapshot: m.snapshot_id.clone(),
+                snapshot: located.manifest.snapshot_id.clone(),
                 object: entry.name.clone(),
                 target: located.target.name().to_string(),
-                detail: e,
-            })
-        }
-        (Err(e), None) => {
-            verdict.fault = Some(ObjectFault {
-                kind: FaultKind::Unreadable,
-                snapshot: m.snapshot_id.clone(),
-                object: entry.name.clone(),
-                target: located.target.name().to_string(),
-                detail: format!("internal: {e}"),
+                detail,
             })
         }
     }

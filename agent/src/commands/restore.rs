@@ -106,6 +106,13 @@ pub struct IntoArgs {
     #[arg(long)]
     pub keep_setuid: bool,
 
+    /// Files and config: after unpacking, read every restored file's
+    /// content back from disk and hash it again. By default a file is read
+    /// again only if it is no longer the inode the restore wrote, unchanged
+    /// since (its content was hashed as it was written).
+    #[arg(long)]
+    pub reread: bool,
+
     /// Files and config: an exact rollback. Besides putting back the
     /// snapshot's entries, remove what was added since inside the job's
     /// paths (only entries the job would have archived: its exclude globs
@@ -419,6 +426,7 @@ async fn restore_job(
             in_place: opts.in_place,
             paths: opts.paths.clone(),
             keep_setuid: opts.keep_setuid,
+            reread: opts.reread,
             exact: opts.exact,
         },
         pitr: steward_backup::wal::recovery::PitrRestoreOptions {

@@ -399,6 +399,7 @@ async fn restore_scratch(
                     paths: Vec::new(),
                     keep_setuid: false,
                     exact: false,
+                    reread: false,
                 },
                 ..base
             };

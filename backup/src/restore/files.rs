@@ -35,6 +35,10 @@ pub struct FilesRestoreOptions {
     /// Exact rollback: also remove the entries inside the job's roots that
     /// the snapshot does not have (those the job would have archived).
     pub exact: bool,
+    /// Read every restored file's content back for the tree hash, not only
+    /// the files no longer as the unpack left them (see
+    /// [`crate::restore::tree::TreeDigest::read_back`]).
+    pub reread: bool,
 }
 
 /// The tar object of a files/config snapshot.
@@ -143,6 +147,7 @@ pub async fn restore(
         keep_setuid: opts.keep_setuid || opts.in_place,
     };
     let in_place = opts.in_place;
+    let reread = opts.reread;
     let result = tokio::task::spawn_blocking(move || {
         let (counts, tree) = if in_place {
             // Over live files, nothing is touched before the whole object
@@ -167,7 +172,7 @@ pub async fn restore(
             }
             None => Vec::new(),
         };
-        let disk = tree.read_back(&dest_for_task)?;
+        let disk = tree.read_back_with(&dest_for_task, reread)?;
         Ok::<_, std::io::Error>((counts, tree, disk, removed))
     })
     .await

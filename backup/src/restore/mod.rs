@@ -11,6 +11,7 @@ pub mod diff;
 pub mod exact;
 pub mod files;
 pub mod identity;
+pub mod many;
 pub mod mysql;
 pub mod postgres;
 pub mod ranged;

@@ -3,10 +3,13 @@
 //! as one blocking `Read`, so the checked stream (sha256 -> age -> zstd)
 //! sees exactly the bytes one GET would give and checks them the same way.
 //!
-//! Memory: a part buffer is paid for with a semaphore permit taken before
-//! its request is sent and given back only once the reader has consumed it,
-//! so at most `concurrency` buffers exist at once (downloading, waiting for
-//! their turn, or being read), whatever the object's size. A range whose
+//! Memory: a part buffer is paid for with a permit of a [`Budget`] taken
+//! before its request is sent and given back only once the reader has
+//! consumed it, so at most `concurrency` buffers exist at once (downloading,
+//! waiting for their turn, or being read), whatever the object's size. One
+//! budget can be shared by several objects read at the same time
+//! ([`crate::restore::stream::fetch_objects`]): the bound then holds for
+//! all of them together. A range whose
 //! request or body fails is fetched again on its own, up to
 //! [`PART_ATTEMPTS`] times, without restarting the object.
 
@@ -52,6 +55,44 @@ impl PartGauge {
     }
 }
 
+/// Permits for part buffers, shared by every object read with it.
+#[derive(Clone)]
+pub struct Budget {
+    semaphore: Arc<Semaphore>,
+    gauge: Arc<PartGauge>,
+    permits: usize,
+}
+
+impl Budget {
+    /// `permits` part buffers at most (at least one).
+    pub fn new(permits: usize) -> Self {
+        let permits = permits.max(1);
+        Budget {
+            semaphore: Arc::new(Semaphore::new(permits)),
+            gauge: Arc::default(),
+            permits,
+        }
+    }
+
+    /// The count of buffers held now and at most.
+    pub fn gauge(&self) -> Arc<PartGauge> {
+        Arc::clone(&self.gauge)
+    }
+
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    async fn take(&self) -> Option<Held> {
+        let permit = Arc::clone(&self.semaphore).acquire_owned().await.ok()?;
+        self.gauge.take();
+        Some(Held {
+            _permit: permit,
+            gauge: Arc::clone(&self.gauge),
+        })
+    }
+}
+
 /// The right to hold one part buffer; gives it back when dropped.
 struct Held {
     _permit: OwnedSemaphorePermit,
@@ -90,17 +131,19 @@ pub enum Opened {
     Sequential,
 }
 
-/// Starts reading `key` (`size` bytes per the manifest) in ranges. Must be
-/// called inside a tokio runtime; the reader is blocking.
+/// Starts reading `key` (`size` bytes per the manifest) in ranges of
+/// `plan.part_size`, each paid for from `budget`. Must be called inside a
+/// tokio runtime; the reader is blocking.
 pub async fn open(
     target: Arc<dyn StorageTarget>,
     key: &str,
     size: u64,
     plan: RangedReads,
-    gauge: Arc<PartGauge>,
+    budget: &Budget,
 ) -> Result<Opened, Error> {
     let part = plan.part_size.max(1);
-    let concurrency = plan.concurrency.max(1);
+    // Ranges queued for this reader: no more than the budget could fill.
+    let queue = budget.permits();
     // The first range also tells the object's current size.
     let first = match target.get_range(key, 0..part.min(size)).await {
         Ok(r) => r,
@@ -110,22 +153,17 @@ pub async fn open(
     if first.object_size != size {
         return Ok(Opened::Sequential);
     }
-    let semaphore = Arc::new(Semaphore::new(concurrency));
-    let (tx, rx) = mpsc::channel(concurrency);
-    let producer_gauge = Arc::clone(&gauge);
+    let (tx, rx) = mpsc::channel(queue);
+    let producer_gauge = budget.gauge();
+    let budget = budget.clone();
     let key_owned = key.to_string();
     let producer = tokio::spawn(async move {
         let mut first = Some(first.body);
         let mut start = 0;
         while start < size {
             let end = (start + part).min(size);
-            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+            let Some(held) = budget.take().await else {
                 return;
-            };
-            producer_gauge.take();
-            let held = Held {
-                _permit: permit,
-                gauge: Arc::clone(&producer_gauge),
             };
             let (done, result) = oneshot::channel();
             let fetch = fetch_part(
@@ -310,11 +348,11 @@ mod tests {
         target: Arc<dyn StorageTarget>,
         size: u64,
         plan: RangedReads,
-        gauge: Arc<PartGauge>,
+        budget: &Budget,
         slow: bool,
     ) -> std::io::Result<Vec<u8>> {
-        let watch = Arc::clone(&gauge);
-        let Opened::Ranged(mut reader) = open(target, "h/obj", size, plan, gauge).await.unwrap()
+        let watch = budget.gauge();
+        let Opened::Ranged(mut reader) = open(target, "h/obj", size, plan, budget).await.unwrap()
         else {
             panic!("expected a ranged read");
         };
@@ -355,8 +393,9 @@ mod tests {
             concurrency: 3,
         };
         let target = local(dir.path(), &data, plan);
-        let gauge = Arc::new(PartGauge::default());
-        let out = read_all(target, data.len() as u64, plan, Arc::clone(&gauge), true)
+        let budget = Budget::new(plan.concurrency);
+        let gauge = budget.gauge();
+        let out = read_all(target, data.len() as u64, plan, &budget, true)
             .await
             .unwrap();
         assert!(out == data, "reassembled bytes differ");
@@ -375,7 +414,7 @@ mod tests {
             concurrency: 2,
         };
         let target = local(dir.path(), &data, plan);
-        let opened = open(target, "h/obj", 300_000, plan, Arc::default())
+        let opened = open(target, "h/obj", 300_000, plan, &Budget::new(2))
             .await
             .unwrap();
         assert!(matches!(opened, Opened::Sequential));
@@ -466,8 +505,9 @@ mod tests {
                 failed: AtomicBool::new(false),
                 always,
             });
-            let gauge = Arc::new(PartGauge::default());
-            let got = read_all(target, data.len() as u64, plan, Arc::clone(&gauge), false).await;
+            let budget = Budget::new(plan.concurrency);
+            let gauge = budget.gauge();
+            let got = read_all(target, data.len() as u64, plan, &budget, false).await;
             if always {
                 let e = got.unwrap_err().to_string();
                 assert!(e.contains("bytes 196608-262143 of h/obj"), "{e}");

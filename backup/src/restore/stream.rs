@@ -21,7 +21,7 @@ use tokio_util::io::SyncIoBridge;
 use crate::error::Error;
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::restore::identity::Identities;
-use crate::restore::ranged::{self, Opened, PartGauge};
+use crate::restore::ranged::{self, Budget, Opened};
 use crate::target::StorageTarget;
 
 /// Size of the decrypted blocks handed from the decrypt stage to the
@@ -150,6 +150,19 @@ pub async fn open_object(
     identities: &Identities,
     progress: Arc<dyn Progress>,
 ) -> Result<ObjectReader, ObjectFault> {
+    open_object_within(target, manifest, entry, identities, progress, None).await
+}
+
+/// [`open_object`] with its ranged part buffers paid from `budget` (shared
+/// with other objects read at the same time) instead of a budget of its own.
+pub async fn open_object_within(
+    target: Arc<dyn StorageTarget>,
+    manifest: &Manifest,
+    entry: &ObjectEntry,
+    identities: &Identities,
+    progress: Arc<dyn Progress>,
+    budget: Option<&Budget>,
+) -> Result<ObjectReader, ObjectFault> {
     let key = manifest.object_key(entry);
     let fault = |kind, detail: String| ObjectFault {
         kind,
@@ -158,7 +171,7 @@ pub async fn open_object(
         target: target.name().to_string(),
         detail,
     };
-    let bridge = match stored_bytes(&target, &key, entry.stored_bytes).await {
+    let bridge = match stored_bytes(&target, &key, entry.stored_bytes, budget).await {
         Ok(r) => r,
         Err(Error::NotFound(m)) => {
             return Err(fault(FaultKind::Missing, format!("key {key}: {m}")))
@@ -215,12 +228,20 @@ async fn stored_bytes(
     target: &Arc<dyn StorageTarget>,
     key: &str,
     size: u64,
+    budget: Option<&Budget>,
 ) -> Result<Box<dyn Read + Send>, Error> {
     if let Some(plan) = target.ranged_reads() {
         if size > plan.part_size {
-            let gauge = Arc::new(PartGauge::default());
+            let own;
+            let budget = match budget {
+                Some(b) => b,
+                None => {
+                    own = Budget::new(plan.concurrency);
+                    &own
+                }
+            };
             if let Opened::Ranged(r) =
-                ranged::open(Arc::clone(target), key, size, plan, gauge).await?
+                ranged::open(Arc::clone(target), key, size, plan, budget).await?
             {
                 return Ok(Box::new(r));
             }
@@ -476,6 +497,22 @@ impl ObjectReader {
     /// consumer.
     pub fn fault_slot(&self) -> FaultSlot {
         Arc::clone(&self.slot)
+    }
+
+    /// Reads what the consumer left to the checked end (tar leaves its
+    /// end-of-archive padding unread, a format check may stop early), so
+    /// the stored and plaintext hashes are compared whatever the consumer
+    /// read: `Ok` means the whole object matched the manifest.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        let mut sink = vec![0u8; 64 * 1024];
+        loop {
+            match self.read(&mut sink) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Plaintext bytes read so far.

@@ -1,6 +1,10 @@
 //! A restored tree as a comparable list of records (path, type, mode,
 //! owner, mtime, content hash): what the archive says and what the disk
 //! holds, read back without following links, and their differences.
+//!
+//! Reading a file's content back costs a second pass over every restored
+//! byte. It is skipped for a file whose path still names the very inode
+//! the unpack created and wrote, unchanged since: see [`Written`].
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
@@ -81,10 +85,66 @@ pub(crate) fn normalize(path: &Path) -> String {
         .join("/")
 }
 
+/// A file as the unpack left it: the inode it created (`O_EXCL`, so empty
+/// and its own) and filled, with size and times as `fstat` on the written
+/// descriptor reported after the last change the unpack made (content,
+/// owner, mode, mtime, and the rename into place, which also sets ctime).
+///
+/// What the read-back proves, before and after this shortcut:
+/// - Before, for every file: the path (not followed if a link) names a
+///   regular file whose bytes, read from the kernel now, hash to the
+///   archive's sha256, with the archive's size, mode, mtime and owner.
+/// - Now, for a file whose `lstat` shows the same device, inode, size,
+///   mtime and ctime (nanoseconds): the path names the inode the unpack
+///   created, every byte written to it was hashed on the way in and equals
+///   the archive's (the tar entry's bytes; `write` acknowledged each one),
+///   and nothing changed it since: any write, truncate, chmod, chown or
+///   utimes sets ctime to the current time, which userspace cannot set
+///   back, and a replaced file has another inode. Size, mode, mtime and
+///   owner are still compared from the `lstat`.
+/// - Anything else (a file replaced, touched, or an inode reused) is read
+///   back in full as before, so a difference is still found and named.
+///
+/// What re-reading never proved either: durability (the bytes come from
+/// the page cache, not the disk) and anything after the check. What is no
+/// longer re-checked: a kernel returning other bytes than it acknowledged
+/// writing, and a change by someone with write access to the file within
+/// the same ctime clock tick as the unpack's last change (only the
+/// restoring user, root, or for `--in-place` the file's owner, who can as
+/// well change it right after a re-read). `--reread` restores the full
+/// second pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Written {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Written {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// A tree as a sorted list of records, with a digest over them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TreeDigest {
     pub records: Vec<TreeRecord>,
+    /// Files the unpack wrote, by archive path (not part of the digest).
+    #[serde(skip)]
+    pub(crate) written: std::collections::BTreeMap<String, Written>,
+    /// Files whose content [`TreeDigest::read_back`] read from disk again.
+    #[serde(skip)]
+    pub contents_read: usize,
 }
 
 impl TreeDigest {
@@ -125,10 +185,19 @@ impl TreeDigest {
         hex::encode(h.finalize())
     }
 
-    /// Reads the same paths back from the disk under `dest`.
+    /// Reads the same paths back from the disk under `dest`; the content of
+    /// a file the unpack wrote and nothing changed since is not read again
+    /// (see [`Written`] for what that proves).
     pub fn read_back(&self, dest: &Path) -> std::io::Result<TreeDigest> {
+        self.read_back_with(dest, false)
+    }
+
+    /// [`TreeDigest::read_back`], reading every file's content again when
+    /// `reread`.
+    pub fn read_back_with(&self, dest: &Path, reread: bool) -> std::io::Result<TreeDigest> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let mut records = Vec::new();
+        let mut contents_read = 0;
         for r in &self.records {
             let p = dest.join(&r.path);
             let meta = match std::fs::symlink_metadata(&p) {
@@ -144,6 +213,13 @@ impl TreeDigest {
                     std::fs::read_link(&p)?.to_string_lossy().into_owned(),
                     0,
                 )
+            } else if !reread
+                && ft.is_file()
+                && self.written.get(&r.path) == Some(&Written::of(&meta))
+            {
+                // The inode the unpack filled, untouched since: its content
+                // is the bytes hashed while writing.
+                ('f', r.content.clone(), meta.len())
             } else {
                 // Not through a link swapped in since, and never blocking
                 // on a fifo: such an entry reads as a different type.
@@ -169,6 +245,7 @@ impl TreeDigest {
                 };
                 let mut h = Sha256::new();
                 std::io::copy(&mut file, &mut h)?;
+                contents_read += 1;
                 ('f', hex::encode(h.finalize()), meta.len())
             };
             records.push(TreeRecord {
@@ -186,7 +263,11 @@ impl TreeDigest {
                 content,
             });
         }
-        Ok(TreeDigest { records })
+        Ok(TreeDigest {
+            records,
+            written: Default::default(),
+            contents_read,
+        })
     }
 
     /// The first few differences with `other`, for a message.

@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::restore::tree::{TreeDigest, TreeRecord};
+use crate::restore::tree::{TreeDigest, TreeRecord, Written};
 
 /// Counts of what was unpacked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -116,10 +116,11 @@ pub fn unpack_recording(
         temp_names += 1;
         let temp = format!(".steward-restore-{}-{temp_names}", std::process::id());
         let header = entry.header().clone();
-        let record = if kind.is_file() {
+        let (record, file) = if kind.is_file() {
             counts.files += 1;
             counts.bytes += header.size().unwrap_or(0);
-            write_file(&mut entry, &path, &dir, &temp, root, opts)?
+            let (record, file) = write_file(&mut entry, &path, &dir, &temp, root, opts)?;
+            (record, Some(file))
         } else {
             counts.symlinks += 1;
             let target = header.link_name()?.unwrap_or_default().into_owned();
@@ -136,9 +137,14 @@ pub fn unpack_recording(
                     AtFlags::SYMLINK_NOFOLLOW,
                 )?;
             }
-            TreeRecord::from_header(&path, &header, None)?
+            (TreeRecord::from_header(&path, &header, None)?, None)
         };
         replace(&dir, &temp, name, &path)?;
+        if let Some(file) = file {
+            // After the rename, which sets the inode's ctime too.
+            let written = Written::of(&file.metadata()?);
+            tree.written.insert(record.path.clone(), written);
+        }
         tree.records.push(record);
     }
     // Deepest first, as tar's own unpack does, so restrictive parent modes
@@ -266,8 +272,9 @@ fn set_mtime(file: &std::fs::File, mtime: u64) -> std::io::Result<()> {
 }
 
 /// Writes one regular file entry as `temp` in `dir` with its mode, owner
-/// (when root) and mtime, hashing the content. Setuid/setgid bits are
-/// dropped unless `opts.keep_setuid`.
+/// (when root) and mtime, hashing the content as it is written. Setuid/
+/// setgid bits are dropped unless `opts.keep_setuid`. Returns the record
+/// and the written file, still open.
 fn write_file<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     path: &Path,
@@ -275,7 +282,7 @@ fn write_file<R: Read>(
     temp: &str,
     root: bool,
     opts: UnpackOptions,
-) -> std::io::Result<TreeRecord> {
+) -> std::io::Result<(TreeRecord, std::fs::File)> {
     let header = entry.header().clone();
     let mut mode = header.mode().unwrap_or(0o644) & 0o7777;
     if !opts.keep_setuid {
@@ -322,7 +329,7 @@ fn write_file<R: Read>(
     };
     let mut record = TreeRecord::from_header(path, &header, Some(hex::encode(sha)))?;
     record.mode = mode;
-    Ok(record)
+    Ok((record, file))
 }
 
 #[cfg(test)]
@@ -544,9 +551,51 @@ mod tests {
         assert_eq!(mode(stripped.path()), 0o755);
         let disk = tree.read_back(stripped.path()).unwrap();
         assert_eq!(tree.digest(false), disk.digest(false));
+        assert_eq!(disk.contents_read, 0, "an untouched file was read again");
         let kept = tempfile::tempdir().unwrap();
         let opts = UnpackOptions { keep_setuid: true };
         unpack_recording(&bytes[..], kept.path(), None, opts).unwrap();
         assert_eq!(mode(kept.path()), 0o6755);
+    }
+
+    #[test]
+    fn read_back_rereads_only_files_changed_since_the_unpack_and_finds_the_change() {
+        use std::os::unix::fs::MetadataExt;
+        let mut b = tar::Builder::new(Vec::new());
+        raw_entry(&mut b, tar::EntryType::Regular, "a", 0o644, None, b"alpha");
+        raw_entry(&mut b, tar::EntryType::Regular, "b", 0o644, None, b"bravo");
+        let bytes = b.into_inner().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let (_, tree) =
+            unpack_recording(&bytes[..], out.path(), None, UnpackOptions::default()).unwrap();
+        let clean = tree.read_back(out.path()).unwrap();
+        assert_eq!(tree.digest(false), clean.digest(false));
+        assert_eq!(clean.contents_read, 0);
+        let full = tree.read_back_with(out.path(), true).unwrap();
+        assert_eq!(tree.digest(false), full.digest(false));
+        assert_eq!(full.contents_read, 2);
+
+        // Same size, same mtime put back, same inode: only ctime tells.
+        let a = out.path().join("a");
+        let before = std::fs::metadata(&a).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"ALPHA"))
+            .unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(before.mtime() as u64);
+        std::fs::File::open(&a).unwrap().set_modified(when).unwrap();
+        let after = std::fs::metadata(&a).unwrap();
+        assert_eq!(
+            (after.ino(), after.len(), after.mtime()),
+            (before.ino(), before.len(), before.mtime())
+        );
+        let disk = tree.read_back(out.path()).unwrap();
+        assert_eq!(disk.contents_read, 1, "only the changed file is read again");
+        assert_ne!(tree.digest(false), disk.digest(false));
+        assert_eq!(
+            tree.differences(&disk, false, 5),
+            vec!["/a: content".to_string()]
+        );
     }
 }
