@@ -207,15 +207,22 @@ pub async fn open_object_within(
         pos: 0,
         done: false,
     };
-    let decoder =
-        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(256 * 1024, channel))
-            .map_err(|e| fault(FaultKind::Corrupt, format!("zstd: {e}")))?;
+    // Decompression and the plaintext hash on a third thread: the consumer
+    // (tar unpack, hashing and writing files; a database tool's pipe) is
+    // the heaviest stage, and zstd on its thread made it the bottleneck.
+    let (plain_tx, plain_rx) = sync_channel(CHUNKS_IN_FLIGHT);
+    let expected = entry.clone();
+    let template = fault(FaultKind::Corrupt, String::new());
+    let stage_slot = Arc::clone(&slot);
+    tokio::task::spawn_blocking(move || {
+        decompress_stage(channel, &expected, template, &stage_slot, &plain_tx)
+    });
     Ok(ObjectReader {
-        decoder,
-        hasher: Sha256::new(),
+        rx: plain_rx,
+        current: Vec::new(),
+        pos: 0,
         bytes: 0,
         entry: entry.clone(),
-        fault_template: fault(FaultKind::Corrupt, String::new()),
         slot,
         finished: false,
     })
@@ -469,13 +476,82 @@ impl Read for ChannelReader {
 /// hashes; any failure is an `io::Error` carrying the fault's message, and
 /// the fault itself is in [`ObjectReader::fault`].
 pub struct ObjectReader {
-    decoder: zstd::stream::read::Decoder<'static, BufReader<ChannelReader>>,
-    hasher: Sha256,
+    rx: Receiver<Msg>,
+    current: Vec<u8>,
+    pos: usize,
     bytes: u64,
     entry: ObjectEntry,
-    fault_template: ObjectFault,
     slot: FaultSlot,
     finished: bool,
+}
+
+/// Decompresses the decrypted stream, hashes the plaintext and hands it on
+/// in blocks; ends with [`Msg::End`] only when size and sha256 of the
+/// plaintext match the manifest, else with the fault (the decrypt stage's
+/// when it found one: a zstd error after it is only its consequence).
+fn decompress_stage(
+    channel: ChannelReader,
+    entry: &ObjectEntry,
+    template: ObjectFault,
+    slot: &FaultSlot,
+    tx: &SyncSender<Msg>,
+) {
+    let fail = |detail: String| {
+        let f = slot
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .unwrap_or(ObjectFault {
+                detail,
+                ..template.clone()
+            });
+        record(slot, f.clone());
+        let _ = tx.send(Msg::Fault(f));
+    };
+    let mut decoder = match zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+        256 * 1024,
+        channel,
+    )) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("zstd: {e}")),
+    };
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match decoder.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return fail(format!("zstd: {e}")),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        bytes += filled as u64;
+        if tx.send(Msg::Chunk(buf)).is_err() {
+            return; // the consumer stopped reading and reports why
+        }
+    }
+    let sha = hex::encode(hasher.finalize());
+    if bytes != entry.plaintext_bytes {
+        return fail(format!(
+            "{bytes} bytes after decompression but the manifest records {}",
+            entry.plaintext_bytes
+        ));
+    }
+    if sha != entry.plaintext_sha256 {
+        return fail(format!(
+            "sha256 of the plaintext is {sha} but the manifest records {}",
+            entry.plaintext_sha256
+        ));
+    }
+    let _ = tx.send(Msg::End);
 }
 
 impl std::fmt::Debug for ObjectReader {
@@ -519,55 +595,42 @@ impl ObjectReader {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
-
-    fn fail(&mut self, kind: FaultKind, detail: String) -> std::io::Error {
-        let f = ObjectFault {
-            kind,
-            detail,
-            ..self.fault_template.clone()
-        };
-        let msg = f.to_string();
-        record(&self.slot, f);
-        std::io::Error::other(msg)
-    }
 }
 
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.finished || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        match self.decoder.read(buf) {
-            Ok(0) => {
-                let sha = hex::encode(self.hasher.clone().finalize());
-                if self.bytes != self.entry.plaintext_bytes {
-                    let detail = format!(
-                        "{} bytes after decompression but the manifest records {}",
-                        self.bytes, self.entry.plaintext_bytes
-                    );
-                    return Err(self.fail(FaultKind::Corrupt, detail));
-                }
-                if sha != self.entry.plaintext_sha256 {
-                    let detail = format!(
-                        "sha256 of the plaintext is {sha} but the manifest records {}",
-                        self.entry.plaintext_sha256
-                    );
-                    return Err(self.fail(FaultKind::Corrupt, detail));
-                }
-                self.finished = true;
-                Ok(0)
+        while self.pos >= self.current.len() {
+            if self.finished {
+                return Ok(0);
             }
-            Ok(n) => {
-                self.hasher.update(&buf[..n]);
-                self.bytes += n as u64;
-                Ok(n)
-            }
-            Err(e) => {
-                if let Some(f) = self.fault() {
-                    return Err(std::io::Error::other(f.to_string()));
+            match self.rx.recv() {
+                Ok(Msg::Chunk(c)) => {
+                    self.current = c;
+                    self.pos = 0;
                 }
-                Err(self.fail(FaultKind::Corrupt, format!("zstd: {e}")))
+                Ok(Msg::End) => {
+                    self.current = Vec::new();
+                    self.pos = 0;
+                    self.finished = true;
+                }
+                Ok(Msg::Fault(f)) => return Err(std::io::Error::other(f.to_string())),
+                Err(_) => {
+                    return Err(match self.fault() {
+                        Some(f) => std::io::Error::other(f.to_string()),
+                        None => {
+                            std::io::Error::other("the decompress stage stopped without a result")
+                        }
+                    })
+                }
             }
         }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
