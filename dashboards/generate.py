@@ -489,6 +489,27 @@ def binlog_panels():
     ]
 
 
+def wal_stream_panels():
+    """PostgreSQL WAL streaming (`postgres_pitr` jobs with `streaming = true`)."""
+    return [
+        row("PostgreSQL WAL streaming"),
+        panel("WAL held by the replication slot",
+              "WAL the server keeps for Steward's receiver (pg_current_wal_lsn() - restart_lsn). It grows while the agent is down or behind; alert above 1 GiB for 10 minutes. Bound it on the server with max_slot_wal_keep_size.",
+              "bytes",
+              [(f'steward_wal_stream_slot_retained_bytes{{{SEL}}}', "{{exported_job}} slot {{slot}}")],
+              thresholds=[(None, "green"), (536870912, "orange"), (1073741824, "red")]),
+        panel("Streaming", "1 while pg_receivewal holds the job's slot.", "none",
+              [(f'steward_wal_stream_up{{{SEL}}}', "{{exported_job}}")], kind="stat", w=6, mappings=OK_MAPPING),
+        panel("Last WAL received", "Time since the received WAL position last moved (grows on a quiet server too).", "s",
+              [(f'time() - steward_wal_stream_last_received_timestamp_seconds{{{SEL}}}', "{{exported_job}}")], kind="stat", w=6),
+        panel("Streaming lag", "Seconds since everything received was on every target: the RPO beyond the receiver. Alert above 60 s for 5 minutes.", "s",
+              [(f'steward_wal_stream_lag_seconds{{{SEL}}}', "{{exported_job}}")]),
+        panel("Streamed WAL and stored bytes", "Per second: WAL shipped as deltas of the open segment, and bytes stored (compressed and encrypted, deltas and complete segments, all targets).", "Bps",
+              [(f'rate(steward_wal_stream_delta_bytes_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} WAL"),
+               (f'rate(steward_wal_stream_stored_bytes_total{{{SEL}}}[$__rate_interval])', "{{exported_job}} stored")]),
+    ]
+
+
 BACKUPS = dashboard(
     "steward-backups", "Steward / Backups and drills",
     "Backup freshness, results, durations and sizes per job, and disaster-recovery drills. Steward's `job` label is stored by Prometheus as `exported_job`. Backup failures, restores and drills show as annotations.",
@@ -533,6 +554,7 @@ BACKUPS = dashboard(
               [(f'steward_wal_spool_bytes{{{SEL}}} / steward_wal_spool_max_bytes{{{SEL}}}', "{{exported_job}}")], w=8, h=6, min=0, max=1),
         panel("WAL archived", "Bytes of WAL per second the agent stored on every target from the spool.", "Bps",
               [(f'rate(steward_wal_archived_bytes_total{{{SEL}}}[$__rate_interval])', "{{exported_job}}")], w=8, h=6),
+        *wal_stream_panels(),
     ],
     ["backup"],
     extra_annotations=[("Backup failures", "failure", "red"), ("Restores", "restore", "orange"), ("Drills", "drill", "purple")],

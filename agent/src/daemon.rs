@@ -63,12 +63,13 @@ fn start_generation(config: Config) -> (Generation, Running) {
     let mut extra: Vec<Arc<dyn steward_exporters::Collector>> =
         vec![Arc::new(SubsystemCollector(Arc::clone(&health)))];
     let mut tasks = Vec::new();
-    let subsystems: [(&'static str, StartFn); 5] = [
+    let subsystems: [(&'static str, StartFn); 6] = [
         ("scheduler", crate::scheduler::start),
         ("telemetry", crate::telemetry::start),
         ("binlog", crate::binlog::start),
         ("wal_spool", crate::walspool::start),
         ("wal_archive", crate::walwatch::start),
+        ("wal_stream", crate::wal_stream::start),
     ];
     for (name, start) in subsystems {
         let sub = start_or_retry(name, start, &config, &cancel, &health);

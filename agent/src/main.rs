@@ -21,6 +21,7 @@ mod server;
 mod spans;
 mod supervise;
 mod telemetry;
+mod wal_stream;
 mod walspool;
 mod walwatch;
 mod web;

@@ -157,7 +157,9 @@ async fn fetch(
             steward_backup::wal::prefetch::MAX_AHEAD
         );
     }
-    Ok(steward_backup::wal::prefetch::fetch(
+    // The archive first; for the newest segment, not archived yet, its
+    // streamed deltas.
+    Ok(steward_backup::wal::stream::fetch(
         &src.targets,
         &src.host,
         job,

@@ -332,6 +332,53 @@ pub struct JobConfig {
     /// fails, and PostgreSQL keeps the file and retries.
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,
+    // --- postgres_pitr streaming (backup/src/wal/receive.rs) ---
+    /// `postgres_pitr`: the agent follows the server's WAL with
+    /// `pg_receivewal` over a physical replication slot and ships the
+    /// segment being written as it grows (an RPO of seconds).
+    #[serde(default)]
+    pub streaming: bool,
+    /// `postgres_pitr` with `streaming`: the replication slot (created
+    /// when missing; one per job and server).
+    #[serde(default = "default_stream_slot")]
+    pub slot: String,
+    /// `postgres_pitr` with `streaming`: WAL received is shipped at least
+    /// this often (the RPO under steady writes is about this + 1 s).
+    #[serde(default = "default_stream_flush_secs")]
+    pub stream_flush_secs: u64,
+}
+
+fn default_stream_slot() -> String {
+    "steward".into()
+}
+fn default_stream_flush_secs() -> u64 {
+    5
+}
+
+/// The streaming keys of a job: only for `postgres_pitr`, a slot name
+/// PostgreSQL accepts, a flush interval of at least a second.
+fn validate_streaming(at: &str, job: &JobConfig, errors: &mut Vec<String>) {
+    if job.streaming && job.kind != JobKind::PostgresPitr {
+        errors.push(format!(
+            "{at}.streaming: not used by kind = \"{}\" (WAL streaming is for postgres_pitr jobs)",
+            job.kind
+        ));
+    }
+    let slot_ok = !job.slot.is_empty()
+        && job.slot.len() <= 63
+        && job
+            .slot
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !slot_ok {
+        errors.push(format!(
+            "{at}.slot: {:?} is not a replication slot name (1 to 63 lower-case letters, digits and '_')",
+            job.slot
+        ));
+    }
+    if job.stream_flush_secs == 0 {
+        errors.push(format!("{at}.stream_flush_secs: must be at least 1"));
+    }
 }
 
 fn default_true() -> bool {
@@ -573,6 +620,7 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
             "{at}: a job name may use letters, digits, '-', '_' and '.'"
         ));
     }
+    validate_streaming(&at, job, errors);
     if let Some(s) = &job.schedule {
         if let Err(e) = crate::schedule::Schedule::parse(s, &job.timezone) {
             errors.push(format!("{at}.schedule: {e}"));
@@ -816,6 +864,30 @@ zstd_level = 40
         assert!(
             toml::from_str::<BackupConfig>("[targets.x]\nkind = \"local\"\nroot = \"/x\"\n")
                 .is_err()
+        );
+    }
+    #[test]
+    fn streaming_is_for_pitr_jobs_with_a_valid_slot() {
+        let ok = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.pg]\nkind = \"postgres_pitr\"\nstreaming = true\nslot = \"steward_2\"\n"
+        ));
+        assert_eq!(ok.validate(), Vec::<String>::new());
+        assert_eq!(ok.jobs["pg"].stream_flush_secs, 5);
+        let bad = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.dump]\nkind = \"postgres\"\nstreaming = true\n[jobs.pg]\nkind = \"postgres_pitr\"\nstreaming = true\nslot = \"Steward-1\"\nstream_flush_secs = 0\n"
+        ));
+        let errors = bad.validate().join("\n");
+        assert!(
+            errors.contains("jobs.dump.streaming: not used by kind = \"postgres\""),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("jobs.pg.slot: \"Steward-1\" is not a replication slot name"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("jobs.pg.stream_flush_secs: must be at least 1"),
+            "{errors}"
         );
     }
 }

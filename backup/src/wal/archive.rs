@@ -395,7 +395,7 @@ async fn fetch_one(
 
 /// age -> zstd -> `out`, hashing the plaintext; the error says whether the
 /// key is wrong or the bytes are damaged.
-fn decode<R: Read>(
+pub(crate) fn decode<R: Read>(
     raw: R,
     ids: &Identities,
     expected_sha256: &str,
@@ -506,6 +506,7 @@ pub async fn prune(target: &dyn StorageTarget, host: &str, job: &str) -> Result<
         target.delete(&w.key).await?;
         removed.push(w.key.clone());
     }
+    removed.extend(crate::wal::stream::prune(target, host, job, &kept).await?);
     Ok(removed)
 }
 

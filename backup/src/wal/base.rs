@@ -55,10 +55,13 @@ async fn server_facts(job_name: &str, job: &JobConfig) -> Result<ServerFacts> {
             "job {job_name}: unexpected answer from PostgreSQL at {at}: {out:?}"
         )));
     };
-    if archive_mode == "off" {
+    // With `streaming` the agent's receiver brings the WAL (the backup's
+    // end forces a segment switch, which it archives like the rest).
+    if archive_mode == "off" && !job.streaming {
         return Err(Error::Config(format!(
             "job {job_name}: archive_mode is off on PostgreSQL at {at}; a base backup is useless without its WAL: \
-             set archive_mode = on and archive_command = 'steward wal push {job_name} %p' and restart the server"
+             set archive_mode = on and archive_command = 'steward wal push {job_name} %p' and restart the server, \
+             or set streaming = true on the job"
         )));
     }
     let parse_err = |what: &str, v: &str| {

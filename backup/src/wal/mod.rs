@@ -12,14 +12,20 @@
 //! - [`status`]: what the archive holds, for the agent's metrics.
 //! - [`recovery`]: unpack and recovery settings; `server`: start and wait.
 //! - [`tar_watch`]: the backup's own positions, read from its tar stream.
+//! - [`stream`]: the streamed tail (deltas of the segment being written);
+//!   [`receive`]: `pg_receivewal` as a supervised child that feeds it;
+//!   `slot`: the replication slot as the server reports it.
 
 pub mod archive;
 pub mod base;
 pub mod chain;
 pub mod names;
 pub mod prefetch;
+pub mod receive;
 pub mod recovery;
 mod server;
+mod slot;
 pub mod spool;
 pub mod status;
+pub mod stream;
 pub mod tar_watch;
