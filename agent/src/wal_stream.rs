@@ -59,18 +59,10 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
                 // Targets open inside the task, retried: a store that is
                 // down at start must not stop streaming later.
                 let targets = loop {
-                    let mut opened = Vec::new();
-                    let mut errors = Vec::new();
-                    for (t, r) in target::open_all(&backup, &job.target_names()).await {
-                        match r {
-                            Ok(t) => opened.push(t),
-                            Err(e) => errors.push(format!("target {t}: {e}")),
-                        }
-                    }
-                    if errors.is_empty() {
-                        break opened;
-                    }
-                    let e = errors.join("; ");
+                    let e = match target::open_every(&backup, &job.target_names()).await {
+                        Ok(opened) => break opened,
+                        Err(e) => e,
+                    };
                     tracing::error!(job = %name, "WAL streaming cannot open its targets: {e}; retrying in 30s");
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(30)).await;

@@ -151,6 +151,28 @@ pub async fn open(name: &str, config: &TargetConfig) -> Result<Arc<dyn StorageTa
     })
 }
 
+/// Opens every target called `names`, for a long-running subsystem that
+/// needs all of them (it retries until it has them): the targets in that
+/// order, or one message naming each that failed (`target NAME: why; ...`).
+pub async fn open_every(
+    config: &BackupConfig,
+    names: &[String],
+) -> std::result::Result<Vec<Arc<dyn StorageTarget>>, String> {
+    let mut opened = Vec::with_capacity(names.len());
+    let mut errors = Vec::new();
+    for (name, result) in open_all(config, names).await {
+        match result {
+            Ok(t) => opened.push(t),
+            Err(e) => errors.push(format!("target {name}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(opened)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Opens the configured targets called `names`, in that order. Each entry
 /// is the target or why it cannot be used (not configured, or failing to
 /// open), so every caller decides whether one bad target fails the whole
