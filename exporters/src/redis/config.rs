@@ -121,6 +121,16 @@ impl Default for RedisScrapeTarget {
 }
 
 impl RedisScrapeTarget {
+    /// The `tls_*` settings, for the rustls client configuration.
+    pub(super) fn tls_files(&self) -> super::tls::TlsFiles<'_> {
+        super::tls::TlsFiles {
+            ca: self.tls_ca_file.as_deref(),
+            cert: self.tls_cert_file.as_deref(),
+            key: self.tls_key_file.as_deref(),
+            server_name: self.tls_server_name.as_deref(),
+        }
+    }
+
     /// Semantic checks; each message starts with the key it is about.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -130,7 +140,7 @@ impl RedisScrapeTarget {
         match Address::parse(&self.addr) {
             Err(e) => errors.push(format!("addr: {e}")),
             Ok(Address::Tls { .. }) => {
-                if let Err(e) = super::tls::client_config(self) {
+                if let Err(e) = super::tls::client_config(&self.tls_files()) {
                     errors.push(e);
                 }
             }

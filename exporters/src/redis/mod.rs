@@ -86,7 +86,10 @@ impl RedisCollector {
         let tls = match &address {
             Address::Tls { host, .. } => {
                 let name = target.tls_server_name.as_deref().unwrap_or(host);
-                Some((tls::client_config(&target)?, tls::server_name(name)?))
+                Some((
+                    tls::client_config(&target.tls_files())?,
+                    tls::server_name(name)?,
+                ))
             }
             _ => None,
         };

@@ -9,7 +9,13 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::config::RedisScrapeTarget;
+/// The TLS settings of one target, as its configuration names them.
+pub(super) struct TlsFiles<'a> {
+    pub ca: Option<&'a Path>,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub server_name: Option<&'a str>,
+}
 
 /// Certificates of a PEM file; the error starts with `key`.
 fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -29,14 +35,14 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 
 /// The client configuration of a `rediss://` target. Each error starts
 /// with the setting at fault; none quotes a key's content.
-pub(super) fn client_config(t: &RedisScrapeTarget) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(super) fn client_config(t: &TlsFiles<'_>) -> Result<Arc<rustls::ClientConfig>, String> {
     // Pinned to ring, as everywhere in the workspace: rustls refuses to
     // pick a provider itself when several are compiled in.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("addr: cannot set up TLS: {e}"))?;
-    let roots = match &t.tls_ca_file {
+    let roots = match t.ca {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in certificates("tls_ca_file", path)? {
@@ -54,7 +60,7 @@ pub(super) fn client_config(t: &RedisScrapeTarget) -> Result<Arc<rustls::ClientC
         },
     };
     let builder = builder.with_root_certificates(roots);
-    let config = match (&t.tls_cert_file, &t.tls_key_file) {
+    let config = match (t.cert, t.key) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = certificates("tls_cert_file", cert)?;
@@ -75,7 +81,7 @@ pub(super) fn client_config(t: &RedisScrapeTarget) -> Result<Arc<rustls::ClientC
         (Some(_), None) => return Err("tls_key_file: tls_cert_file needs its private key".into()),
         (None, Some(_)) => return Err("tls_cert_file: tls_key_file needs its certificate".into()),
     };
-    if let Some(name) = &t.tls_server_name {
+    if let Some(name) = t.server_name {
         server_name(name).map_err(|e| format!("tls_server_name: {e}"))?;
     }
     Ok(Arc::new(config))
