@@ -233,7 +233,7 @@ async fn run_locked(
             Err(e) => s.report.retention_error = Some(e.to_string()),
         }
         if job.kind == JobKind::PostgresPitr && s.report.retention_refused.is_none() {
-            match crate::wal::archive::prune(t.as_ref(), &options.host, job_name).await {
+            match crate::wal::retention::prune(t.as_ref(), &options.host, job_name).await {
                 Ok(removed) if !removed.is_empty() => tracing::info!(
                     job = job_name,
                     target = t.name(),

@@ -8,6 +8,8 @@
 //! - [`prefetch`]: `wal fetch` downloads the next segments in parallel.
 //! - [`base`]: `pg_basebackup -Ft -X none` as a job's source.
 //! - [`chain`]: which WAL a base backup needs; what pruning may remove.
+//! - [`retention`]: removes what no kept base backup needs (segments and
+//!   streamed deltas).
 //! - [`spool`]: async archiving's local spool, drained by the agent.
 //! - [`status`]: what the archive holds, for the agent's metrics.
 //! - [`recovery`]: unpack and recovery settings; `server`: start and wait.
@@ -23,6 +25,7 @@ pub mod names;
 pub mod prefetch;
 pub mod receive;
 pub mod recovery;
+pub mod retention;
 mod server;
 mod slot;
 pub mod spool;
