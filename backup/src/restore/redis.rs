@@ -339,6 +339,22 @@ fn private_socket_dir() -> Result<PathBuf> {
     )))
 }
 
+/// `path` as a double-quoted redis.conf argument. A path holding a quote,
+/// a backslash or a line break is refused rather than escaped: it could
+/// otherwise end the argument and add directives of its own.
+fn config_path(path: &Path) -> Result<String> {
+    let text = path
+        .to_str()
+        .filter(|t| !t.contains(['"', '\\', '\n', '\r']));
+    match text {
+        Some(t) => Ok(format!("\"{t}\"")),
+        None => Err(Error::Config(format!(
+            "the drill's scratch directory {} has a name redis-server's configuration cannot hold (a quote, backslash, line break or non-UTF-8 byte): choose another scratch directory",
+            path.display()
+        ))),
+    }
+}
+
 async fn run_scratch(
     server: &Path,
     dir: &Path,
@@ -348,11 +364,14 @@ async fn run_scratch(
     let socket = sock_dir.join("redis.sock");
     let log = dir.join("redis-server.log");
     let conf = dir.join("redis-scratch.conf");
+    // The snapshot comes from the bucket: sanitize-dump-payload makes the
+    // server check every encoded value deeply while it loads, instead of
+    // trusting lengths and offsets a forged RDB could set (Redis >= 6.2).
     let text = format!(
-        "port 0\nunixsocket {}\nunixsocketperm 700\ndir {}\ndbfilename {DUMP_NAME}\nsave \"\"\nappendonly no\ndaemonize no\nlogfile {}\n",
-        socket.display(),
-        dir.display(),
-        log.display()
+        "port 0\nunixsocket {}\nunixsocketperm 700\ndir {}\ndbfilename {DUMP_NAME}\nsave \"\"\nappendonly no\ndaemonize no\nsanitize-dump-payload yes\nlogfile {}\n",
+        config_path(&socket)?,
+        config_path(dir)?,
+        config_path(&log)?
     );
     crate::private_fs::write(&conf, text.as_bytes())
         .map_err(|e| Error::local("cannot write", &conf, e, None))?;
@@ -447,6 +466,18 @@ pub fn compare_keyspace(loaded: &[(u32, u64, u64)], expected: &[RedisDbKeys]) ->
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn scratch_paths_are_quoted_and_ones_that_could_add_directives_refused() {
+        assert_eq!(
+            config_path(Path::new("/var/tmp/drill dir/dump")).unwrap(),
+            "\"/var/tmp/drill dir/dump\""
+        );
+        for bad in ["/tmp/x\nenable-debug-command yes", "/tmp/a\"b", "/tmp/a\\b"] {
+            let e = config_path(Path::new(bad)).unwrap_err().to_string();
+            assert!(e.contains("choose another scratch directory"), "{e}");
+        }
+    }
     use super::*;
 
     #[test]
