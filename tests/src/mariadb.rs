@@ -48,7 +48,13 @@ impl Mariadb {
             .prefix("steward-mariadb-")
             .tempdir()?;
         let data_dir = dir.path().join("data");
+        // Its own temporary directory (mariadbd's default is $TMPDIR or
+        // /tmp): installs running at the same time in one /tmp saw their
+        // internal temporary tables vanish and aborted.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
         let out = Command::new(install_db)
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data_dir.display()))
             .args([
@@ -169,7 +175,8 @@ impl Mariadb {
     fn start_server(&mut self) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(tool_path("mariadbd")?);
-        cmd.arg("--no-defaults")
+        cmd.env("TMPDIR", self.dir.path().join("tmp"))
+            .arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir.display()))
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--port={}", self.port))
