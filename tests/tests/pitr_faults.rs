@@ -180,7 +180,7 @@ fn a_push_killed_mid_upload_leaves_nothing_that_looks_whole_and_the_retry_succee
     push.kill().unwrap();
     let _ = push.wait();
 
-    // Neither target shows a WAL object for it.
+    // S3 shows no WAL object for it.
     let keys = moto.list_keys("pitr", "steward/").unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     let wal_dir = p.env.store.join(HOST).join("db").join("wal");
@@ -191,7 +191,10 @@ fn a_push_killed_mid_upload_leaves_nothing_that_looks_whole_and_the_retry_succee
                 .collect()
         })
         .unwrap_or_default();
-    assert!(visible.is_empty(), "{visible:?}");
+    // The local target may have finished (synced, renamed) before the
+    // kill on a fast machine: a whole object there is a correct copy (the
+    // fetch below reads it back against the segment); never two.
+    assert!(visible.len() <= 1, "{visible:?}");
 
     // PostgreSQL's retry (the store at full speed now) stores it once.
     p.configure(&target(&moto.endpoint()));
