@@ -42,7 +42,12 @@ pub fn start(config: &Config, cancel: CancellationToken) -> anyhow::Result<Subsy
         all.push((name.clone(), Arc::clone(&stats)));
         let settings = PipelineSettings {
             zstd_level: job.zstd_level,
-            zstd_workers: job.zstd_workers,
+            // Binlog pieces are at most max_binlog_size and ship in the
+            // background: one zstd thread spends less CPU per MB than a
+            // worker pool (no job hand-offs, no overlap reloads) and
+            // keeps up with far more binlog than a server writes.
+            // zstd_workers still sets the job's dumps.
+            zstd_workers: 1,
             recipients: recipients.clone(),
         };
         let (backup, host, state_dir, cancel) = (

@@ -4,7 +4,7 @@
 //! memory stays bounded whatever the size of the stream.
 //!
 //! ```text
-//!  source (async read, this task)
+//!  source (async read, this task; or slices of in-memory content)
 //!     -- Piece queue (8 x 256 KiB) -->  compress thread: sha256(plain), zstd
 //!     -- Piece queue (8 x 256 KiB) -->  encrypt thread:  age, sha256(stored)
 //!     -- Piece queue per target (4 x 1 MiB) --> StorageTarget::put task
@@ -114,15 +114,22 @@ pub async fn store_object(
             })
             .collect()
     };
-    let reader = match source.open().await {
-        Ok(r) => r,
-        Err(e) => {
-            let targets = fail_all(&e);
-            return StoreOutcome {
-                stream: Err(e),
-                targets,
-            };
-        }
+    // Content already in memory and hashed is sliced, not copied, and
+    // not hashed again; anything else is read from its stream.
+    let in_memory = source.take_in_memory();
+    let known_sha256 = in_memory.as_ref().map(|m| m.sha256.clone());
+    let reader = match in_memory {
+        Some(m) => Feed::Memory(m.bytes),
+        None => match source.open().await {
+            Ok(r) => Feed::Stream(r),
+            Err(e) => {
+                let targets = fail_all(&e);
+                return StoreOutcome {
+                    stream: Err(e),
+                    targets,
+                };
+            }
+        },
     };
 
     let (plain_tx, plain_rx) = mpsc::channel::<Piece>(STAGE_DEPTH);
@@ -144,7 +151,7 @@ pub async fn store_object(
         let workers = settings.zstd_workers;
         let counters = Arc::clone(&counters);
         tokio::task::spawn_blocking(move || {
-            compress_stage(plain_rx, packed_tx, level, workers, &counters)
+            compress_stage(plain_rx, packed_tx, level, workers, known_sha256, &counters)
         })
     };
     let encrypt = {
@@ -155,7 +162,15 @@ pub async fn store_object(
         })
     };
 
-    let read = read_stage(source, reader, plain_tx);
+    let read = async {
+        match reader {
+            Feed::Stream(r) => read_stage(source, r, plain_tx).await,
+            Feed::Memory(bytes) => {
+                slice_stage(bytes, plain_tx).await;
+                Ok(())
+            }
+        }
+    };
     let (read_result, compress_result, encrypt_result) = tokio::join!(read, compress, encrypt);
     let mut put_results = Vec::new();
     for (target, put) in targets.iter().zip(puts) {
@@ -281,6 +296,27 @@ async fn read_stage(
     }
 }
 
+/// Where the plaintext comes from.
+enum Feed {
+    Stream(ByteReader),
+    Memory(Bytes),
+}
+
+/// Hands `bytes` to the compression stage in [`CHUNK_BYTES`] slices (no
+/// copy), then `End`: in-memory content is whole by construction.
+async fn slice_stage(bytes: Bytes, tx: mpsc::Sender<Piece>) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + CHUNK_BYTES).min(bytes.len());
+        if tx.send(Piece::Data(bytes.slice(at..end))).await.is_err() {
+            // The compression stage stopped; it reports why.
+            return;
+        }
+        at = end;
+    }
+    let _ = tx.send(Piece::End).await;
+}
+
 /// Receives the next piece; a closed queue means the sender died.
 fn next_piece(rx: &mut mpsc::Receiver<Piece>, upstream: &str) -> std::io::Result<Option<Bytes>> {
     match rx.blocking_recv() {
@@ -298,6 +334,7 @@ fn compress_stage(
     tx: mpsc::Sender<Piece>,
     level: i32,
     workers: u32,
+    known_sha256: Option<String>,
     counters: &ByteCounters,
 ) -> std::io::Result<(u64, String)> {
     let result = (|| -> std::io::Result<(u64, String)> {
@@ -324,10 +361,14 @@ fn compress_stage(
             encoder.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(4))?;
         }
         encoder.include_checksum(true)?;
-        let mut hasher = Sha256::new();
+        // The source's own hash, when it has one, is of exactly these
+        // bytes (MemorySource hashed what it hands out).
+        let mut hasher = known_sha256.is_none().then(Sha256::new);
         let mut total = 0u64;
         while let Some(chunk) = next_piece(&mut rx, "source")? {
-            hasher.update(&chunk);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
             total += chunk.len() as u64;
             counters
                 .source_bytes
@@ -336,7 +377,11 @@ fn compress_stage(
         }
         let mut out = encoder.finish()?;
         out.flush_chunk()?;
-        Ok((total, hex::encode(hasher.finalize())))
+        let sha256 = match hasher {
+            Some(h) => hex::encode(h.finalize()),
+            None => known_sha256.unwrap_or_default(),
+        };
+        Ok((total, sha256))
     })();
     match &result {
         Ok(_) => {
@@ -499,4 +544,108 @@ pub fn piece_reader(rx: mpsc::Receiver<Piece>) -> ByteReader {
         }
     });
     Box::pin(tokio_util::io::StreamReader::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use age::secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::source::memory::MemorySource;
+    use crate::target::local::LocalTarget;
+
+    /// Content the pipeline must store byte for byte: compressible and not.
+    fn content() -> Vec<u8> {
+        let mut v: Vec<u8> = (0..3 * CHUNK_BYTES + 1234)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut x = 0x1234_5678u32;
+        for b in v.iter_mut().skip(CHUNK_BYTES).take(CHUNK_BYTES) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        v
+    }
+
+    /// A reader source over the same bytes: the streaming feed.
+    struct ReaderSource(Option<Vec<u8>>);
+
+    #[async_trait::async_trait]
+    impl Source for ReaderSource {
+        fn describe(&self) -> String {
+            "reader".into()
+        }
+        async fn open(&mut self) -> Result<ByteReader> {
+            Ok(Box::pin(std::io::Cursor::new(
+                self.0.take().unwrap_or_default(),
+            )))
+        }
+        async fn finish(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn in_memory_and_streamed_sources_store_the_same_checked_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let settings = PipelineSettings {
+            zstd_level: 3,
+            zstd_workers: 1,
+            recipients: Recipients::from_strings(&[identity.to_public().to_string()]).unwrap(),
+        };
+        let target: Arc<dyn StorageTarget> = Arc::new(LocalTarget::at("local", dir.path()));
+        let data = content();
+        let want = hex::encode(Sha256::digest(&data));
+
+        let mut memory = MemorySource::new("memory".into(), Bytes::from(data.clone()));
+        assert_eq!(memory.sha256(), want);
+        let mut reader = ReaderSource(Some(data.clone()));
+        for (key, source) in [
+            ("m", &mut memory as &mut dyn Source),
+            ("r", &mut reader as &mut dyn Source),
+        ] {
+            let counters = Arc::new(ByteCounters::default());
+            let out = store_object(
+                source,
+                &settings,
+                std::slice::from_ref(&target),
+                key,
+                Arc::clone(&counters),
+            )
+            .await;
+            let stats = out.stream.unwrap();
+            assert_eq!(stats.plaintext_bytes, data.len() as u64, "{key}");
+            assert_eq!(stats.plaintext_sha256, want, "{key}");
+            assert_eq!(counters.source(), data.len() as u64, "{key}");
+            let stored = std::fs::read(dir.path().join(key)).unwrap();
+            assert_eq!(stats.stored_bytes, stored.len() as u64, "{key}");
+            assert_eq!(
+                stats.stored_sha256,
+                hex::encode(Sha256::digest(&stored)),
+                "{key}"
+            );
+            let key_text = identity.to_string();
+            let id: Box<dyn age::Identity> = Box::new(
+                key_text
+                    .expose_secret()
+                    .parse::<age::x25519::Identity>()
+                    .unwrap(),
+            );
+            let plain = crate::crypto::decrypt(&stored[..], &[id]).unwrap();
+            let mut back = Vec::new();
+            zstd::stream::read::Decoder::new(plain)
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(
+                back == data,
+                "{key}: the stored object decrypts to the input"
+            );
+        }
+    }
 }

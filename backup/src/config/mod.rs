@@ -244,7 +244,8 @@ pub struct JobConfig {
     /// zstd level (1..=19).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
-    /// zstd worker threads; 0 = one per CPU.
+    /// zstd worker threads for dumps and base backups; 0 = one per CPU
+    /// (WAL and binlog shipping compress with one thread).
     #[serde(default)]
     pub zstd_workers: u32,
     /// A run taking longer fails (the dump is killed, uploads aborted).

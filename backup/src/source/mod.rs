@@ -5,6 +5,7 @@
 pub mod binlog_position;
 pub mod command;
 pub mod files;
+pub mod memory;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
@@ -36,6 +37,14 @@ pub trait Source: Send {
     /// MySQL/MariaDB dumps made for point-in-time recovery: the binlog
     /// position of the dump's snapshot, known once `finish` succeeded.
     fn binlog_position(&self) -> Option<crate::manifest::BinlogPosition> {
+        None
+    }
+
+    /// The whole stream, when it is already in memory and hashed (see
+    /// [`memory::MemorySource`]): the pipeline then hands out slices of
+    /// it instead of copying it through `open`, and does not hash it a
+    /// second time. Taken once; `open` and `finish` are not called then.
+    fn take_in_memory(&mut self) -> Option<memory::InMemory> {
         None
     }
 }

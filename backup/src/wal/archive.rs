@@ -16,7 +16,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -25,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
 use crate::restore::Identities;
-use crate::source::Source;
-use crate::target::{ByteReader, StorageTarget};
+use crate::source::memory::MemorySource;
+use crate::target::StorageTarget;
 use crate::wal::names::WalName;
 
 /// Suffix of every archived WAL object.
@@ -125,27 +124,6 @@ pub struct PushReport {
     pub targets: Vec<(String, Pushed)>,
 }
 
-/// A source over bytes already in memory (a WAL file is read whole, to be
-/// hashed before anything is stored).
-struct BytesSource {
-    what: String,
-    bytes: Option<Bytes>,
-}
-
-#[async_trait]
-impl Source for BytesSource {
-    fn describe(&self) -> String {
-        self.what.clone()
-    }
-    async fn open(&mut self) -> Result<ByteReader> {
-        let bytes = self.bytes.take().unwrap_or_default();
-        Ok(Box::pin(std::io::Cursor::new(bytes)))
-    }
-    async fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// Archives the file at `path` (what PostgreSQL passes as `%p`) for
 /// `host`/`job` on every target. `Ok` only when every target holds this
 /// exact content, durably (a local target fsyncs before the rename, S3
@@ -197,9 +175,10 @@ pub async fn push_bytes(
             data.len()
         )));
     }
-    let sha256 = hex::encode(Sha256::digest(&data));
+    let mut source = MemorySource::new(format!("job {job}: WAL file {name}"), Bytes::from(data));
+    let sha256 = source.sha256().to_string();
     let key = wal_key(host, job, name.as_str(), &sha256);
-    let plaintext_bytes = data.len() as u64;
+    let plaintext_bytes = source.len();
 
     let mut failures = Vec::new();
     let mut done = Vec::new();
@@ -232,10 +211,6 @@ pub async fn push_bytes(
         }
     }
     if !pending.is_empty() {
-        let mut source = BytesSource {
-            what: format!("job {job}: WAL file {name}"),
-            bytes: Some(Bytes::from(data)),
-        };
         let outcome = store_object(
             &mut source,
             settings,

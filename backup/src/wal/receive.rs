@@ -30,19 +30,17 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
 use crate::source::command::without_secrets;
+use crate::source::memory::MemorySource;
 use crate::source::postgres::{command, tool, where_};
-use crate::source::Source;
-use crate::target::{ByteReader, StorageTarget};
+use crate::target::StorageTarget;
 use crate::wal::archive;
 use crate::wal::names::{Lsn, WalKind, WalName};
 use crate::wal::slot::{hint, query_slot};
@@ -551,7 +549,11 @@ impl Shipper<'_> {
                     path.display()
                 ))
             })?;
-        let sha256 = hex::encode(Sha256::digest(&data));
+        let mut source = MemorySource::new(
+            format!("job {job}: WAL {segment} bytes {start}..{end}"),
+            Bytes::from(data),
+        );
+        let sha256 = source.sha256().to_string();
         let key = stream::delta_key(
             &self.opts.host,
             job,
@@ -561,10 +563,6 @@ impl Shipper<'_> {
             self.segment_bytes,
             &sha256,
         );
-        let mut source = DeltaSource {
-            what: format!("job {job}: WAL {segment} bytes {start}..{end}"),
-            bytes: Some(Bytes::from(data)),
-        };
         let outcome = store_object(
             &mut source,
             &self.opts.settings,
@@ -666,27 +664,6 @@ fn read_range(path: &Path, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let mut data = vec![0u8; (end - start) as usize];
     f.read_exact(&mut data)?;
     Ok(data)
-}
-
-/// A delta held in memory (hashed before it is stored: the hash is in the
-/// key).
-struct DeltaSource {
-    what: String,
-    bytes: Option<Bytes>,
-}
-
-#[async_trait]
-impl Source for DeltaSource {
-    fn describe(&self) -> String {
-        self.what.clone()
-    }
-    async fn open(&mut self) -> Result<ByteReader> {
-        let bytes = self.bytes.take().unwrap_or_default();
-        Ok(Box::pin(std::io::Cursor::new(bytes)))
-    }
-    async fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
