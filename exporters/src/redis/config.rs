@@ -122,8 +122,8 @@ impl Default for RedisScrapeTarget {
 
 impl RedisScrapeTarget {
     /// The `tls_*` settings, for the rustls client configuration.
-    pub(super) fn tls_files(&self) -> super::tls::TlsFiles<'_> {
-        super::tls::TlsFiles {
+    pub(super) fn tls_files(&self) -> steward_tls::TlsFiles<'_> {
+        steward_tls::TlsFiles {
             ca: self.tls_ca_file.as_deref(),
             cert: self.tls_cert_file.as_deref(),
             key: self.tls_key_file.as_deref(),
@@ -140,7 +140,7 @@ impl RedisScrapeTarget {
         match Address::parse(&self.addr) {
             Err(e) => errors.push(format!("addr: {e}")),
             Ok(Address::Tls { .. }) => {
-                if let Err(e) = super::tls::client_config(&self.tls_files()) {
+                if let Err(e) = steward_tls::client_config(&self.tls_files()) {
                     errors.push(e);
                 }
             }

@@ -14,7 +14,6 @@ mod config;
 mod info;
 mod keys;
 pub mod resp;
-mod tls;
 
 pub use config::{QueueKeys, RedisScrapeTarget};
 
@@ -30,7 +29,7 @@ use crate::metrics::{Labels, MetricFamily};
 use crate::probe::client::budget;
 use config::Address;
 use resp::{Io, Reply};
-use tokio_rustls::rustls;
+use steward_tls as tls;
 
 /// Builds one collector per configured target. With several targets every
 /// series carries `target="<name>"` so they stay distinct in one scrape.
@@ -63,10 +62,7 @@ pub struct RedisCollector {
     address: Address,
     /// `rediss://`: the client configuration and the name the server's
     /// certificate must carry.
-    tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<(Arc<tls::ClientConfig>, tls::ServerName<'static>)>,
     plan: keys::Plan,
     labels: Labels,
     state: tokio::sync::Mutex<State>,
@@ -123,7 +119,7 @@ impl RedisCollector {
                     .map_err(|e| format!("cannot connect: {e}"))?;
                 let _ = s.set_nodelay(true);
                 let (config, name) = self.tls.clone().ok_or("TLS is not set up")?;
-                Box::new(tls::handshake(config, name, s).await?)
+                Box::new(tls::handshake(config, name, s, "the host in addr").await?)
             }
             Address::Unix(path) => Box::new(
                 tokio::net::UnixStream::connect(path)
