@@ -43,6 +43,17 @@ impl Redis {
         ca: &std::path::Path,
         auth_clients: bool,
     ) -> anyhow::Result<(Self, u16)> {
+        Self::start_tls_with_password(cert, key, ca, auth_clients, None)
+    }
+
+    /// [`Redis::start_tls`] with `requirepass` on both ports.
+    pub fn start_tls_with_password(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        auth_clients: bool,
+        password: Option<&str>,
+    ) -> anyhow::Result<(Self, u16)> {
         let tls_port = free_port();
         let conf = format!(
             "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients {}\n",
@@ -51,7 +62,7 @@ impl Redis {
             ca.display(),
             if auth_clients { "yes" } else { "no" }
         );
-        Ok((Self::start_with_conf(None, &conf)?, tls_port))
+        Ok((Self::start_with_conf(password, &conf)?, tls_port))
     }
 
     /// Starts redis-server with `extra` lines appended to its configuration.

@@ -285,6 +285,28 @@ pub struct JobConfig {
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
 
+    // --- redis over TLS (the Redis collector's `tls_*` keys) ---
+    /// `redis`: connect to `host`:`port` over TLS (Redis's `tls-port`).
+    /// The server's certificate is always verified, against `tls_ca_file`
+    /// or the web PKI roots.
+    #[serde(default)]
+    pub tls: bool,
+    /// `tls`: PEM CA certificates that signed the server's certificate;
+    /// the web PKI roots when unset (managed Redis).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `tls`: PEM client certificate (chain), with `tls_key_file`, for a
+    /// server with `tls-auth-clients yes`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `tls`: PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// `tls`: the name the server's certificate must carry when it differs
+    /// from `host` (e.g. connecting by IP address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+
     // --- files and config ---
     /// Roots to archive (files, directories).
     #[serde(default)]
@@ -382,6 +404,48 @@ fn validate_streaming(at: &str, job: &JobConfig, errors: &mut Vec<String>) {
     }
 }
 
+/// The TLS keys of a job: only for `redis`, the `tls_*` ones only with
+/// `tls = true` (which needs `host`/`port`, not `socket`), and files that
+/// load (read at validation, as the collector's are, so a typo fails
+/// `steward config check` instead of the first scheduled run).
+fn validate_tls(at: &str, job: &JobConfig, errors: &mut Vec<String>) {
+    let files = [
+        ("tls_ca_file", job.tls_ca_file.is_some()),
+        ("tls_cert_file", job.tls_cert_file.is_some()),
+        ("tls_key_file", job.tls_key_file.is_some()),
+        ("tls_server_name", job.tls_server_name.is_some()),
+    ];
+    if job.kind != JobKind::Redis {
+        for (key, set) in [("tls", job.tls)].into_iter().chain(files) {
+            if set {
+                errors.push(format!(
+                    "{at}.{key}: not used by kind = \"{}\" (TLS settings are for redis jobs)",
+                    job.kind
+                ));
+            }
+        }
+        return;
+    }
+    if !job.tls {
+        for (key, set) in files {
+            if set {
+                errors.push(format!(
+                    "{at}.{key}: only used with tls = true; add tls = true to connect over TLS"
+                ));
+            }
+        }
+        return;
+    }
+    if job.socket.is_some() {
+        errors.push(format!(
+            "{at}.tls: a unix socket is not a TLS port; set host and port (Redis's tls-port) instead of socket"
+        ));
+    }
+    if let Err(e) = steward_tls::client_config(&job.tls_files()) {
+        errors.push(format!("{at}.{e}"));
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -410,6 +474,16 @@ fn default_debounce_secs() -> u64 {
 }
 
 impl JobConfig {
+    /// The `tls_*` settings, for the TLS client configuration.
+    pub fn tls_files(&self) -> steward_tls::TlsFiles<'_> {
+        steward_tls::TlsFiles {
+            ca: self.tls_ca_file.as_deref(),
+            cert: self.tls_cert_file.as_deref(),
+            key: self.tls_key_file.as_deref(),
+            server_name: self.tls_server_name.as_deref(),
+        }
+    }
+
     /// The target names this job writes to.
     pub fn target_names(&self) -> Vec<String> {
         if self.targets.is_empty() {
@@ -622,6 +696,7 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
         ));
     }
     validate_streaming(&at, job, errors);
+    validate_tls(&at, job, errors);
     if let Some(s) = &job.schedule {
         if let Err(e) = crate::schedule::Schedule::parse(s, &job.timezone) {
             errors.push(format!("{at}.schedule: {e}"));
@@ -845,6 +920,36 @@ zstd_level = 40
                 "{key}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn tls_keys_are_for_redis_jobs_with_tls_on_and_files_that_load() {
+        let ok = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n[jobs.managed]\nkind = \"redis\"\nhost = \"cache.example\"\nport = 6380\ntls = true\ntls_server_name = \"cache.internal\"\n"
+        ));
+        assert_eq!(ok.validate(), Vec::<String>::new());
+        let bad = parse(&format!(
+            "recipients = [\"{RECIPIENT}\"]\n\
+             [jobs.plain]\nkind = \"redis\"\ntls_ca_file = \"/etc/ssl/ca.pem\"\n\
+             [jobs.sock]\nkind = \"redis\"\ntls = true\nsocket = \"/run/redis.sock\"\n\
+             [jobs.missing]\nkind = \"redis\"\ntls = true\ntls_ca_file = \"/nonexistent/ca.pem\"\n\
+             [jobs.half]\nkind = \"redis\"\ntls = true\ntls_cert_file = \"/nonexistent/c.pem\"\n\
+             [jobs.db]\nkind = \"postgres\"\ntls = true\n"
+        ));
+        let errors = bad.validate();
+        for key in [
+            "jobs.plain.tls_ca_file: only used with tls = true",
+            "jobs.sock.tls: a unix socket is not a TLS port",
+            "jobs.missing.tls_ca_file: cannot read /nonexistent/ca.pem",
+            "jobs.half.tls_key_file: tls_cert_file needs its private key",
+            "jobs.db.tls: not used by kind = \"postgres\"",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+        assert_eq!(errors.len(), 5, "{errors:?}");
     }
 
     #[test]

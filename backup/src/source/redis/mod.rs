@@ -23,7 +23,7 @@ use crate::manifest::{ObjectRole, RedisDbKeys, RedisInfo};
 use crate::source::{PlannedObject, Source};
 use crate::target::ByteReader;
 use rdb::{Framing, RdbChecker};
-use resp::{Client, RedisEndpoint, Reply};
+use resp::{Client, RedisEndpoint, RedisTls, Reply};
 
 /// The object name of the snapshot's RDB file.
 pub const OBJECT_NAME: &str = "redis/dump.rdb.zst.age";
@@ -34,7 +34,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size from the server; the pipeline reads 1 MiB chunks.
 const READ_BYTES: usize = 256 * 1024;
 
-/// The job's server: `socket`, else `host` (127.0.0.1) and `port` (6379).
+/// The job's server: `socket`, else `host` (127.0.0.1) and `port` (6379),
+/// over TLS with `tls = true`.
 pub fn endpoint(job: &JobConfig) -> RedisEndpoint {
     RedisEndpoint {
         host: job.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
@@ -42,6 +43,12 @@ pub fn endpoint(job: &JobConfig) -> RedisEndpoint {
         socket: job.socket.clone(),
         user: job.user.clone(),
         password: job.password.clone(),
+        tls: job.tls.then(|| RedisTls {
+            ca_file: job.tls_ca_file.clone(),
+            cert_file: job.tls_cert_file.clone(),
+            key_file: job.tls_key_file.clone(),
+            server_name: job.tls_server_name.clone(),
+        }),
     }
 }
 

@@ -1,8 +1,10 @@
-//! The backup side's Redis connection: TCP or a unix socket, AUTH (password
-//! or ACL user), and the few commands a snapshot needs (INFO, REPLCONF,
-//! SYNC), each reply bounded so a peer that is not Redis gets one clear
-//! error instead of an allocation or a hang. The collector has its own
-//! client (exporters/src/redis); the two crates do not depend on each other.
+//! The backup side's Redis connection: TCP (optionally TLS) or a unix
+//! socket, AUTH (password or ACL user), and the few commands a snapshot
+//! needs (INFO, REPLCONF, SYNC), each reply bounded so a peer that is not
+//! Redis gets one clear error instead of an allocation or a hang. The
+//! collector has its own client (exporters/src/redis); the two crates do
+//! not depend on each other, and share only the TLS client side
+//! (`steward-tls`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,10 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 const MAX_BULK_BYTES: usize = 8 * 1024 * 1024;
 /// Connecting and each command's reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TLS handshake takes milliseconds; a plain Redis port reads the
+/// ClientHello as an unfinished command and never answers, which this
+/// bound turns into an error saying so.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a Redis server listens and who to be.
 #[derive(Clone, Default)]
@@ -28,6 +34,19 @@ pub struct RedisEndpoint {
     /// ACL user (Redis 6+); the `default` user when unset.
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS over the TCP connection (`host`/`port` only).
+    pub tls: Option<RedisTls>,
+}
+
+/// A job's TLS settings (its `tls_*` keys). The server's certificate is
+/// always verified: against `ca_file`, else the web PKI roots.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name the certificate must carry; the endpoint's host when unset.
+    pub server_name: Option<String>,
 }
 
 impl std::fmt::Debug for RedisEndpoint {
@@ -36,16 +55,19 @@ impl std::fmt::Debug for RedisEndpoint {
         f.debug_struct("RedisEndpoint")
             .field("at", &self.describe())
             .field("user", &self.user)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl RedisEndpoint {
-    /// `127.0.0.1:6379` or the socket path, for messages.
+    /// `127.0.0.1:6379`, `127.0.0.1:6380 over TLS` or the socket path,
+    /// for messages.
     pub fn describe(&self) -> String {
-        match &self.socket {
-            Some(s) => s.display().to_string(),
-            None => format!("{}:{}", self.host, self.port),
+        match (&self.socket, &self.tls) {
+            (Some(s), _) => s.display().to_string(),
+            (None, None) => format!("{}:{}", self.host, self.port),
+            (None, Some(_)) => format!("{}:{} over TLS", self.host, self.port),
         }
     }
 }
@@ -98,7 +120,10 @@ impl Client {
                     ))
                 })?;
                 let _ = s.set_nodelay(true);
-                Box::new(s)
+                match &endpoint.tls {
+                    None => Box::new(s),
+                    Some(tls) => Box::new(tls_handshake(endpoint, tls, s, &at).await?),
+                }
             }
         };
         let mut client = Client {
@@ -277,6 +302,43 @@ impl Client {
             _ => Err(self.not_redis(&line)),
         }
     }
+}
+
+/// The TLS handshake over `tcp`: the job's CA, client certificate and
+/// server name (its host unless `tls_server_name` is set), with the error
+/// saying which setting to check.
+async fn tls_handshake(
+    endpoint: &RedisEndpoint,
+    tls: &RedisTls,
+    tcp: tokio::net::TcpStream,
+    at: &str,
+) -> Result<steward_tls::TlsStream<tokio::net::TcpStream>> {
+    let files = steward_tls::TlsFiles {
+        ca: tls.ca_file.as_deref(),
+        cert: tls.cert_file.as_deref(),
+        key: tls.key_file.as_deref(),
+        server_name: tls.server_name.as_deref(),
+    };
+    let setup = |e: String| Error::Config(format!("TLS to Redis at {at}: {e}"));
+    let config = steward_tls::client_config(&files).map_err(setup)?;
+    let name = tls.server_name.as_deref().unwrap_or(&endpoint.host);
+    let name = steward_tls::server_name(name).map_err(|e| {
+        setup(format!(
+            "host: {e}; set tls_server_name to the name in the server's certificate"
+        ))
+    })?;
+    tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        steward_tls::handshake(config, name, tcp, "the job's host"),
+    )
+    .await
+    .map_err(|_| {
+        Error::Source(format!(
+            "TLS handshake with Redis at {at}: no answer within {}s; is this port a TLS port (Redis's tls-port)? A plain Redis port takes the handshake for the start of a command and waits",
+            TLS_HANDSHAKE_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| Error::Source(format!("cannot connect to Redis at {at}: {e}")))
 }
 
 /// The first few words of a server error, enough to say what it was.
