@@ -531,7 +531,9 @@ fn tls_snapshots_check_the_server_certificate_and_restore_into_a_stock_redis_ser
     assert_ne!(code, 0, "{report}");
     let e = report["error"].as_str().unwrap_or_default();
     assert!(
-        e.contains("job nocert") && e.contains("over TLS"),
+        e.contains("job nocert")
+            && e.contains("over TLS")
+            && e.contains("requires a client certificate: set tls_cert_file and tls_key_file"),
         "{report}\n{err}"
     );
     assert!(!e.contains(PASSWORD) && !err.contains(PASSWORD));

@@ -144,6 +144,24 @@ where
         })
 }
 
+/// A hint for an I/O error on an established TLS connection: with TLS 1.3
+/// a server that requires a client certificate accepts the handshake and
+/// refuses with an alert at the first read. Empty for other errors.
+pub fn after_handshake_hint(e: &std::io::Error) -> &'static str {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+            "; the server requires a client certificate: set tls_cert_file and tls_key_file"
+        }
+        Some(rustls::Error::AlertReceived(_)) => {
+            "; the server refused the TLS session (check tls_cert_file and tls_key_file against the CA it trusts)"
+        }
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,8 @@ pub enum Reply {
 pub struct Client {
     pub(crate) io: BufReader<Box<dyn Io>>,
     at: String,
+    /// Over TLS: I/O errors may be the server's TLS alerts.
+    tls: bool,
 }
 
 impl Client {
@@ -129,6 +131,7 @@ impl Client {
         let mut client = Client {
             io: BufReader::with_capacity(256 * 1024, io),
             at,
+            tls: endpoint.tls.is_some() && endpoint.socket.is_none(),
         };
         if let Some(password) = &endpoint.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -208,7 +211,15 @@ impl Client {
     }
 
     fn io_error(&self, e: std::io::Error) -> Error {
-        Error::Source(format!("connection to Redis at {} failed: {e}", self.at))
+        let hint = if self.tls {
+            steward_tls::after_handshake_hint(&e)
+        } else {
+            ""
+        };
+        Error::Source(format!(
+            "connection to Redis at {} failed: {e}{hint}",
+            self.at
+        ))
     }
 
     fn unexpected(&self, command: &str, reply: &Reply) -> Error {
