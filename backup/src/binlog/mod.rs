@@ -15,8 +15,6 @@ mod segment;
 pub mod ship;
 mod state;
 
-use std::io::Read;
-
 /// The 4 bytes every binlog file starts with.
 pub const MAGIC: &[u8; 4] = b"\xfebin";
 /// Size of a v4 event header: timestamp, type, server id, size, next
@@ -60,22 +58,47 @@ pub fn file_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Where the complete events of a binlog byte stream end, scanning from
 /// `start` (an event boundary, or 0 for the file's start) and the
-/// timestamp of the last complete event seen. `reader` yields the bytes
-/// from `start` on; a trailing partial event (the server or the client
-/// is still writing it) is left for the next scan.
-pub fn complete_events(mut reader: impl Read, start: u64) -> std::io::Result<EventScan> {
+/// timestamp of the last complete event seen. `bytes` are the stream's
+/// bytes from `start` on; a trailing partial event (the server or the
+/// client is still writing it) is left for the next scan.
+pub fn complete_events(bytes: &[u8], start: u64) -> std::io::Result<EventScan> {
+    let len = start + bytes.len() as u64;
+    scan_events(len, start, |at, buf| {
+        let from = (at - start) as usize;
+        buf.copy_from_slice(&bytes[from..from + buf.len()]);
+        Ok(())
+    })
+}
+
+/// [`complete_events`] of a spooled binlog file as long as it is now. Only
+/// the event headers are read (one positioned read each): the bodies are
+/// skipped, not copied, so a scan costs per event, not per byte, and the
+/// bytes are read once, by the pipeline that ships them.
+pub fn complete_events_in_file(file: &std::fs::File, start: u64) -> std::io::Result<EventScan> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    scan_events(len, start, |at, buf| file.read_exact_at(buf, at))
+}
+
+/// The walk over event headers: `read_at(offset, buf)` fills `buf` with
+/// the bytes at `offset`, all below `len`.
+fn scan_events(
+    len: u64,
+    start: u64,
+    mut read_at: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<EventScan> {
     let mut pos = start;
     let mut scan = EventScan {
         end: start,
         last_event_time: None,
         events: 0,
     };
-    let mut buf = Vec::new();
     if start == 0 {
-        let mut magic = [0u8; 4];
-        if !read_full(&mut reader, &mut magic)? {
+        if len < MAGIC.len() as u64 {
             return Ok(scan);
         }
+        let mut magic = [0u8; 4];
+        read_at(0, &mut magic)?;
         if &magic != MAGIC {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -86,10 +109,11 @@ pub fn complete_events(mut reader: impl Read, start: u64) -> std::io::Result<Eve
         scan.end = 4;
     }
     loop {
-        let mut header = [0u8; EVENT_HEADER_BYTES];
-        if !read_full(&mut reader, &mut header)? {
+        if len - pos < EVENT_HEADER_BYTES as u64 {
             return Ok(scan);
         }
+        let mut header = [0u8; EVENT_HEADER_BYTES];
+        read_at(pos, &mut header)?;
         let time = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let size = u32::from_le_bytes([header[9], header[10], header[11], header[12]]) as u64;
         if size < EVENT_HEADER_BYTES as u64 {
@@ -98,15 +122,8 @@ pub fn complete_events(mut reader: impl Read, start: u64) -> std::io::Result<Eve
                 format!("event at offset {pos} claims {size} bytes, less than its header"),
             ));
         }
-        let body = size - EVENT_HEADER_BYTES as u64;
-        buf.resize(body.min(1 << 20) as usize, 0);
-        let mut left = body;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            if !read_full(&mut reader, &mut buf[..n])? {
-                return Ok(scan);
-            }
-            left -= n as u64;
+        if len - pos < size {
+            return Ok(scan);
         }
         pos += size;
         scan.end = pos;
@@ -125,21 +142,6 @@ pub struct EventScan {
     /// Unix time of the last complete event with a time.
     pub last_event_time: Option<i64>,
     pub events: u64,
-}
-
-/// Fills `buf`; `false` when the stream ended first (a partial read is
-/// dropped: the caller stops at the last whole piece).
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -189,5 +191,36 @@ mod tests {
         let rest = complete_events(&file[from as usize..], from).unwrap();
         assert_eq!(rest.end, whole);
         assert!(complete_events(&b"junk"[..], 0).is_err());
+        assert_eq!(complete_events(&MAGIC[..2], 0).unwrap().end, 0);
+        let mut lying = MAGIC.to_vec();
+        lying.extend(event(100, 0));
+        lying[4 + 9] = 3; // an event of 3 bytes, shorter than its header
+        assert!(complete_events(&lying[..], 0).is_err());
+    }
+
+    #[test]
+    fn a_growing_file_is_scanned_by_headers_up_to_its_last_whole_event() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mysql-bin.000001");
+        let mut w = std::fs::File::create(&path).unwrap();
+        w.write_all(MAGIC).unwrap();
+        w.write_all(&event(100, 5000)).unwrap();
+        let first_end = 4 + (EVENT_HEADER_BYTES + 5000) as u64;
+        let second = event(200, 70_000);
+        w.write_all(&second[..30_000]).unwrap();
+        let r = std::fs::File::open(&path).unwrap();
+        let scan = complete_events_in_file(&r, 0).unwrap();
+        assert_eq!(
+            (scan.end, scan.events, scan.last_event_time),
+            (first_end, 1, Some(100))
+        );
+        // The writer finishes the event: the next scan goes on from there.
+        w.write_all(&second[30_000..]).unwrap();
+        let rest = complete_events_in_file(&r, first_end).unwrap();
+        assert_eq!(rest.end, first_end + second.len() as u64);
+        assert_eq!((rest.events, rest.last_event_time), (1, Some(200)));
+        let all = std::fs::read(&path).unwrap();
+        assert_eq!(complete_events(&all, 0).unwrap().end, rest.end);
     }
 }

@@ -103,10 +103,7 @@ async fn ship_group(
         let from = pos.offset;
         let scan_path = path.clone();
         let scan = tokio::task::spawn_blocking(move || -> std::io::Result<super::EventScan> {
-            use std::io::{Seek, SeekFrom};
-            let mut f = std::fs::File::open(&scan_path)?;
-            f.seek(SeekFrom::Start(from))?;
-            super::complete_events(std::io::BufReader::with_capacity(256 * 1024, f), from)
+            super::complete_events_in_file(&std::fs::File::open(&scan_path)?, from)
         })
         .await
         .map_err(|e| Error::Internal(format!("binlog scan task: {e}")))?
