@@ -9,16 +9,23 @@
 //! waiting for their turn, or being read), whatever the object's size. One
 //! budget can be shared by several objects read at the same time
 //! ([`crate::restore::stream::fetch_objects`]): the bound then holds for
-//! all of them together. A range whose
+//! all of them together. The buffers themselves are kept by the budget and
+//! refilled by the next range instead of being freed and allocated again:
+//! the allocator never sees part-sized blocks come and go (glibc would keep
+//! the freed ones resident in its heap, and raise its mmap threshold so
+//! that every later one is served from there), and a recycled buffer is
+//! filled straight from the socket, without being zeroed first.
+//! A range whose
 //! request or body fails is fetched again on its own, up to
 //! [`PART_ATTEMPTS`] times, without restarting the object.
 
 use std::io::Read;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -38,6 +45,7 @@ pub struct PartGauge {
     held: AtomicUsize,
     peak: AtomicUsize,
     retried: AtomicUsize,
+    allocated: AtomicUsize,
 }
 
 impl PartGauge {
@@ -49,11 +57,19 @@ impl PartGauge {
     pub fn retried(&self) -> usize {
         self.retried.load(Ordering::SeqCst)
     }
+    /// Part buffers allocated (the others were recycled): at most the
+    /// budget's permits unless a failed range dropped its buffer.
+    pub fn allocated(&self) -> usize {
+        self.allocated.load(Ordering::SeqCst)
+    }
     fn take(&self) {
         let now = self.held.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
     }
 }
+
+/// Part buffers given back by readers, for the next ranges to fill.
+type Spares = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// Permits for part buffers, shared by every object read with it.
 #[derive(Clone)]
@@ -61,6 +77,7 @@ pub struct Budget {
     semaphore: Arc<Semaphore>,
     gauge: Arc<PartGauge>,
     permits: usize,
+    spares: Spares,
 }
 
 impl Budget {
@@ -71,6 +88,7 @@ impl Budget {
             semaphore: Arc::new(Semaphore::new(permits)),
             gauge: Arc::default(),
             permits,
+            spares: Arc::default(),
         }
     }
 
@@ -83,13 +101,25 @@ impl Budget {
         self.permits
     }
 
-    async fn take(&self) -> Option<Held> {
+    /// A permit and the buffer it pays for: a spare one when a reader gave
+    /// one back (there are never more spares than permits), else a new,
+    /// empty one that the range's body fills.
+    async fn take(&self) -> Option<(Held, Vec<u8>)> {
         let permit = Arc::clone(&self.semaphore).acquire_owned().await.ok()?;
         self.gauge.take();
-        Some(Held {
-            _permit: permit,
-            gauge: Arc::clone(&self.gauge),
-        })
+        let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+        let buffer = spare.unwrap_or_else(|| {
+            self.gauge.allocated.fetch_add(1, Ordering::SeqCst);
+            Vec::new()
+        });
+        Some((
+            Held {
+                _permit: permit,
+                gauge: Arc::clone(&self.gauge),
+                spares: Arc::clone(&self.spares),
+            },
+            buffer,
+        ))
     }
 }
 
@@ -97,6 +127,18 @@ impl Budget {
 struct Held {
     _permit: OwnedSemaphorePermit,
     gauge: Arc<PartGauge>,
+    spares: Spares,
+}
+
+impl Held {
+    /// Gives the permit back with its buffer, kept for the next range.
+    fn recycle(self, buffer: Vec<u8>) {
+        if buffer.capacity() > 0 {
+            if let Ok(mut spares) = self.spares.lock() {
+                spares.push(buffer);
+            }
+        }
+    }
 }
 
 impl Drop for Held {
@@ -162,7 +204,7 @@ pub async fn open(
         let mut start = 0;
         while start < size {
             let end = (start + part).min(size);
-            let Some(held) = budget.take().await else {
+            let Some((held, buffer)) = budget.take().await else {
                 return;
             };
             let (done, result) = oneshot::channel();
@@ -171,6 +213,7 @@ pub async fn open(
                 key_owned.clone(),
                 start..end,
                 first.take(),
+                buffer,
                 Arc::clone(&producer_gauge),
             );
             let task = tokio::spawn(async move {
@@ -199,13 +242,15 @@ pub async fn open(
     }))
 }
 
-/// Downloads one range whole, trying again on failure; a missing object
-/// is final (it was deleted while being read).
+/// Downloads one range whole into `buf` (its old content is overwritten),
+/// trying again on failure; a missing object is final (it was deleted
+/// while being read).
 async fn fetch_part(
     target: Arc<dyn StorageTarget>,
     key: String,
     range: Range<u64>,
     mut first: Option<ByteReader>,
+    mut buf: Vec<u8>,
     gauge: Arc<PartGauge>,
 ) -> std::io::Result<Vec<u8>> {
     let len = (range.end - range.start) as usize;
@@ -229,13 +274,9 @@ async fn fetch_part(
                 continue;
             }
         };
-        let mut buf = vec![0u8; len];
-        match body.read_exact(&mut buf).await {
-            Ok(_) => {}
-            Err(e) => {
-                why = format!("the body ended after fewer than {len} bytes ({e})");
-                continue;
-            }
+        if let Err(e) = fill_exactly(&mut body, &mut buf, len).await {
+            why = format!("the body ended after fewer than {len} bytes ({e})");
+            continue;
         }
         // The range must end where asked: more bytes mean the store sent
         // something else than the range.
@@ -251,6 +292,21 @@ async fn fetch_part(
         range.start,
         range.end - 1
     )))
+}
+
+/// Reads exactly `len` bytes of `body` into `buf`, replacing its content.
+/// Bytes land in the buffer's spare capacity (reserved once, at the first
+/// use of the buffer), so it is never zeroed first.
+async fn fill_exactly(body: &mut ByteReader, buf: &mut Vec<u8>, len: usize) -> std::io::Result<()> {
+    buf.clear();
+    buf.reserve_exact(len);
+    while buf.len() < len {
+        let room = len - buf.len();
+        if body.read_buf(&mut (&mut *buf).limit(room)).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// The ranges as one byte stream, in order.
@@ -289,10 +345,12 @@ impl Read for RangedReader {
 impl RangedReader {
     fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.current.len() {
-            // Free the consumed buffer before waiting for the next one.
-            self.current = Vec::new();
+            // Give the consumed buffer back before waiting for the next one.
+            let spent = std::mem::take(&mut self.current);
+            if let Some(held) = self.held.take() {
+                held.recycle(spent);
+            }
             self.pos = 0;
-            self.held = None;
             if self.delivered >= self.size {
                 return Ok(0);
             }
@@ -403,6 +461,8 @@ mod tests {
         // never passed.
         assert_eq!(gauge.peak(), 3, "part buffers held at once");
         assert_eq!(gauge.retried(), 0);
+        // 16 ranges were read through 3 buffers, recycled.
+        assert_eq!(gauge.allocated(), 3, "part buffers allocated");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
