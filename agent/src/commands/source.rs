@@ -58,7 +58,7 @@ pub struct SourceArgs {
     pub restore_concurrency: Option<usize>,
 
     /// With --from s3://: size in bytes of the ranges an object larger than
-    /// one range is downloaded in (default 8388608).
+    /// one range is downloaded in (default 6291456).
     #[arg(
         long,
         env = "STEWARD_RESTORE_PART_SIZE",
