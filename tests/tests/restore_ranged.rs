@@ -193,3 +193,90 @@ fn corrupt_and_truncated_objects_are_refused_through_ranges() {
     let o = from_s3(&endpoint, &["backup", "verify", "-i", &key, "files"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// Runs `steward <args> --from s3://bkp/steward` like [`from_s3`] under
+/// GNU time (scripts/apt-packages.txt) and returns its exit status, stderr
+/// and peak resident set size in KiB (the child's own, not that of the
+/// test process's other children: moto is one).
+fn from_s3_peak_rss(endpoint: &str, args: &[&str], scratch: &Path) -> (i32, String, u64) {
+    let (part, conc) = (PART.to_string(), CONCURRENCY.to_string());
+    let rss_file = scratch.with_extension("rss");
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(steward_bin())
+        .args(args)
+        .args(["--from", "s3://bkp/steward", "--endpoint", endpoint])
+        .args(["--path-style", "--restore-part-size", &part])
+        .args(["--restore-concurrency", &conc])
+        .env_remove("STEWARD_CONFIG")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run steward under /usr/bin/time (apt install time)");
+    let written = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let kib = written
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {written:?}\n{}", text(&o)));
+    (o.status.code().unwrap_or(-1), text(&o), kib)
+}
+
+#[test]
+fn peak_memory_of_a_ranged_restore_does_not_grow_with_the_object() {
+    let f = fixture();
+    let key = f.env.key.to_str().unwrap().to_string();
+    let endpoint = f.moto.endpoint();
+    let restore = |name: &str| {
+        let out = f.env.dir.path().join(name);
+        let (code, stderr, kib) = from_s3_peak_rss(
+            &endpoint,
+            &[
+                "restore",
+                "-q",
+                "-i",
+                &key,
+                "files",
+                "latest",
+                "--to",
+                out.to_str().unwrap(),
+            ],
+            &out,
+        );
+        assert_eq!(code, 0, "restore {name}: {stderr}");
+        kib
+    };
+    // The fixture's snapshot: a stored object of ~5 MiB, six ranges.
+    let small = restore("small");
+    // A second snapshot whose object is 32 MiB larger (incompressible):
+    // 38 ranges of 1 MiB, still at most CONCURRENCY part buffers.
+    random_file(&f.data.join("bigger.bin"), 32 * 1024 * 1024, 99);
+    let (code, _, stderr) = f.env.run_job("files");
+    assert_eq!(code, 0, "second backup failed: {stderr}");
+    let large = restore("large");
+    assert_eq!(
+        sha256_file(&f.data.join("bigger.bin")),
+        sha256_file(
+            &f.env
+                .dir
+                .path()
+                .join("large")
+                .join(f.data.strip_prefix("/").unwrap())
+                .join("bigger.bin")
+        ),
+        "bigger.bin differs after the restore"
+    );
+    // Memory is part size x concurrency plus fixed queues: a restore that
+    // held a fraction of the object (a buffer that grows with it) would
+    // show a good part of the 32 MiB here.
+    let grown_mib = (large as f64 - small as f64) / 1024.0;
+    eprintln!("peak RSS: {small} KiB (5 MiB object), {large} KiB (37 MiB object)");
+    assert!(
+        grown_mib < 10.0,
+        "peak RSS {small} KiB for the 5 MiB object, {large} KiB for the 37 MiB one: {grown_mib:.1} MiB more"
+    );
+}
