@@ -1,7 +1,8 @@
 //! WAL streaming for one `postgres_pitr` job with `streaming = true`:
 //! `pg_receivewal --slot S --synchronous` runs as a supervised child into
 //! a private spool (`<state_dir>/wal-stream/<job>/spool`), and once a
-//! second this loop asks the server how far the receiver has flushed
+//! second (or when a delta falls due, if sooner) this loop asks the
+//! server how far the receiver has flushed
 //! (`pg_stat_replication.flush_lsn` of the walsender holding the slot:
 //! with `--synchronous` it reports each fsync at once) and ships:
 //!
@@ -11,7 +12,9 @@
 //!   succeed), then removes its deltas and the spool file;
 //! - the segment being written: the flushed bytes not shipped yet, as a
 //!   delta object ([`crate::wal::stream`]), once `stream_flush_secs`
-//!   passed since the last delta (or 8 MiB wait). Upload volume is the
+//!   passed since the previous delta's end was read (not since its upload
+//!   finished: the RPO under steady writes is the interval plus one
+//!   upload), or 8 MiB wait. Upload volume is the
 //!   WAL written, compressed, twice at most (deltas, then the segment).
 //!
 //! Only flushed bytes are read (never bytes the receiver may be writing;
@@ -49,6 +52,9 @@ use crate::wal::stream;
 /// Flushed bytes waiting that trigger a delta before the interval.
 const EARLY_SHIP_BYTES: u64 = 8 * 1024 * 1024;
 const POLL: Duration = Duration::from_secs(1);
+/// A wake-up this close to a delta's due time counts as on time (timers
+/// are not exact to the microsecond; a miss would cost a whole poll).
+const WAKE_SLACK: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// `application_name` of the receiver's connection.
 const APP_NAME: &str = "steward_wal_stream";
@@ -210,13 +216,14 @@ pub async fn run(opts: StreamOptions, stats: Arc<StreamStats>) {
                 }
             }
         }
+        let nap = next_nap(last_delta, Instant::now(), interval);
         let exited = match receiver.as_mut() {
             Some(r) => tokio::select! {
                 status = r.child.wait() => Some(status),
-                _ = tokio::time::sleep(POLL) => None,
+                _ = tokio::time::sleep(nap) => None,
             },
             None => {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(nap).await;
                 None
             }
         };
@@ -241,6 +248,9 @@ pub async fn run(opts: StreamOptions, stats: Arc<StreamStats>) {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
 
+        // The flushed position read below is at least this recent: a
+        // delta made of it carries the WAL flushed up to this moment.
+        let polled_at = Instant::now();
         let view = match query_slot(&opts.job_name, &opts.job).await {
             Ok(v) => v,
             Err(e) => {
@@ -289,6 +299,7 @@ pub async fn run(opts: StreamOptions, stats: Arc<StreamStats>) {
                 state: &mut state,
                 segment_bytes,
                 last_delta: &mut last_delta,
+                polled_at,
                 interval,
                 settled,
             };
@@ -400,7 +411,10 @@ struct Shipper<'a> {
     spool: &'a Path,
     state: &'a mut State,
     segment_bytes: u64,
+    /// When the previous delta's end was read off the server.
     last_delta: &'a mut Option<Instant>,
+    /// When this round's flushed position was asked for.
+    polled_at: Instant,
     interval: Duration,
     /// No receiver runs (it exited under our eyes): the newest partial
     /// may be shipped to its written end without the server's word (the
@@ -514,7 +528,7 @@ impl Shipper<'_> {
             .fetch_max(position * seg + offset, Ordering::Relaxed);
         if end > offset {
             let waiting = end - offset;
-            let due = self.last_delta.is_none_or(|t| t.elapsed() >= self.interval)
+            let due = delta_due(*self.last_delta, Instant::now(), self.interval)
                 || waiting >= EARLY_SHIP_BYTES
                 || old;
             if !due {
@@ -522,7 +536,7 @@ impl Shipper<'_> {
             }
             self.ship_delta(&path, &segment, offset, end).await?;
             offset = end;
-            *self.last_delta = Some(Instant::now());
+            *self.last_delta = Some(self.polled_at);
             self.state.insert(name.to_string(), offset);
             save_state(self.dir, &job, self.state)?;
             self.stats
@@ -602,6 +616,25 @@ impl Shipper<'_> {
     }
 }
 
+/// Whether the open segment's waiting bytes make a delta now: `interval`
+/// has passed since the previous delta's end was read off the server.
+/// Counted from that read, not from the end of its upload: the upload's
+/// seconds would otherwise add to every cycle, and so to the RPO.
+fn delta_due(last_read: Option<Instant>, now: Instant, interval: Duration) -> bool {
+    last_read.is_none_or(|t| now + WAKE_SLACK >= t + interval)
+}
+
+/// How long the loop sleeps before its next look at the server: a poll,
+/// or less when the next delta falls due sooner, so that deltas go every
+/// `interval` under steady writes and not at the first poll after it.
+/// Once that moment has passed (no write since), a plain poll.
+fn next_nap(last_read: Option<Instant>, now: Instant, interval: Duration) -> Duration {
+    match last_read.map(|t| t + interval) {
+        Some(due) if due > now => (due - now).min(POLL),
+        _ => POLL,
+    }
+}
+
 /// Complete files (segments, history) and `.partial` files in the spool,
 /// each sorted; anything else (pg_receivewal's temporary files) is left.
 fn spool_files(spool: &Path) -> (Vec<WalName>, Vec<WalName>) {
@@ -669,6 +702,32 @@ fn read_range(path: &Path, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_falls_due_an_interval_after_the_previous_read_not_after_its_upload() {
+        let interval = Duration::from_secs(3);
+        let read = Instant::now();
+        // The previous delta's upload took 800 ms; the next one is due
+        // 3 s after its bytes were read all the same.
+        assert!(!delta_due(Some(read), read + Duration::from_millis(2900), interval));
+        assert!(delta_due(Some(read), read + interval, interval));
+        assert!(delta_due(Some(read), read + interval - Duration::from_millis(5), interval));
+        assert!(delta_due(None, read, interval));
+    }
+
+    #[test]
+    fn the_loop_wakes_when_the_next_delta_falls_due() {
+        let interval = Duration::from_secs(3);
+        let read = Instant::now();
+        assert_eq!(
+            next_nap(Some(read), read + Duration::from_millis(2700), interval),
+            Duration::from_millis(300)
+        );
+        assert_eq!(next_nap(Some(read), read + Duration::from_millis(500), interval), POLL);
+        // Due already (nothing was written since): no busy loop.
+        assert_eq!(next_nap(Some(read), read + Duration::from_secs(10), interval), POLL);
+        assert_eq!(next_nap(None, read, interval), POLL);
+    }
 
     #[test]
     fn the_written_end_is_past_the_last_non_zero_byte() {
