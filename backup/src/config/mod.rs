@@ -368,7 +368,9 @@ pub struct JobConfig {
     #[serde(default = "default_stream_slot")]
     pub slot: String,
     /// `postgres_pitr` with `streaming`: WAL received is shipped at least
-    /// this often (the RPO under steady writes is about this + 1 s).
+    /// this often (the RPO under steady writes is this + one upload; 3 s
+    /// keeps it under 5 s with room for a slow upload, at one small
+    /// object per 3 s of writes).
     #[serde(default = "default_stream_flush_secs")]
     pub stream_flush_secs: u64,
 }
@@ -377,7 +379,7 @@ fn default_stream_slot() -> String {
     "steward".into()
 }
 fn default_stream_flush_secs() -> u64 {
-    5
+    3
 }
 
 /// The streaming keys of a job: only for `postgres_pitr`, a slot name
@@ -980,7 +982,7 @@ zstd_level = 40
             "recipients = [\"{RECIPIENT}\"]\n[jobs.pg]\nkind = \"postgres_pitr\"\nstreaming = true\nslot = \"steward_2\"\n"
         ));
         assert_eq!(ok.validate(), Vec::<String>::new());
-        assert_eq!(ok.jobs["pg"].stream_flush_secs, 5);
+        assert_eq!(ok.jobs["pg"].stream_flush_secs, 3);
         let bad = parse(&format!(
             "recipients = [\"{RECIPIENT}\"]\n[jobs.dump]\nkind = \"postgres\"\nstreaming = true\n[jobs.pg]\nkind = \"postgres_pitr\"\nstreaming = true\nslot = \"Steward-1\"\nstream_flush_secs = 0\n"
         ));
