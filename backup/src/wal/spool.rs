@@ -176,9 +176,8 @@ pub fn spool(path: &Path, job: &str, dir: &Path, max_bytes: u64) -> Result<(WalN
     let name = WalName::parse(file_name)?;
     prepare_dir(dir, job)?;
     let data = read_wal(path, &format!("job {job}: WAL file {name} at"))?;
-    let sha = Sha256::digest(&data);
     let dest = dir.join(name.as_str());
-    if let Some(found) = already_spooled(&dest, &name, job, &sha)? {
+    if let Some(found) = already_spooled(&dest, &name, job, &data)? {
         return Ok((name, found));
     }
     let used = usage(dir)?;
@@ -209,7 +208,7 @@ pub fn spool(path: &Path, job: &str, dir: &Path, max_bytes: u64) -> Result<(WalN
         Ok(()) => {}
         // Another push of the same name got there in between.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if let Some(found) = already_spooled(&dest, &name, job, &sha)? {
+            if let Some(found) = already_spooled(&dest, &name, job, &data)? {
                 return Ok((name, found));
             }
         }
@@ -226,21 +225,23 @@ pub fn spool(path: &Path, job: &str, dir: &Path, max_bytes: u64) -> Result<(WalN
     Ok((name, Spooled::Now(data.len() as u64)))
 }
 
-/// `Some(AlreadySpooled)` when `dest` holds this content, an error when it
-/// holds other content, `None` when it does not exist.
-fn already_spooled(dest: &Path, name: &WalName, job: &str, sha: &[u8]) -> Result<Option<Spooled>> {
+/// `Some(AlreadySpooled)` when `dest` holds `data`, an error when it
+/// holds other content, `None` when it does not exist. The bytes are
+/// compared, and hashed only for the error: the usual push (nothing
+/// spooled under its name) hashes nothing, the agent's upload does.
+fn already_spooled(dest: &Path, name: &WalName, job: &str, data: &[u8]) -> Result<Option<Spooled>> {
     if std::fs::symlink_metadata(dest).is_err() {
         return Ok(None);
     }
     let there = read_wal(dest, &format!("job {job}: spooled WAL file {name} at"))?;
-    if Sha256::digest(&there).as_slice() == sha {
+    if there == data {
         return Ok(Some(Spooled::AlreadySpooled));
     }
     Err(Error::Other(format!(
         "job {job}: {name} is already in the WAL spool {} with different content (sha256 {}; this file's is {}); nothing was replaced. Two servers may be archiving into job {job}: give each its own job",
         dest.display(),
         hex::encode(Sha256::digest(&there)),
-        hex::encode(sha)
+        hex::encode(Sha256::digest(data))
     )))
 }
 
