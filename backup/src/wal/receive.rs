@@ -709,9 +709,17 @@ mod tests {
         let read = Instant::now();
         // The previous delta's upload took 800 ms; the next one is due
         // 3 s after its bytes were read all the same.
-        assert!(!delta_due(Some(read), read + Duration::from_millis(2900), interval));
+        assert!(!delta_due(
+            Some(read),
+            read + Duration::from_millis(2900),
+            interval
+        ));
         assert!(delta_due(Some(read), read + interval, interval));
-        assert!(delta_due(Some(read), read + interval - Duration::from_millis(5), interval));
+        assert!(delta_due(
+            Some(read),
+            read + interval - Duration::from_millis(5),
+            interval
+        ));
         assert!(delta_due(None, read, interval));
     }
 
@@ -723,9 +731,15 @@ mod tests {
             next_nap(Some(read), read + Duration::from_millis(2700), interval),
             Duration::from_millis(300)
         );
-        assert_eq!(next_nap(Some(read), read + Duration::from_millis(500), interval), POLL);
+        assert_eq!(
+            next_nap(Some(read), read + Duration::from_millis(500), interval),
+            POLL
+        );
         // Due already (nothing was written since): no busy loop.
-        assert_eq!(next_nap(Some(read), read + Duration::from_secs(10), interval), POLL);
+        assert_eq!(
+            next_nap(Some(read), read + Duration::from_secs(10), interval),
+            POLL
+        );
         assert_eq!(next_nap(None, read, interval), POLL);
     }
 
