@@ -281,6 +281,29 @@ pub fn gzip_fast(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
         window_bits: 31,
         ..zlib_rs::DeflateConfig::new(1)
     };
+    gzip_with(input, out, config)
+}
+
+/// [`gzip_fast`] for bodies of tens of KiB (a `/metrics` scrape): an 8 KiB
+/// window and 2 Ki symbol buffers. The encoder's state is 174 KiB instead
+/// of 368 KiB, all of it touched at every scrape, for a body within 1 % of
+/// the size (a 52 KB node scrape: 9.76 KB instead of 9.73 KB with zlib;
+/// metric names repeat within a few lines, not 32 KiB apart).
+pub fn gzip_compact(input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+    let config = zlib_rs::DeflateConfig {
+        // 16 + 13: the gzip wrapper around an 8 KiB window.
+        window_bits: 29,
+        mem_level: 5,
+        ..zlib_rs::DeflateConfig::new(1)
+    };
+    gzip_with(input, out, config)
+}
+
+fn gzip_with(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    config: zlib_rs::DeflateConfig,
+) -> Result<usize, String> {
     // The bound is for zlib's wrapper; gzip's header and trailer are 12
     // bytes longer. A buffer reused from the last call is not zeroed again.
     let need = zlib_rs::compress_bound(input.len()) + 32;
@@ -402,6 +425,26 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, out);
+    }
+
+    #[test]
+    fn compact_gzip_round_trips_a_scrape_sized_body() {
+        let body: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "node_cpu_seconds_total{{cpu=\"{}\",mode=\"idle\"}} {i}.5\n",
+                    i % 7
+                )
+            })
+            .collect();
+        let mut gz = vec![0xAA; 16];
+        let n = gzip_compact(body.as_bytes(), &mut gz).unwrap();
+        assert!(n < body.len() / 4, "{n} of {}", body.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..n])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, body.as_bytes());
     }
 
     #[test]
