@@ -13,7 +13,7 @@
 //! already spooled is never replaced, and one with different content makes
 //! the push fail, as the archive itself does.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -136,9 +136,9 @@ fn read_dir(dir: &Path) -> Result<std::fs::ReadDir> {
     })
 }
 
-/// Reads at most [`MAX_WAL_BYTES`] of a regular file, never through a
-/// symlink.
-fn read_wal(path: &Path, what: &str) -> Result<Vec<u8>> {
+/// Opens a regular file of at most [`MAX_WAL_BYTES`], never through a
+/// symlink; returns it with its size.
+fn open_wal(path: &Path, what: &str) -> Result<(std::fs::File, u64)> {
     let fail = |e: std::io::Error| local(format!("reading {what}"), path, e, "");
     let file = no_follow().open(path).map_err(fail)?;
     let meta = file.metadata().map_err(fail)?;
@@ -148,15 +148,31 @@ fn read_wal(path: &Path, what: &str) -> Result<Vec<u8>> {
             path.display()
         )));
     }
-    let mut data = Vec::with_capacity(meta.len().min(MAX_WAL_BYTES) as usize);
+    if meta.len() > MAX_WAL_BYTES {
+        return Err(too_big(what, path));
+    }
+    Ok((file, meta.len()))
+}
+
+fn too_big(what: &str, path: &Path) -> Error {
+    Error::Source(format!(
+        "{what} {} holds more bytes than any WAL file",
+        path.display()
+    ))
+}
+
+/// Reads at most [`MAX_WAL_BYTES`] of a regular file, never through a
+/// symlink.
+fn read_wal(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let fail = |e: std::io::Error| local(format!("reading {what}"), path, e, "");
+    let (file, len) = open_wal(path, what)?;
+    let meta_len = len;
+    let mut data = Vec::with_capacity(meta_len as usize);
     file.take(MAX_WAL_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(fail)?;
     if data.len() as u64 > MAX_WAL_BYTES {
-        return Err(Error::Source(format!(
-            "{what} {} holds more bytes than any WAL file",
-            path.display()
-        )));
+        return Err(too_big(what, path));
     }
     Ok(data)
 }
@@ -175,42 +191,57 @@ pub fn spool(path: &Path, job: &str, dir: &Path, max_bytes: u64) -> Result<(WalN
         .ok_or_else(|| Error::Config(format!("{}: no file name", path.display())))?;
     let name = WalName::parse(file_name)?;
     prepare_dir(dir, job)?;
-    let data = read_wal(path, &format!("job {job}: WAL file {name} at"))?;
+    let what = format!("job {job}: WAL file {name} at");
+    let (mut source, len) = open_wal(path, &what)?;
     let dest = dir.join(name.as_str());
-    if let Some(found) = already_spooled(&dest, &name, job, &data)? {
-        return Ok((name, found));
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        // Pushed before (PostgreSQL retries after a crash): the same
+        // content is success, other content an error. Rare, so read whole.
+        let data = read_wal(path, &what)?;
+        if let Some(found) = already_spooled(&dest, &name, job, &data)? {
+            return Ok((name, found));
+        }
     }
     let used = usage(dir)?;
-    if used.bytes + data.len() as u64 > max_bytes {
+    if used.bytes + len > max_bytes {
         return Err(Error::Other(format!(
-            "job {job}: the WAL spool {} is full ({} bytes in {} file(s), spool_max_bytes = {max_bytes}): {name} ({} bytes) is not archived; PostgreSQL keeps it in pg_wal and retries. The running agent empties the spool: check that `steward agent` runs and its log for upload errors",
+            "job {job}: the WAL spool {} is full ({} bytes in {} file(s), spool_max_bytes = {max_bytes}): {name} ({len} bytes) is not archived; PostgreSQL keeps it in pg_wal and retries. The running agent empties the spool: check that `steward agent` runs and its log for upload errors",
             dir.display(),
             used.bytes,
             used.files,
-            data.len()
         )));
     }
     let tmp = dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let written = (|| -> std::io::Result<()> {
+    let written = (|| -> std::io::Result<u64> {
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(crate::private_fs::FILE_MODE)
             .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
             .open(&tmp)?;
-        out.write_all(&data)?;
+        // File to file: std copies in the kernel (copy_file_range), with
+        // no 16 MiB buffer to fault in and fill in this process.
+        let copied = std::io::copy(&mut (&mut source).take(MAX_WAL_BYTES + 1), &mut out)?;
+        if copied > MAX_WAL_BYTES {
+            return Err(std::io::Error::other(
+                "the file holds more bytes than any WAL file",
+            ));
+        }
         out.sync_all()?;
-        std::fs::hard_link(&tmp, &dest)
+        std::fs::hard_link(&tmp, &dest)?;
+        Ok(copied)
     })();
     let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => {}
+    let copied = match written {
+        Ok(n) => n,
         // Another push of the same name got there in between.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let data = read_wal(path, &what)?;
             if let Some(found) = already_spooled(&dest, &name, job, &data)? {
                 return Ok((name, found));
             }
+            data.len() as u64
         }
         Err(e) => {
             return Err(local(
@@ -220,9 +251,9 @@ pub fn spool(path: &Path, job: &str, dir: &Path, max_bytes: u64) -> Result<(WalN
                 "; check the spool's owner and free space",
             ))
         }
-    }
+    };
     sync_dir(dir).map_err(|e| local(format!("job {job}: syncing the WAL spool"), dir, e, ""))?;
-    Ok((name, Spooled::Now(data.len() as u64)))
+    Ok((name, Spooled::Now(copied)))
 }
 
 /// `Some(AlreadySpooled)` when `dest` holds `data`, an error when it
