@@ -26,9 +26,17 @@ fn text(o: &Output) -> String {
 /// `steward <args> --from s3://bkp/steward` through `endpoint`, with no
 /// configuration file and ranges of PART bytes, CONCURRENCY at once.
 fn from_s3(endpoint: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(steward_bin());
+    with_s3_source(&mut cmd, endpoint, args)
+        .output()
+        .expect("run steward")
+}
+
+/// Appends `args` and the bucket, endpoint, range settings and
+/// credentials of a restore with no configuration file to `cmd`.
+fn with_s3_source<'a>(cmd: &'a mut Command, endpoint: &str, args: &[&str]) -> &'a mut Command {
     let (part, conc) = (PART.to_string(), CONCURRENCY.to_string());
-    Command::new(steward_bin())
-        .args(args)
+    cmd.args(args)
         .args(["--from", "s3://bkp/steward", "--endpoint", endpoint])
         .args(["--path-style", "--restore-part-size", &part])
         .args(["--restore-concurrency", &conc])
@@ -38,8 +46,6 @@ fn from_s3(endpoint: &str, args: &[&str]) -> Output {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdin(Stdio::null())
-        .output()
-        .expect("run steward")
 }
 
 struct Fixture {
@@ -199,22 +205,12 @@ fn corrupt_and_truncated_objects_are_refused_through_ranges() {
 /// and peak resident set size in KiB (the child's own, not that of the
 /// test process's other children: moto is one).
 fn from_s3_peak_rss(endpoint: &str, args: &[&str], scratch: &Path) -> (i32, String, u64) {
-    let (part, conc) = (PART.to_string(), CONCURRENCY.to_string());
     let rss_file = scratch.with_extension("rss");
-    let o = Command::new("/usr/bin/time")
-        .args(["-f", "%M", "-o"])
+    let mut time = Command::new("/usr/bin/time");
+    time.args(["-f", "%M", "-o"])
         .arg(&rss_file)
-        .arg(steward_bin())
-        .args(args)
-        .args(["--from", "s3://bkp/steward", "--endpoint", endpoint])
-        .args(["--path-style", "--restore-part-size", &part])
-        .args(["--restore-concurrency", &conc])
-        .env_remove("STEWARD_CONFIG")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
+        .arg(steward_bin());
+    let o = with_s3_source(&mut time, endpoint, args)
         .output()
         .expect("run steward under /usr/bin/time (apt install time)");
     let written = std::fs::read_to_string(&rss_file).unwrap_or_default();
