@@ -368,21 +368,54 @@ pub fn switches_database(line: &[u8]) -> bool {
 }
 
 impl<R: Read> Read for WithoutLines<R> {
+    /// Fills `buf` with as many kept lines as are at hand: one line per
+    /// call would mean one pipe write per line downstream, and
+    /// `mariadb-binlog` prints a gigabyte of binlog as some twenty million
+    /// short base64 lines.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.line.len() {
+        let mut written = 0;
+        loop {
+            // The rest of a line that did not fit last time.
+            if self.pos < self.line.len() {
+                let n = (buf.len() - written).min(self.line.len() - self.pos);
+                buf[written..written + n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+                self.pos += n;
+                written += n;
+            }
+            if written == buf.len() {
+                return Ok(written);
+            }
+            // Hand over what we have rather than wait for more input.
+            if written > 0 && self.inner.buffer().is_empty() {
+                return Ok(written);
+            }
             self.line.clear();
             self.pos = 0;
-            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
-                return Ok(0);
+            let available = self.inner.fill_buf()?;
+            if available.is_empty() {
+                return Ok(written);
             }
-            if (self.drop)(&self.line) {
-                self.line.clear();
+            let Some(end) = available.iter().position(|&b| b == b'\n').map(|i| i + 1) else {
+                // A line longer than the buffer, or the last one without a
+                // newline: gather it whole before judging it.
+                self.inner.read_until(b'\n', &mut self.line)?;
+                if (self.drop)(&self.line) {
+                    self.line.clear();
+                }
+                continue;
+            };
+            let line = &available[..end];
+            if (self.drop)(line) {
+                self.inner.consume(end);
+            } else if end <= buf.len() - written {
+                buf[written..written + end].copy_from_slice(line);
+                written += end;
+                self.inner.consume(end);
+            } else {
+                self.line.extend_from_slice(line);
+                self.inner.consume(end);
             }
         }
-        let n = buf.len().min(self.line.len() - self.pos);
-        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -401,5 +434,55 @@ mod tests {
             out,
             "-- header\n\nINSERT INTO t VALUES ('USE `x`;');\n-- Dump completed\n"
         );
+    }
+
+    /// Hands out its bytes a few at a time, as a pipe may.
+    struct Dribble<'a>(&'a [u8], usize);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_are_dropped_whatever_the_read_sizes() {
+        // Short lines, lines longer than the internal buffer, a dropped
+        // line that is long, and a last line without a newline.
+        let long = "x".repeat(300 * 1024);
+        let mut dump = String::new();
+        let mut expected = String::new();
+        for i in 0..2000 {
+            let kept = format!("INSERT INTO t VALUES ({i}, 'USE `a`;');\n");
+            dump.push_str(&kept);
+            expected.push_str(&kept);
+            if i % 7 == 0 {
+                dump.push_str("USE `app`;\n");
+            }
+            if i % 500 == 0 {
+                let kept = format!("INSERT INTO t VALUES ('{long}');\n");
+                dump.push_str(&kept);
+                expected.push_str(&kept);
+                dump.push_str(&format!("CREATE DATABASE `{long}`;\n"));
+            }
+        }
+        dump.push_str("-- no newline");
+        expected.push_str("-- no newline");
+        for (inner_chunk, out_chunk) in [(1, 1), (7, 3), (4096, 100), (1 << 20, 1 << 20)] {
+            let mut filtered = WithoutLines::new(Dribble(dump.as_bytes(), inner_chunk), switches_database);
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; out_chunk];
+            loop {
+                let n = filtered.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert!(out == expected.as_bytes(), "read sizes {inner_chunk}/{out_chunk}");
+        }
     }
 }
