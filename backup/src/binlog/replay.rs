@@ -22,7 +22,7 @@ use crate::manifest::{BinlogPosition, JobKind};
 use crate::restore::identity::Identities;
 use crate::restore::mysql::{MysqlConnection, WithoutLines};
 use crate::restore::stream::Progress;
-use crate::restore::tool::{describe, feed, find_tool, tail};
+use crate::restore::tool::{describe, enlarge_pipe, feed, find_tool, tail};
 use crate::restore::{self, Check, Located};
 use crate::target::StorageTarget;
 
@@ -424,6 +424,7 @@ fn pipe(
     let Some(sql) = producer.stdout.take() else {
         return Err(Error::Internal("mariadb-binlog stdout".into()));
     };
+    enlarge_pipe(&sql);
     let mut client = conn.command()?;
     client.arg(format!("--database={into}"));
     // The SQL goes through this process so the GTID sequence numbers of

@@ -472,7 +472,8 @@ mod tests {
         dump.push_str("-- no newline");
         expected.push_str("-- no newline");
         for (inner_chunk, out_chunk) in [(1, 1), (7, 3), (4096, 100), (1 << 20, 1 << 20)] {
-            let mut filtered = WithoutLines::new(Dribble(dump.as_bytes(), inner_chunk), switches_database);
+            let mut filtered =
+                WithoutLines::new(Dribble(dump.as_bytes(), inner_chunk), switches_database);
             let mut out = Vec::new();
             let mut buf = vec![0u8; out_chunk];
             loop {
@@ -482,7 +483,10 @@ mod tests {
                 }
                 out.extend_from_slice(&buf[..n]);
             }
-            assert!(out == expected.as_bytes(), "read sizes {inner_chunk}/{out_chunk}");
+            assert!(
+                out == expected.as_bytes(),
+                "read sizes {inner_chunk}/{out_chunk}"
+            );
         }
     }
 }
