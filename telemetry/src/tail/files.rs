@@ -434,6 +434,18 @@ impl FileSet {
                 final_offset: None,
             },
         );
+        if resumed.is_none() {
+            // A file seen for the first time (a rotation's new file): its
+            // checkpoint goes to disk before any of its lines are queued.
+            // Queued records name the file by its checkpoint id; were the
+            // process killed before the next periodic save, a restart
+            // would find queued records of no known file and read the
+            // file again from its start (a CI run counted 2,999
+            // duplicates that way).
+            if let Err(e) = self.checkpoints.save() {
+                tracing::error!("{e}");
+            }
+        }
         tracing::debug!(path = %path.display(), offset = start, "tailing file");
         self.files.push(Tracked {
             id,
