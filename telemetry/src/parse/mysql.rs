@@ -12,7 +12,7 @@ use crate::zone::Zone;
 /// An error-log record starts with its date; InnoDB dumps and other
 /// continuation lines do not.
 pub(super) const ERROR_RECORD_START: &str =
-    r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}|\d{6} [ \d]\d:\d{2}:\d{2})";
+    r"^(\d{4}-\d{2}-\d{2}[ T][ \d]\d:\d{2}:\d{2}|\d{6} [ \d]\d:\d{2}:\d{2})";
 
 /// A slow-log entry starts at `# User@Host:`. The `# Time:` line before
 /// it is written only when the second changed, so it cannot start a
@@ -51,10 +51,25 @@ fn short_datetime(s: &str) -> Option<(Civil, &str)> {
     ))
 }
 
+/// `2026-12-05  0:06:01`: MariaDB pads hours 0-9 with a space, not a
+/// zero; read as `2026-12-05T00:06:01` (same length, so the rest lines up).
+fn padded_hour_datetime(s: &str) -> Option<(Civil, &str)> {
+    let b = s.as_bytes();
+    if b.len() < 19 || &b[10..12] != b"  " || !b[12].is_ascii_digit() || b[13] != b':' {
+        return None;
+    }
+    let normal = format!("{}T0{}", s.get(..10)?, s.get(12..)?);
+    let (civil, rest) = iso_datetime(&normal)?;
+    let used = normal.len() - rest.len();
+    Some((civil, s.get(used..)?))
+}
+
 /// A date as either server writes it, then an optional zone (MySQL 8's
 /// `Z` or `+01:00` with `log_timestamps=SYSTEM`): the Unix time and the rest.
 fn stamp(s: &str, zone: Zone) -> Option<(u64, &str)> {
-    let (civil, rest) = iso_datetime(s).or_else(|| short_datetime(s))?;
+    let (civil, rest) = iso_datetime(s)
+        .or_else(|| padded_hour_datetime(s))
+        .or_else(|| short_datetime(s))?;
     let (offset, rest) = match parse_offset(rest) {
         Some((o, r)) => (Some(o), r),
         None => (None, rest),
@@ -329,6 +344,17 @@ mod tests {
         assert_eq!(attr(&p, "thread.id").as_deref(), Some("0"));
         assert_eq!(body(&p), "'proxies_priv' entry '@% root@localhost' ignored");
         assert_eq!(p.time_unix_nano, 1_796_398_200 * 1_000_000_000);
+        // Hours 0-9 are padded with a space by MariaDB.
+        let p = parse(
+            ParserKind::MysqlError,
+            "2026-12-04  9:30:00 0 [Note] InnoDB: Using io_uring",
+        );
+        assert_eq!((p.severity, p.severity_text), (severity::INFO, "Note"));
+        assert_eq!(body(&p), "InnoDB: Using io_uring");
+        assert_eq!(p.time_unix_nano, (1_796_398_200 - 6 * 3600) * 1_000_000_000);
+        let start = regex::Regex::new(ERROR_RECORD_START).unwrap();
+        assert!(start.is_match("2026-12-05  0:06:01 0 [Note] Starting MariaDB"));
+        assert!(!start.is_match("  0:06:01 continuation"));
         let p = parse(
             ParserKind::MysqlError,
             "2026-12-04T15:30:00.123456Z 8 [ERROR] [MY-010584] [Repl] Slave SQL: Error",
