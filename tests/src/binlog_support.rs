@@ -130,22 +130,55 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn wait_shipped(&self, at: i64) {
+    /// Waits until every target holds the server's binlogs up to where
+    /// they stand now (`SHOW MASTER STATUS`), marker `at` included.
+    pub fn wait_shipped(&self, db: &Mariadb, at: i64) {
+        let (file, position) = master_position(db);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let event = self.metric("steward_binlog_last_event_timestamp_seconds");
-            let waiting = self.metric("steward_binlog_unshipped_bytes");
-            if event >= at as f64 && waiting == 0.0 {
+            let body = self.scrape();
+            if shipped_through(&body, &file, position) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "binlogs up to {at} not shipped (last event {event}, waiting {waiting}); log:\n{}",
+                "binlogs up to {file}:{position} (marker at {at}) not shipped; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    pub fn scrape(&self) -> String {
+        let (_, _, body) = crate::http_get(self.port, "/metrics", &[]).unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+}
+
+/// Where the server's binlog stands: (file, next byte).
+pub fn master_position(db: &Mariadb) -> (String, u64) {
+    let status = db.mysql("SHOW MASTER STATUS").unwrap();
+    let mut fields = status.trim().split('\t');
+    let file = fields.next().unwrap().to_string();
+    let position = fields.next().unwrap().parse().unwrap();
+    (file, position)
+}
+
+/// Whether a scrape says every target holds the binlogs up to `file`
+/// byte `position`: `steward_binlog_shipped_position_bytes` names the
+/// next byte every target still needs. Waiting on the newest event's
+/// second instead races: an earlier event in the marker's second already
+/// meets it while the marker itself is not shipped yet (a CI run restored
+/// "latest" without its last marker).
+pub fn shipped_through(scrape: &str, file: &str, position: u64) -> bool {
+    Scrape::parse(scrape)
+        .series_of("steward_binlog_shipped_position_bytes")
+        .any(|(series, next)| match series.label("file") {
+            // Binlog names share a base and a zero-padded number.
+            Some(f) if f == file => next >= position as f64,
+            Some(f) => f > file,
+            None => false,
+        })
 }
 
 /// Every (start, end) of the shipped segments of each binlog file, from

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use steward_tests::binlog_support::{
-    assert_contiguous, failed, keypair, marker, ok, rows, segment_ranges, steward, text, walk,
-    Agent,
+    assert_contiguous, failed, keypair, marker, master_position, ok, rows, segment_ranges,
+    shipped_through, steward, text, walk, Agent,
 };
 use steward_tests::mariadb::Mariadb;
 use steward_tests::promtext::Scrape;
@@ -32,20 +32,18 @@ fn metric(agent: &StewardAgent, name: &str) -> f64 {
     value
 }
 
-/// Waits until the agent has shipped everything up to an event at or
-/// after `at` (server time) and nothing is waiting; returns how long that
-/// took.
-fn wait_shipped(agent: &StewardAgent, at: i64, limit: Duration) -> Duration {
+/// Waits until every target holds the server's binlogs up to where they
+/// stand now (marker `at` included); returns how long that took.
+fn wait_shipped(agent: &StewardAgent, db: &Mariadb, at: i64, limit: Duration) -> Duration {
+    let (file, position) = master_position(db);
     let start = Instant::now();
     loop {
-        let event = metric(agent, "steward_binlog_last_event_timestamp_seconds");
-        let waiting = metric(agent, "steward_binlog_unshipped_bytes");
-        if event >= at as f64 && waiting == 0.0 {
+        if shipped_through(&agent.scrape().unwrap(), &file, position) {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
-            "binlogs up to {at} not shipped within {limit:?} (last event {event}, waiting {waiting}); log:\n{}",
+            "binlogs up to {file}:{position} (marker at {at}) not shipped within {limit:?}; log:\n{}",
             agent.log()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -155,7 +153,7 @@ fn restore_to_a_time_between_markers_from_config_and_from_s3() {
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 5);
     let c = marker(&db, "c");
-    let rpo = wait_shipped(&agent, c, Duration::from_secs(30));
+    let rpo = wait_shipped(&agent, &db, c, Duration::from_secs(30));
     assert!(rpo < Duration::from_secs(2 + 5), "RPO {rpo:?}");
     let logs = rows(&db, "SHOW BINARY LOGS");
     assert!(logs.lines().count() >= 3, "{logs}");
@@ -428,7 +426,7 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     let after_a = rows(&db, "SHOW MASTER STATUS");
     let mut after_a = after_a.split('\t');
     let to_position = format!("{}:{}", after_a.next().unwrap(), after_a.next().unwrap());
-    agent.wait_shipped(a);
+    agent.wait_shipped(&db, a);
     // What Steward writes on this host is private: the spool holds the
     // server's binlogs.
     let binlog_dir = work.path().join("state/binlog/shop");
@@ -454,7 +452,7 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     db.mysql("FLUSH BINARY LOGS").unwrap();
     let cm = marker(&db, "c");
     let mut agent = Agent::start(&config, &log);
-    agent.wait_shipped(cm);
+    agent.wait_shipped(&db, cm);
     // Each file's segments follow one another exactly: no byte twice,
     // none missing.
     let ranges = shipped_ranges(&store);
@@ -580,7 +578,7 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     // Shipping goes on after the gap; the old dump cannot cross it, the
     // new one is a base.
     let g = marker(&db, "g");
-    agent.wait_shipped(g);
+    agent.wait_shipped(&db, g);
     let t = failed(steward(
         &["-c", c, "backup", "verify", "-i", key, "shop", &before_gap],
         &[],
@@ -593,11 +591,8 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
         &["-c", c, "backup", "verify", "-i", key, "shop", &fresh],
         &[],
     ));
-    // wait_shipped compares whole seconds of event time: f in g's second
-    // would count as shipped with g's events (a CI run saw it missing).
-    wait_until_second_after(g);
     let f = marker(&db, "f");
-    agent.wait_shipped(f);
+    agent.wait_shipped(&db, f);
     ok(steward(
         &["-c", c, "backup", "verify", "-i", key, "shop"],
         &[],

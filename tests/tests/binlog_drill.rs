@@ -93,7 +93,7 @@ fn drill_measures_the_binlog_rpo_against_the_live_server() {
     ok(steward(&["-c", c, "backup", "run", "shop"], &[]));
     let mut agent = Agent::start(&config, &work.path().join("agent.log"));
     let a = marker(&db, "a");
-    agent.wait_shipped(a);
+    agent.wait_shipped(&db, a);
     let stop = Arc::new(AtomicBool::new(false));
     let load = writer(&db, Arc::clone(&stop));
     // Under steady writes, longer after the dump than the objective: only

@@ -50,7 +50,7 @@ fn one_target_down_does_not_stop_the_other_and_catches_up_after() {
     ok(steward(&["-c", c, "backup", "run", "shop"], &[]));
     let agent = Agent::start(&config, &work.path().join("agent.log"));
     let a = marker(&db, "a");
-    agent.wait_shipped(a);
+    agent.wait_shipped(&db, a);
     let failures = agent.metric("steward_binlog_ship_failures_total");
     let shipped = agent.metric("steward_binlog_shipped_bytes_total");
 
