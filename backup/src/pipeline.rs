@@ -121,18 +121,23 @@ pub async fn store_object(
     // not hashed again; anything else is read from its stream.
     let in_memory = source.take_in_memory();
     let known_sha256 = in_memory.as_ref().map(|m| m.sha256.clone());
-    let reader = match in_memory {
-        Some(m) => Feed::Memory(m.bytes),
-        None => match source.open().await {
-            Ok(r) => Feed::Stream(r),
-            Err(e) => {
-                let targets = fail_all(&e);
-                return StoreOutcome {
-                    stream: Err(e),
-                    targets,
-                };
-            }
+    let opened = match in_memory {
+        Some(m) => Ok(Feed::Memory(m.bytes)),
+        None => match source.open_chunks().await {
+            Ok(Some(chunks)) => Ok(Feed::Chunks(chunks)),
+            Ok(None) => source.open().await.map(Feed::Stream),
+            Err(e) => Err(e),
         },
+    };
+    let reader = match opened {
+        Ok(feed) => feed,
+        Err(e) => {
+            let targets = fail_all(&e);
+            return StoreOutcome {
+                stream: Err(e),
+                targets,
+            };
+        }
     };
 
     let (plain_tx, plain_rx) = mpsc::channel::<Piece>(STAGE_DEPTH);
@@ -191,6 +196,7 @@ pub async fn store_object(
     let read = async {
         match reader {
             Feed::Stream(r) => read_stage(source, r, plain_tx).await,
+            Feed::Chunks(chunks) => chunk_stage(source, chunks, plain_tx).await,
             Feed::Memory(bytes) => {
                 slice_stage(bytes, plain_tx).await;
                 Ok(())
@@ -314,6 +320,34 @@ async fn read_stage(
     }
 }
 
+/// Passes a source's own buffers on to the first queue; sends `End` only
+/// once the source says the stream is whole.
+async fn chunk_stage(
+    source: &mut dyn Source,
+    mut chunks: crate::source::ChunkReceiver,
+    tx: mpsc::Sender<Piece>,
+) -> Result<()> {
+    while let Some(chunk) = chunks.recv().await {
+        if tx.send(Piece::Data(chunk)).await.is_err() {
+            // The compression stage stopped; it reports why. Dropping the
+            // receiver stops the source's producer.
+            drop(chunks);
+            let _ = source.finish().await;
+            return Ok(());
+        }
+    }
+    match source.finish().await {
+        Ok(()) => {
+            let _ = tx.send(Piece::End).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.send(Piece::Failed(e.to_string())).await;
+            Err(e)
+        }
+    }
+}
+
 /// A blocking stage's verdict, its crash included, naming the stage.
 fn joined<T>(
     r: std::result::Result<std::io::Result<T>, tokio::task::JoinError>,
@@ -329,6 +363,7 @@ fn joined<T>(
 /// Where the plaintext comes from.
 enum Feed {
     Stream(ByteReader),
+    Chunks(crate::source::ChunkReceiver),
     Memory(Bytes),
 }
 

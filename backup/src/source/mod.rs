@@ -40,6 +40,16 @@ pub trait Source: Send {
         None
     }
 
+    /// Sources that read into buffers of their own (a socket read into a
+    /// fresh buffer) hand those buffers on as they are: the pipeline then
+    /// takes them from the receiver instead of copying them through a
+    /// byte stream from `open`. `None` (the default): the pipeline calls
+    /// `open`. The stream ends when the sender is dropped; whether it is
+    /// whole is `finish`'s verdict, as after `open`.
+    async fn open_chunks(&mut self) -> Result<Option<ChunkReceiver>> {
+        Ok(None)
+    }
+
     /// The whole stream, when it is already in memory and hashed (see
     /// [`memory::MemorySource`]): the pipeline then hands out slices of
     /// it instead of copying it through `open`, and does not hash it a
@@ -48,6 +58,10 @@ pub trait Source: Send {
         None
     }
 }
+
+/// Buffers a source filled itself, in stream order (see
+/// [`Source::open_chunks`]).
+pub type ChunkReceiver = tokio::sync::mpsc::Receiver<bytes::Bytes>;
 
 /// One object of a job run: its name in the snapshot, what it holds, and
 /// the source that produces it.

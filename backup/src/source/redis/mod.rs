@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{BufMut, BytesMut};
+use tokio::io::AsyncReadExt;
 
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::manifest::{ObjectRole, RedisDbKeys, RedisInfo};
-use crate::source::{PlannedObject, Source};
+use crate::source::{ChunkReceiver, PlannedObject, Source};
 use crate::target::ByteReader;
 use rdb::{Framing, RdbChecker};
 use resp::{Client, RedisEndpoint, RedisTls, Reply};
@@ -31,8 +32,12 @@ pub const OBJECT_NAME: &str = "redis/dump.rdb.zst.age";
 /// `repl-timeout` default); while a disk-based BGSAVE runs the server
 /// sends a newline every second, so a live server never gets near it.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Read size from the server; the pipeline reads 1 MiB chunks.
-const READ_BYTES: usize = 256 * 1024;
+/// Bytes per buffer: reads from the server fill a fresh buffer this
+/// large, which then goes to the pipeline as it is (no copy).
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Filled buffers waiting for the pipeline (1 MiB): while they wait, the
+/// socket's own buffer takes the server's writes.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// The job's server: `socket`, else `host` (127.0.0.1) and `port` (6379),
 /// over TLS with `tls = true`.
@@ -96,13 +101,10 @@ impl RdbSource {
     }
 }
 
-#[async_trait]
-impl Source for RdbSource {
-    fn describe(&self) -> String {
-        self.description.clone()
-    }
-
-    async fn open(&mut self) -> Result<ByteReader> {
+impl RdbSource {
+    /// Connects, asks for the RDB and starts the task that reads it into
+    /// the returned receiver.
+    async fn start(&mut self) -> Result<ChunkReceiver> {
         let what = self.description.clone();
         let fail = |e: Error| Error::Source(format!("{what}: {e}"));
         let mut client = Client::connect(&self.endpoint).await.map_err(fail)?;
@@ -142,11 +144,11 @@ impl Source for RdbSource {
         }
         client.send(&[b"SYNC"]).await.map_err(fail)?;
         let framing = read_announcement(&mut client).await.map_err(fail)?;
-        let (reader, writer) = tokio::io::duplex(1024 * 1024);
+        let (chunks_tx, chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
         let at = client.at().to_string();
         let info = Arc::clone(&self.info);
         self.transfer = Some(tokio::spawn(async move {
-            let summary = transfer(client, framing, writer).await?;
+            let summary = transfer(client, framing, chunks_tx).await?;
             if let Ok(mut slot) = info.lock() {
                 if let Some(i) = slot.as_mut() {
                     i.rdb_bytes = summary.bytes;
@@ -156,7 +158,29 @@ impl Source for RdbSource {
             Ok(summary)
         }));
         tracing::debug!("{what}: transfer from {at} started");
-        Ok(Box::pin(reader))
+        Ok(chunks)
+    }
+}
+
+#[async_trait]
+impl Source for RdbSource {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn open(&mut self) -> Result<ByteReader> {
+        let chunks = self.start().await?;
+        let stream = futures::stream::unfold(chunks, |mut chunks| async move {
+            chunks
+                .recv()
+                .await
+                .map(|b| (Ok::<_, std::io::Error>(b), chunks))
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
+    async fn open_chunks(&mut self) -> Result<Option<ChunkReceiver>> {
+        self.start().await.map(Some)
     }
 
     async fn finish(&mut self) -> Result<()> {
@@ -203,84 +227,176 @@ async fn read_announcement(client: &mut Client) -> Result<Framing> {
     }
 }
 
-/// Copies the payload to `out`, checking its structure on the way.
+/// Reads the payload into buffers for `out`, checking its structure on
+/// the way. Each buffer is filled up to [`CHUNK_BYTES`] before it goes
+/// on: fewer, fuller hand-offs than one per socket read. With the `$EOF:`
+/// framing the last [`rdb::MARK_BYTES`] bytes received may be the end
+/// mark, so they start the next buffer instead of going on.
 async fn transfer(
     client: Client,
     framing: Framing,
-    mut out: tokio::io::DuplexStream,
+    out: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<rdb::RdbSummary> {
     let at = client.at().to_string();
     let mut io = client.io;
     let mut checker = RdbChecker::new();
-    let mut buf = vec![0u8; READ_BYTES];
     let mut received: u64 = 0;
-    let mut held: Vec<u8> = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
     let lost = |received: u64, why: String| {
         Error::Source(format!(
             "the transfer from Redis at {at} broke after {received} bytes: {why}; no snapshot was recorded (was redis-server restarted?)"
         ))
     };
-    let write_err =
-        |e: std::io::Error| Error::Source(format!("the backup pipeline stopped reading: {e}"));
-    loop {
-        let want = match &framing {
-            Framing::Sized(total) => {
-                let left = total - received;
-                if left == 0 {
-                    break;
+    let stopped = || Error::Source("the backup pipeline stopped reading".into());
+    'chunks: loop {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES + rdb::MARK_BYTES);
+        buf.extend_from_slice(&carry);
+        carry.clear();
+        let mut ended = false;
+        while buf.len() < CHUNK_BYTES {
+            let room = CHUNK_BYTES + rdb::MARK_BYTES - buf.len();
+            let want = match &framing {
+                Framing::Sized(total) => {
+                    let left = total - received;
+                    if left == 0 {
+                        ended = true;
+                        break;
+                    }
+                    left.min(room as u64) as usize
                 }
-                left.min(READ_BYTES as u64) as usize
-            }
-            Framing::Mark(_) => READ_BYTES,
-        };
-        let n = match tokio::time::timeout(IDLE_TIMEOUT, io.read(&mut buf[..want])).await {
-            Err(_) => {
-                return Err(lost(
-                    received,
-                    format!("nothing arrived for {}s", IDLE_TIMEOUT.as_secs()),
-                ))
-            }
-            Ok(Err(e)) => return Err(lost(received, e.to_string())),
-            Ok(Ok(0)) => return Err(lost(received, "the server closed the connection".into())),
-            Ok(Ok(n)) => n,
-        };
-        received += n as u64;
-        let chunk = &buf[..n];
-        match &framing {
-            Framing::Sized(_) => {
-                checker.update(chunk);
-                out.write_all(chunk).await.map_err(write_err)?;
-            }
-            Framing::Mark(mark) => {
-                if held.len() + n <= 2 * rdb::MARK_BYTES || n < rdb::MARK_BYTES {
-                    held.extend_from_slice(chunk);
-                    let (pass, end) = rdb::split_marked(&mut held, mark);
-                    checker.update(&pass);
-                    out.write_all(&pass).await.map_err(write_err)?;
-                    if end {
-                        break;
-                    }
-                } else {
-                    // Everything held is payload now; the chunk's last
-                    // MARK_BYTES may be the mark.
-                    let cut = n - rdb::MARK_BYTES;
-                    let before = std::mem::take(&mut held);
-                    checker.update(&before);
-                    out.write_all(&before).await.map_err(write_err)?;
-                    checker.update(&chunk[..cut]);
-                    out.write_all(&chunk[..cut]).await.map_err(write_err)?;
-                    if &chunk[cut..] == mark.as_slice() {
-                        break;
-                    }
-                    held.extend_from_slice(&chunk[cut..]);
+                Framing::Mark(_) => room,
+            };
+            let mut window = (&mut buf).limit(want);
+            let read = io.read_buf(&mut window);
+            let n = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+                Err(_) => {
+                    return Err(lost(
+                        received,
+                        format!("nothing arrived for {}s", IDLE_TIMEOUT.as_secs()),
+                    ))
+                }
+                Ok(Err(e)) => return Err(lost(received, e.to_string())),
+                Ok(Ok(0)) => return Err(lost(received, "the server closed the connection".into())),
+                Ok(Ok(n)) => n,
+            };
+            received += n as u64;
+            if let Framing::Mark(mark) = &framing {
+                if buf.ends_with(mark) {
+                    buf.truncate(buf.len() - mark.len());
+                    ended = true;
+                    break;
                 }
             }
         }
+        if let (Framing::Mark(_), false) = (&framing, ended) {
+            let keep = buf.len().min(rdb::MARK_BYTES);
+            carry.extend_from_slice(&buf[buf.len() - keep..]);
+            buf.truncate(buf.len() - keep);
+        }
+        if !buf.is_empty() {
+            checker.update(&buf);
+            out.send(buf.freeze()).await.map_err(|_| stopped())?;
+        }
+        if ended {
+            break 'chunks;
+        }
     }
-    out.shutdown().await.map_err(write_err)?;
+    drop(out);
     checker.finish().map_err(|e| {
         Error::Source(format!(
             "the RDB received from Redis at {at} is not whole: {e}; no snapshot was recorded"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crc_fast::{CrcAlgorithm, Digest};
+    use tokio::io::AsyncWriteExt;
+
+    /// A valid RDB of about `len` bytes: header, body, EOF opcode, CRC-64.
+    fn rdb(len: usize) -> Vec<u8> {
+        let mut v = b"REDIS0011".to_vec();
+        v.extend((0..len).map(|i| (i * 7 % 251) as u8 | 1));
+        v.push(0xFF);
+        let mut d = Digest::new(CrcAlgorithm::Crc64Redis);
+        d.update(&v);
+        v.extend_from_slice(&d.finalize().to_le_bytes());
+        v
+    }
+
+    /// Runs `transfer` over an in-memory connection on which `stream` is
+    /// written `piece` bytes at a time; returns what reached the pipeline.
+    async fn through(stream: Vec<u8>, framing: Framing, piece: usize) -> Result<Vec<u8>> {
+        let (server, ours) = tokio::io::duplex(64 * 1024);
+        let client = Client::over(Box::new(ours), "test");
+        let writer = tokio::spawn(async move {
+            let mut server = server;
+            for p in stream.chunks(piece) {
+                if server.write_all(p).await.is_err() {
+                    return;
+                }
+            }
+            // Keep the connection open, as Redis does after the payload.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHUNKS_IN_FLIGHT);
+        let collect = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(b) = rx.recv().await {
+                assert!(b.len() <= CHUNK_BYTES + rdb::MARK_BYTES);
+                got.extend_from_slice(&b);
+            }
+            got
+        });
+        let summary = transfer(client, framing, tx).await;
+        writer.abort();
+        let got = collect.await.unwrap();
+        summary.map(|s| {
+            assert_eq!(s.bytes, got.len() as u64);
+            got
+        })
+    }
+
+    #[tokio::test]
+    async fn the_end_mark_is_found_across_reads_and_buffers_and_not_passed_on() {
+        let mark = b"0123456789abcdef0123456789abcdef01234567".to_vec();
+        let payload = rdb(3 * CHUNK_BYTES + 1000);
+        // Pieces that split the mark, and a buffer boundary inside it.
+        for piece in [7, 4096, CHUNK_BYTES - 20, 1 << 20] {
+            let mut stream = payload.clone();
+            stream.extend_from_slice(&mark);
+            let got = through(stream, Framing::Mark(mark.clone()), piece)
+                .await
+                .unwrap();
+            assert!(got == payload, "piece size {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sized_payload_ends_at_its_length_and_reads_nothing_after() {
+        let payload = rdb(CHUNK_BYTES + 123);
+        let mut stream = payload.clone();
+        // A server that is not in rdb-only mode goes on with commands.
+        stream.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let got = through(stream, Framing::Sized(payload.len() as u64), 5000)
+            .await
+            .unwrap();
+        assert!(got == payload);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_payload_is_refused() {
+        let mark = [b'm'; 40].to_vec();
+        let mut payload = rdb(1000);
+        payload[500] ^= 0x10;
+        let mut stream = payload.clone();
+        stream.extend_from_slice(&mark);
+        let e = through(stream, Framing::Mark(mark), 100)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not whole"), "{e}");
+    }
 }

@@ -150,24 +150,6 @@ pub fn parse_announcement(line: &[u8]) -> Option<Framing> {
     Some(Framing::Sized(n))
 }
 
-/// Finds the end of a `$EOF:` payload: the caller appends what it read
-/// to `held` (the last [`MARK_BYTES`] bytes not yet passed on) and gets
-/// back how many leading bytes are payload to pass on now, and whether
-/// the mark was reached (then `held` is emptied).
-pub fn split_marked(held: &mut Vec<u8>, mark: &[u8]) -> (Vec<u8>, bool) {
-    if held.ends_with(mark) {
-        let payload = held[..held.len() - mark.len()].to_vec();
-        held.clear();
-        return (payload, true);
-    }
-    if held.len() <= mark.len() {
-        return (Vec::new(), false);
-    }
-    let cut = held.len() - mark.len();
-    let payload: Vec<u8> = held.drain(..cut).collect();
-    (payload, false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn announcements_and_marks() {
+    fn announcements() {
         assert_eq!(parse_announcement(b"$1234"), Some(Framing::Sized(1234)));
         let mark = [b'a'; 40];
         let mut line = b"$EOF:".to_vec();
@@ -235,22 +217,5 @@ mod tests {
         );
         assert_eq!(parse_announcement(b"$EOF:short"), None);
         assert_eq!(parse_announcement(b"+OK"), None);
-
-        let mut payload = b"0123456789".repeat(20);
-        let mut stream = payload.clone();
-        stream.extend_from_slice(&mark);
-        let mut held = Vec::new();
-        let mut out = Vec::new();
-        let mut done = false;
-        for p in stream.chunks(7) {
-            held.extend_from_slice(p);
-            let (pass, end) = split_marked(&mut held, &mark);
-            out.extend_from_slice(&pass);
-            if end {
-                done = true;
-            }
-        }
-        assert!(done);
-        assert_eq!(out, std::mem::take(&mut payload));
     }
 }

@@ -94,6 +94,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client over an already connected stream (tests).
+    #[cfg(test)]
+    pub(crate) fn over(io: Box<dyn Io>, at: &str) -> Self {
+        Client {
+            io: BufReader::with_capacity(256 * 1024, io),
+            at: at.to_string(),
+            tls: false,
+        }
+    }
+
     /// Connects and authenticates (when a password is set).
     pub async fn connect(endpoint: &RedisEndpoint) -> Result<Self> {
         let at = endpoint.describe();
