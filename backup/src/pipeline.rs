@@ -308,16 +308,7 @@ async fn read_stage(
         }
     }
     drop(reader);
-    match source.finish().await {
-        Ok(()) => {
-            let _ = tx.send(Piece::End).await;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = tx.send(Piece::Failed(e.to_string())).await;
-            Err(e)
-        }
-    }
+    end_with_verdict(source, &tx).await
 }
 
 /// Passes a source's own buffers on to the first queue; sends `End` only
@@ -336,6 +327,12 @@ async fn chunk_stage(
             return Ok(());
         }
     }
+    end_with_verdict(source, &tx).await
+}
+
+/// After the source's last byte: `End` when the source says the stream is
+/// whole, else `Failed` with its reason.
+async fn end_with_verdict(source: &mut dyn Source, tx: &mpsc::Sender<Piece>) -> Result<()> {
     match source.finish().await {
         Ok(()) => {
             let _ = tx.send(Piece::End).await;
