@@ -91,6 +91,7 @@ fn scan_events(
     let mut scan = EventScan {
         end: start,
         last_event_time: None,
+        newest_event_time: None,
         events: 0,
     };
     if start == 0 {
@@ -129,7 +130,9 @@ fn scan_events(
         scan.end = pos;
         scan.events += 1;
         if time != 0 {
-            scan.last_event_time = Some(i64::from(time));
+            let time = i64::from(time);
+            scan.last_event_time = Some(time);
+            scan.newest_event_time = scan.newest_event_time.max(Some(time));
         }
     }
 }
@@ -141,6 +144,9 @@ pub struct EventScan {
     pub end: u64,
     /// Unix time of the last complete event with a time.
     pub last_event_time: Option<i64>,
+    /// The latest time of any complete event (event times need not rise:
+    /// an event carries its statement's start time).
+    pub newest_event_time: Option<i64>,
     pub events: u64,
 }
 
@@ -191,6 +197,17 @@ mod tests {
         let rest = complete_events(&file[from as usize..], from).unwrap();
         assert_eq!(rest.end, whole);
         assert!(complete_events(&b"junk"[..], 0).is_err());
+        // Event times need not rise (an event carries its statement's
+        // start time): the newest is not always the last.
+        let mut unordered = MAGIC.to_vec();
+        unordered.extend(event(300, 10));
+        unordered.extend(event(0, 10));
+        unordered.extend(event(250, 10));
+        let scan = complete_events(&unordered[..], 0).unwrap();
+        assert_eq!(
+            (scan.last_event_time, scan.newest_event_time),
+            (Some(250), Some(300))
+        );
         assert_eq!(complete_events(&MAGIC[..2], 0).unwrap().end, 0);
         let mut lying = MAGIC.to_vec();
         lying.extend(event(100, 0));

@@ -6,8 +6,10 @@
 //! from the bucket, and their statements are SQL for the server only.
 //!
 //! Segments are read through the checked stream into a private temporary
-//! directory, file by file; a segment that is missing or corrupt stops the
-//! fetch there, what came before it is replayed (segments end on event
+//! directory, file by file, one file ahead of the replay: each file is
+//! replayed by its own `mariadb-binlog` into one client session while the
+//! next is fetched. A segment that is missing or corrupt stops the fetch
+//! there, what came before it is replayed (segments end on event
 //! boundaries), and the error names the object and how far the data got.
 
 use std::path::{Path, PathBuf};
@@ -254,52 +256,69 @@ pub async fn replay(
         }
         chain.truncate(i + 1);
     }
+    // File N is replayed while file N+1 is fetched (at most one ahead):
+    // the fetch and check of a GB of binlog took seconds that the replay
+    // waited out. One `mariadb-binlog` per file, all into one client
+    // session, as concatenating their outputs is documented to be safe.
     let scratch = Scratch::create()?;
-    let mut fetched: Vec<PathBuf> = Vec::new();
+    let (tx, rx) = tokio::sync::mpsc::channel::<FetchedFile>(1);
+    let last = chain.len() - 1;
+    let plan = ReplayPlan {
+        conn: conn.clone(),
+        source_db: source_db.to_string(),
+        into: into.to_string(),
+        until: until.clone(),
+        start: from.position,
+    };
+    let replaying = tokio::task::spawn_blocking(move || plan.run(rx));
     let mut fault = None;
     let mut newest_event = None;
-    'files: for c in &chain {
+    for (i, c) in chain.iter().enumerate() {
         let path = scratch.path().join(&c.file);
-        match fetch_file(&target, identities, Arc::clone(&progress), c, &path).await {
+        let fetched = fetch_file(&target, identities, Arc::clone(&progress), c, &path).await;
+        let (whole, err) = match fetched {
             Ok(last) => {
                 newest_event = last.or(newest_event);
-                fetched.push(path);
+                (true, None)
             }
-            Err((partial, e)) => {
-                if partial {
-                    fetched.push(path);
-                }
+            Err((true, e)) => (false, Some(e)),
+            Err((false, e)) => {
                 fault = Some(e);
-                break 'files;
+                break;
             }
+        };
+        let file = FetchedFile {
+            path,
+            first: i == 0,
+            last: i == last && whole,
+        };
+        if tx.send(file).await.is_err() {
+            // The replay stopped: it reached the point, or failed.
+            break;
+        }
+        if let Some(e) = err {
+            fault = Some(e);
+            break;
         }
     }
-    if fetched.is_empty() {
-        return Err(fault.unwrap_or_else(|| Error::NotFound("no binlog to replay".into())));
+    drop(tx);
+    let replayed = replaying
+        .await
+        .map_err(|e| Error::Internal(format!("binlog replay task: {e}")))?;
+    drop(scratch);
+    if replayed.files == 0 {
+        if let Some(e) = fault {
+            return Err(e);
+        }
     }
-    let reached_end = fault.is_none() && fetched.len() == chain.len();
-    let stop = match until {
-        Until::Position { position, .. } if reached_end => Some(*position),
-        _ => None,
-    };
+    replayed.result?;
+    if replayed.files == 0 {
+        return Err(Error::NotFound("no binlog to replay".into()));
+    }
     let files_text = format!(
         "{} binlog file(s) from {}:{}",
-        fetched.len(),
-        from.file,
-        from.position
+        replayed.files, from.file, from.position
     );
-    let (c, s, i, u) = (
-        conn.clone(),
-        source_db.to_string(),
-        into.to_string(),
-        until.clone(),
-    );
-    let start = from.position;
-    let files_for_run = fetched.clone();
-    tokio::task::spawn_blocking(move || pipe(&c, &files_for_run, start, stop, &u, &s, &i))
-        .await
-        .map_err(|e| Error::Internal(format!("binlog replay task: {e}")))??;
-    drop(scratch);
     if let Some(e) = fault {
         return Err(Error::Integrity(format!(
             "{e}; database {into} holds the dump plus the binlogs before that object ({files_text}); restore to an earlier --to-time or from another target"
@@ -379,82 +398,264 @@ async fn fetch_file(
     Ok(newest)
 }
 
-/// `mariadb-binlog ... files | mariadb --database=into`, both checked.
-fn pipe(
-    conn: &MysqlConnection,
-    files: &[PathBuf],
+/// One fetched binlog file for the replay.
+struct FetchedFile {
+    path: PathBuf,
+    /// The chain's first file: replayed from the dump's position.
+    first: bool,
+    /// The chain's last file, fetched whole: a `--stop-position` applies.
+    last: bool,
+}
+
+/// What the replay thread needs.
+struct ReplayPlan {
+    conn: MysqlConnection,
+    source_db: String,
+    into: String,
+    until: Until,
     start: u64,
-    stop: Option<u64>,
-    until: &Until,
-    source_db: &str,
-    into: &str,
-) -> Result<()> {
-    let tool = find_tool(conn.bin_dir.as_deref(), &["mariadb-binlog", "mysqlbinlog"])?;
-    let mut binlog = Command::new(tool);
-    binlog
-        .arg("--no-defaults")
-        .arg("--verify-binlog-checksum")
-        // Earlier restores into the same server may have logged older
-        // GTIDs after newer ones; read on rather than stop.
-        .arg("--skip-gtid-strict-mode")
-        .arg(format!("--start-position={start}"))
-        .arg(format!("--database={source_db}"));
-    if source_db != into {
-        binlog.arg(format!("--rewrite-db={source_db}->{into}"));
-    }
-    if let Some(p) = stop {
-        binlog.arg(format!("--stop-position={p}"));
-    }
-    if let Until::Time(t) = until {
-        // The tool reads the time in its own time zone: make that UTC.
-        binlog
-            .env("TZ", "UTC")
-            .arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
-    }
-    binlog.arg("--").args(files);
-    crate::source::command::without_secrets(&mut binlog);
-    let what = describe(&binlog);
-    let mut producer = binlog
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Other(format!("cannot run `{what}`: {e}")))?;
-    let producer_err = collect(producer.stderr.take());
-    let Some(sql) = producer.stdout.take() else {
-        return Err(Error::Internal("mariadb-binlog stdout".into()));
-    };
-    enlarge_pipe(&sql);
-    let mut client = conn.command()?;
-    client.arg(format!("--database={into}"));
-    // The SQL goes through this process so the GTID sequence numbers of
-    // the original server are left out: replayed onto the same server
-    // (another database) or onto one with gtid_strict_mode they would be
-    // out of order; the server numbers the replayed transactions itself.
-    let slot = Arc::new(std::sync::Mutex::new(None));
-    let fed = feed(&mut client, WithoutLines::new(sql, sets_gtid_seq_no), &slot);
-    let produced = producer.wait();
-    let perr = producer_err.join().unwrap_or_default();
-    let produced_ok = matches!(&produced, Ok(s) if s.success());
-    if let Err(e) = fed {
-        if !produced_ok {
-            return Err(Error::Integrity(format!(
-                "replaying binlogs into {into}: `{what}` failed: {}",
-                tail(&perr)
-            )));
+}
+
+/// How a replay ended: how many files it replayed, and its verdict.
+struct Replayed {
+    files: usize,
+    result: Result<()>,
+}
+
+impl ReplayPlan {
+    /// `mariadb-binlog FILE | mariadb --database=into` for each file as it
+    /// arrives, all into one client, both sides checked. Stops after the
+    /// file in which `--stop-datetime` is reached, as one `mariadb-binlog`
+    /// over all the files does (it stops at the first event at or after
+    /// the time, and event times need not rise).
+    fn run(self, files: tokio::sync::mpsc::Receiver<FetchedFile>) -> Replayed {
+        let mut client = match self.conn.command() {
+            Ok(c) => c,
+            Err(e) => {
+                return Replayed {
+                    files: 0,
+                    result: Err(e),
+                }
+            }
+        };
+        client.arg(format!("--database={}", self.into));
+        let mut outputs = Outputs {
+            plan: &self,
+            files,
+            current: None,
+            replayed: 0,
+            producer_error: None,
+            done: false,
+        };
+        // The SQL goes through this process so the GTID sequence numbers of
+        // the original server are left out: replayed onto the same server
+        // (another database) or onto one with gtid_strict_mode they would be
+        // out of order; the server numbers the replayed transactions itself.
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let fed = feed(
+            &mut client,
+            WithoutLines::new(&mut outputs, sets_gtid_seq_no),
+            &slot,
+        );
+        let into = &self.into;
+        let result = match (fed, outputs.producer_error.take()) {
+            (_, Some(e)) => Err(Error::Integrity(format!(
+                "replaying binlogs into {into}: {e}"
+            ))),
+            (Err(e), None) => Err(Error::Other(format!(
+                "replaying binlogs into {into}: {}",
+                Error::from(e)
+            ))),
+            (Ok(_), None) => Ok(()),
+        };
+        Replayed {
+            files: outputs.replayed,
+            result,
         }
-        return Err(Error::Other(format!(
-            "replaying binlogs into {into}: {}",
-            Error::from(e)
-        )));
     }
-    match produced {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(Error::Integrity(format!(
-            "replaying binlogs into {into}: `{what}` failed ({s}): {}",
-            tail(&perr)
-        ))),
-        Err(e) => Err(Error::Other(format!("`{what}` did not finish: {e}"))),
+
+    /// `mariadb-binlog` for one file.
+    fn producer(&self, file: &FetchedFile) -> Result<Command> {
+        let tool = find_tool(
+            self.conn.bin_dir.as_deref(),
+            &["mariadb-binlog", "mysqlbinlog"],
+        )?;
+        let mut binlog = Command::new(tool);
+        binlog
+            .arg("--no-defaults")
+            .arg("--verify-binlog-checksum")
+            // Earlier restores into the same server may have logged older
+            // GTIDs after newer ones; read on rather than stop.
+            .arg("--skip-gtid-strict-mode")
+            .arg(format!("--database={}", self.source_db));
+        if file.first {
+            binlog.arg(format!("--start-position={}", self.start));
+        }
+        if self.source_db != self.into {
+            binlog.arg(format!("--rewrite-db={}->{}", self.source_db, self.into));
+        }
+        match &self.until {
+            Until::Position { position, .. } if file.last => {
+                binlog.arg(format!("--stop-position={position}"));
+            }
+            Until::Time(t) => {
+                // The tool reads the time in its own time zone: make that UTC.
+                binlog
+                    .env("TZ", "UTC")
+                    .arg(format!("--stop-datetime={}", t.format("%Y-%m-%d %H:%M:%S")));
+            }
+            _ => {}
+        }
+        binlog.arg("--").arg(&file.path);
+        crate::source::command::without_secrets(&mut binlog);
+        Ok(binlog)
+    }
+
+    /// Whether `mariadb-binlog --stop-datetime` stops within this file: an
+    /// event in it, from where the replay of it starts, is at or after
+    /// the time.
+    fn stops_in(&self, file: &FetchedFile) -> std::io::Result<bool> {
+        let Until::Time(t) = &self.until else {
+            return Ok(false);
+        };
+        let f = std::fs::File::open(&file.path)?;
+        let from = if file.first { self.start.max(4) } else { 0 };
+        let scan = super::complete_events_in_file(&f, from)?;
+        Ok(scan.newest_event_time.is_some_and(|n| n >= t.timestamp()))
+    }
+}
+
+/// The outputs of one `mariadb-binlog` per file, one after the other, as
+/// one stream. A producer that fails ends the stream (what it wrote
+/// before is replayed, as with one producer for all files) and is
+/// reported after.
+struct Outputs<'a> {
+    plan: &'a ReplayPlan,
+    files: tokio::sync::mpsc::Receiver<FetchedFile>,
+    current: Option<Producing>,
+    replayed: usize,
+    producer_error: Option<String>,
+    done: bool,
+}
+
+/// The `mariadb-binlog` whose output is being read.
+struct Producing {
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+    stderr: std::thread::JoinHandle<String>,
+    what: String,
+    stops_here: bool,
+}
+
+impl Outputs<'_> {
+    /// Waits for the next fetched file and starts its producer; `None`
+    /// when there is none (or it could not start: `producer_error`).
+    fn next_producer(&mut self) -> Option<Producing> {
+        let file = self.files.blocking_recv()?;
+        let started = (|| {
+            let stops_here = self
+                .plan
+                .stops_in(&file)
+                .map_err(|e| format!("reading {}: {e}", file.path.display()))?;
+            let mut cmd = self.plan.producer(&file).map_err(|e| e.to_string())?;
+            let what = describe(&cmd);
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run `{what}`: {e}"))?;
+            let stderr = collect(child.stderr.take());
+            let Some(stdout) = child.stdout.take() else {
+                return Err("mariadb-binlog has no stdout".to_string());
+            };
+            enlarge_pipe(&stdout);
+            Ok(Producing {
+                child,
+                stdout,
+                stderr,
+                what,
+                stops_here,
+            })
+        })();
+        match started {
+            Ok(p) => {
+                self.replayed += 1;
+                Some(p)
+            }
+            Err(e) => {
+                self.producer_error = Some(e);
+                None
+            }
+        }
+    }
+
+    /// The current producer's output ended: checks how it exited.
+    /// Returns whether the replay goes on with the next file.
+    fn finish_current(&mut self) -> bool {
+        let Some(mut p) = self.current.take() else {
+            return true;
+        };
+        let status = p.child.wait();
+        let err = p.stderr.join().unwrap_or_default();
+        match status {
+            Ok(s) if s.success() => !p.stops_here,
+            Ok(s) => {
+                self.producer_error = Some(format!("`{}` failed ({s}): {}", p.what, tail(&err)));
+                false
+            }
+            Err(e) => {
+                self.producer_error = Some(format!("`{}` did not finish: {e}", p.what));
+                false
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.done = true;
+        // The fetch sees the channel closed and stops.
+        self.files.close();
+    }
+}
+
+impl std::io::Read for Outputs<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while !self.done {
+            let Some(p) = self.current.as_mut() else {
+                match self.next_producer() {
+                    Some(p) => self.current = Some(p),
+                    None => self.end(),
+                }
+                continue;
+            };
+            match p.stdout.read(buf) {
+                Ok(0) => {
+                    if !self.finish_current() {
+                        self.end();
+                    }
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    self.current = None;
+                    self.producer_error = Some(format!("reading `mariadb-binlog` output: {e}"));
+                    self.end();
+                }
+            }
+        }
+        Ok(0)
+    }
+}
+
+impl Drop for Outputs<'_> {
+    fn drop(&mut self) {
+        // A replay that ends early (the client failed) leaves no producer.
+        if let Some(mut p) = self.current.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
     }
 }
 
