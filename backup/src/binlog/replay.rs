@@ -262,7 +262,7 @@ pub async fn replay(
     // session, as concatenating their outputs is documented to be safe.
     let scratch = Scratch::create()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<FetchedFile>(1);
-    let last = chain.len() - 1;
+    let last = chain.len().saturating_sub(1);
     let plan = ReplayPlan {
         conn: conn.clone(),
         source_db: source_db.to_string(),
