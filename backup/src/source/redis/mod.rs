@@ -372,10 +372,21 @@ mod tests {
                 .unwrap();
             assert!(got == payload, "piece size {piece}");
         }
+        // A payload that ends just short of a full buffer: the buffer
+        // fills with the payload's end and the mark's first bytes, which
+        // must be held back and found with the rest in the next one.
+        let payload = rdb(CHUNK_BYTES - 28);
+        assert_eq!(payload.len(), CHUNK_BYTES - 10);
+        let mut stream = payload.clone();
+        stream.extend_from_slice(&mark);
+        let got = through(stream, Framing::Mark(mark.clone()), 64 * 1024)
+            .await
+            .unwrap();
+        assert!(got == payload);
     }
 
     #[tokio::test]
-    async fn a_sized_payload_ends_at_its_length_and_reads_nothing_after() {
+    async fn a_sized_payload_ends_at_its_length_and_passes_nothing_after() {
         let payload = rdb(CHUNK_BYTES + 123);
         let mut stream = payload.clone();
         // A server that is not in rdb-only mode goes on with commands.
