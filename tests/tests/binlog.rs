@@ -313,6 +313,99 @@ fn restore_to_a_time_between_markers_from_config_and_from_s3() {
     drop(agent);
 }
 
+/// Event times need not rise: a statement carries its start time, so one
+/// that starts before a marker and commits after a rotation lands in a
+/// later binlog file with an earlier time. One `mariadb-binlog` over all
+/// the files stops at the marker and never replays it; the restore, which
+/// runs one `mariadb-binlog` per file, must stop at the same place, and
+/// should not fetch or replay the files after the one the time falls in.
+#[test]
+fn a_statement_started_before_the_time_but_logged_in_a_later_file_is_not_replayed() {
+    let db = Mariadb::start_with_binlog().unwrap();
+    db.mysql(
+        "CREATE DATABASE shop; \
+         CREATE TABLE shop.marker (name VARCHAR(10) PRIMARY KEY, at BIGINT NOT NULL); \
+         INSERT INTO shop.marker VALUES ('base', UNIX_TIMESTAMP());",
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (key, recipient) = keypair(work.path());
+    let backup = format!(
+        "[backup]\nrecipients = [\"{recipient}\"]\n\
+         [backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
+         [backup.jobs.shop]\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\npassword = \"{}\"\ndatabases = [\"shop\"]\ntargets = [\"local\"]\nbinlog = true\nbinlog_flush_interval_secs = 1\n",
+        work.path().join("store").display(),
+        db.socket.display(),
+        db.root_password
+    );
+    let agent = StewardAgent::start(&backup, "hostname = \"web1\"").unwrap();
+    let config = agent.config_path.to_str().unwrap().to_string();
+    ok(steward(&["-c", &config, "backup", "run", "shop"], &[]));
+
+    // 'slow' starts now and commits after b and a rotation.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let slow = {
+        let mut cmd = db.command("mariadb");
+        cmd.args(["-N", "-B", "-e"])
+            .arg("INSERT INTO shop.marker (name, at) VALUES ('slow', UNIX_TIMESTAMP() + SLEEP(4))");
+        std::thread::spawn(move || cmd.output().unwrap())
+    };
+    wait_until_second_after(started + 1);
+    let b = marker(&db, "b");
+    db.mysql("FLUSH BINARY LOGS").unwrap();
+    let out = slow.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let slow_at: i64 = rows(&db, "SELECT at FROM shop.marker WHERE name = 'slow'")
+        .parse()
+        .unwrap();
+    assert!(slow_at < b, "slow at {slow_at}, b at {b}");
+    wait_shipped(&agent, &db, b, Duration::from_secs(30));
+
+    // A time after slow started and at b: one mariadb-binlog stops at b.
+    let to = utc(slow_at + 1);
+    let port = db.port.to_string();
+    let o = ok(steward(
+        &[
+            "restore",
+            "-q",
+            "-i",
+            key.to_str().unwrap(),
+            "-c",
+            &config,
+            "shop",
+            "--into",
+            "shop_t",
+            "--to-time",
+            &to,
+            "--db-user",
+            "root",
+            "--db-host",
+            "127.0.0.1",
+            "--db-port",
+            &port,
+        ],
+        &[("MYSQL_PWD", db.root_password.as_str())],
+    ));
+    assert_eq!(
+        rows(
+            &db,
+            "SELECT GROUP_CONCAT(name ORDER BY name) FROM shop_t.marker"
+        ),
+        "base"
+    );
+    // The restore knew from the event headers that the time is reached
+    // in b's file, and replayed (and fetched) nothing after it.
+    assert!(text(&o).contains(" 1 binlog file(s) from"), "{}", text(&o));
+    drop(agent);
+}
+
 #[test]
 fn binlog_off_and_missing_grants_are_clear_errors() {
     let db = Mariadb::start().unwrap();

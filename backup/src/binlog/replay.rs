@@ -513,7 +513,11 @@ impl ReplayPlan {
 
     /// Whether `mariadb-binlog --stop-datetime` stops within this file: an
     /// event in it, from where the replay of it starts, is at or after
-    /// the time.
+    /// the time. The files after it are then neither fetched nor replayed
+    /// (a file rotated in after the time would begin with an event of its
+    /// rotation time, at which `mariadb-binlog` stops at once, so this
+    /// saves their fetch and a run each; a restore to a time early in a
+    /// long chain no longer fetches the whole chain).
     fn stops_in(&self, file: &FetchedFile) -> std::io::Result<bool> {
         let Until::Time(t) = &self.until else {
             return Ok(false);
