@@ -238,7 +238,11 @@ async fn transfer(
     out: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Result<rdb::RdbSummary> {
     let at = client.at().to_string();
-    let mut io = client.io;
+    // Past what the reply parser already read ahead, read the connection
+    // itself: through the BufReader, reads smaller than its buffer would
+    // land in it first and be copied out.
+    let pending = client.io.buffer().to_vec();
+    let mut io = std::io::Cursor::new(pending).chain(client.io.into_inner());
     let mut checker = RdbChecker::new();
     let mut received: u64 = 0;
     let mut carry: Vec<u8> = Vec::new();
@@ -350,6 +354,12 @@ mod tests {
             }
             got
         });
+        // As after the announcement line: the client has read ahead.
+        let mut client = client;
+        tokio::io::AsyncBufReadExt::fill_buf(&mut client.io)
+            .await
+            .unwrap();
+        assert!(!client.io.buffer().is_empty());
         let summary = transfer(client, framing, tx).await;
         writer.abort();
         let got = collect.await.unwrap();
