@@ -11,14 +11,13 @@ use std::sync::Arc;
 use globset::GlobSet;
 use rustix::fs::{Mode, OFlags};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::restore::exact::{extras, open_beneath, Scope};
 use crate::restore::files::{archive_object, build_filter};
 use crate::restore::identity::Identities;
 use crate::restore::stream::{open_object, take_fault, Progress};
-use crate::restore::tree::normalize;
+use crate::restore::tree::{normalize, ContentHasher};
 use crate::restore::unpack::selected;
 use crate::restore::Located;
 
@@ -166,7 +165,7 @@ fn diff_archive(
         }
         let size = entry.header().size().unwrap_or(0);
         let mut snap = Vec::new();
-        let mut hasher = Sha256::new();
+        let mut hasher = ContentHasher::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = entry.read(&mut buf)?;
@@ -178,8 +177,8 @@ fn diff_archive(
                 snap.extend_from_slice(&buf[..n]);
             }
         }
-        let snap_sha = hasher.finalize();
-        let (live_sha, live_text) = match read_live_file(root, &rel, DIFF_TEXT_LIMIT) {
+        let snap_hash = hasher.finalize();
+        let (live_hash, live_text) = match read_live_file(root, &rel, DIFF_TEXT_LIMIT) {
             Ok(read) => read,
             Err(e) => {
                 out.push(DiffEntry {
@@ -191,7 +190,7 @@ fn diff_archive(
                 continue;
             }
         };
-        if snap_sha != live_sha {
+        if snap_hash != live_hash {
             let diff = if size <= DIFF_TEXT_LIMIT && meta.len() <= DIFF_TEXT_LIMIT {
                 let live_text = live_text.unwrap_or_default();
                 match (std::str::from_utf8(&snap), std::str::from_utf8(&live_text)) {
@@ -253,13 +252,13 @@ fn diff_archive(
 /// Reads a live file for comparison: reached from `root` one component at
 /// a time and opened with `O_NOFOLLOW|O_NONBLOCK`, so a link swapped in
 /// since the type check (by whoever owns the directory) is never read
-/// through and a fifo never blocks. Returns its sha256, and its bytes when
+/// through and a fifo never blocks. Returns its content hash, and its bytes when
 /// it is at most `keep` long.
 fn read_live_file(
     root: &Path,
     rel: &Path,
     keep: u64,
-) -> std::io::Result<(sha2::digest::Output<Sha256>, Option<Vec<u8>>)> {
+) -> std::io::Result<(blake3::Hash, Option<Vec<u8>>)> {
     let archive_path = normalize(rel);
     let (dir, name) = match archive_path.rsplit_once('/') {
         Some((dir, name)) => (dir, name),
@@ -282,7 +281,7 @@ fn read_live_file(
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file any more"));
     }
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentHasher::new();
     let mut kept = (meta.len() <= keep).then(Vec::new);
     let mut buf = vec![0u8; 64 * 1024];
     loop {

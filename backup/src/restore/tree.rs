@@ -13,6 +13,21 @@ use rustix::fs::OFlags;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// The hash of a file's content in a [`TreeRecord`] and in a diff: both
+/// sides of every comparison are hashed in the same run (the archive
+/// entry's bytes as they are written, the file read back from disk), and
+/// the value is never stored or compared with a manifest, so it need not
+/// be the manifest's sha256. BLAKE3 is as collision-resistant and, with the
+/// SIMD it detects at run time, ~3.6x faster on the same core (6.2 against
+/// 1.7 GB/s with SHA-NI on the benchmark machine): on a 2 GB restore that
+/// is ~0.9 s of CPU less.
+pub(crate) type ContentHasher = blake3::Hasher;
+
+/// Hex of a finished [`ContentHasher`].
+pub(crate) fn content_hex(hasher: &ContentHasher) -> String {
+    hasher.finalize().to_hex().to_string()
+}
+
 /// One entry of a tree as compared: metadata and content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TreeRecord {
@@ -27,7 +42,8 @@ pub struct TreeRecord {
     /// from mtime comparison only where the OS cannot keep them.
     pub mtime: u64,
     pub size: u64,
-    /// sha256 of the content (files) or the link target (links).
+    /// [`ContentHasher`] hex of the content (files), or the link target
+    /// (links).
     pub content: String,
 }
 
@@ -93,7 +109,7 @@ pub(crate) fn normalize(path: &Path) -> String {
 /// What the read-back proves, before and after this shortcut:
 /// - Before, for every file: the path (not followed if a link) names a
 ///   regular file whose bytes, read from the kernel now, hash to the
-///   archive's sha256, with the archive's size, mode, mtime and owner.
+///   archive's content hash, with the archive's size, mode, mtime and owner.
 /// - Now, for a file whose `lstat` shows the same device, inode, size,
 ///   mtime and ctime (nanoseconds): the path names the inode the unpack
 ///   created, every byte written to it was hashed on the way in and equals
@@ -243,10 +259,10 @@ impl TreeDigest {
                         continue;
                     }
                 };
-                let mut h = Sha256::new();
+                let mut h = ContentHasher::new();
                 std::io::copy(&mut file, &mut h)?;
                 contents_read += 1;
-                ('f', hex::encode(h.finalize()), meta.len())
+                ('f', content_hex(&h), meta.len())
             };
             records.push(TreeRecord {
                 path: r.path.clone(),

@@ -11,9 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use globset::GlobSet;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::restore::tree::{TreeDigest, TreeRecord, Written};
+use crate::restore::tree::{content_hex, ContentHasher, TreeDigest, TreeRecord, Written};
 
 /// Counts of what was unpacked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -305,7 +304,7 @@ fn write_file<R: Read>(
     .map_err(|e| io_context(e.into(), "creating", path))?;
     let mut file = std::fs::File::from(fd);
     let written = (|| {
-        let mut hasher = Sha256::new();
+        let mut hasher = ContentHasher::new();
         loop {
             let n = entry.read(buf)?;
             if n == 0 {
@@ -325,16 +324,16 @@ fn write_file<R: Read>(
         if let Ok(mtime) = header.mtime() {
             set_mtime(&file, mtime)?;
         }
-        Ok::<_, std::io::Error>(hasher.finalize())
+        Ok::<_, std::io::Error>(content_hex(&hasher))
     })();
-    let sha = match written {
-        Ok(sha) => sha,
+    let content = match written {
+        Ok(content) => content,
         Err(e) => {
             let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
             return Err(e);
         }
     };
-    let mut record = TreeRecord::from_header(path, &header, Some(hex::encode(sha)))?;
+    let mut record = TreeRecord::from_header(path, &header, Some(content))?;
     record.mode = mode;
     Ok((record, file))
 }
