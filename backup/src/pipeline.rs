@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::crypto::Recipients;
 use crate::error::{Error, Result};
+use crate::manifest::{PlaintextHash, PlaintextHasher};
 use crate::source::Source;
 use crate::target::{ByteReader, StorageTarget};
 
@@ -81,7 +82,7 @@ impl ByteCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamStats {
     pub plaintext_bytes: u64,
-    pub plaintext_sha256: String,
+    pub plaintext_hash: PlaintextHash,
     pub stored_bytes: u64,
     pub stored_sha256: String,
 }
@@ -226,7 +227,7 @@ pub async fn store_object(
             packed.map(
                 |((plain_bytes, plain_hash), (stored_bytes, stored_hash))| StreamStats {
                     plaintext_bytes: plain_bytes,
-                    plaintext_sha256: plain_hash,
+                    plaintext_hash: plain_hash,
                     stored_bytes,
                     stored_sha256: stored_hash,
                 },
@@ -403,7 +404,7 @@ fn effective_workers(workers: u32) -> u32 {
 }
 
 /// Compresses what arrives on `rx` into `out` (a zstd frame with its
-/// checksum); returns the plaintext's size and sha256 and `out` once the
+/// checksum); returns the plaintext's size and hash and `out` once the
 /// frame is finished.
 fn compress_into<W: Write>(
     rx: &mut mpsc::Receiver<Piece>,
@@ -412,7 +413,7 @@ fn compress_into<W: Write>(
     workers: u32,
     known_sha256: Option<String>,
     counters: &ByteCounters,
-) -> std::io::Result<(u64, String, W)> {
+) -> std::io::Result<(u64, PlaintextHash, W)> {
     let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
     if workers > 1 {
         encoder.multithread(workers)?;
@@ -430,7 +431,7 @@ fn compress_into<W: Write>(
     encoder.include_checksum(true)?;
     // The source's own hash, when it has one, is of exactly these
     // bytes (MemorySource hashed what it hands out).
-    let mut hasher = known_sha256.is_none().then(Sha256::new);
+    let mut hasher = known_sha256.is_none().then(PlaintextHasher::new);
     let mut total = 0u64;
     while let Some(chunk) = next_piece(rx, "source")? {
         if let Some(h) = hasher.as_mut() {
@@ -443,11 +444,11 @@ fn compress_into<W: Write>(
         encoder.write_all(&chunk)?;
     }
     let out = encoder.finish()?;
-    let sha256 = match hasher {
-        Some(h) => hex::encode(h.finalize()),
-        None => known_sha256.unwrap_or_default(),
+    let hash = match hasher {
+        Some(h) => h.finish(),
+        None => PlaintextHash::Sha256(known_sha256.unwrap_or_default()),
     };
-    Ok((total, sha256, out))
+    Ok((total, hash, out))
 }
 
 /// The compression thread of a multithreaded zstd: compressed chunks go
@@ -459,13 +460,13 @@ fn compress_stage(
     workers: u32,
     known_sha256: Option<String>,
     counters: &ByteCounters,
-) -> std::io::Result<(u64, String)> {
-    let result = (|| -> std::io::Result<(u64, String)> {
+) -> std::io::Result<(u64, PlaintextHash)> {
+    let result = (|| -> std::io::Result<(u64, PlaintextHash)> {
         let out = QueueWriter::new(tx.clone(), CHUNK_BYTES);
-        let (total, sha256, mut out) =
+        let (total, hash, mut out) =
             compress_into(&mut rx, out, level, workers, known_sha256, counters)?;
         out.flush_chunk()?;
-        Ok((total, sha256))
+        Ok((total, hash))
     })();
     match &result {
         Ok(_) => {
@@ -478,8 +479,8 @@ fn compress_stage(
     result
 }
 
-/// Plaintext size and sha256, stored size and sha256.
-type PackedStats = ((u64, String), (u64, String));
+/// Plaintext size and hash, stored size and sha256.
+type PackedStats = ((u64, PlaintextHash), (u64, String));
 
 /// Single-threaded zstd straight into age and the targets' queues.
 fn compress_encrypt_stage(
@@ -492,12 +493,12 @@ fn compress_encrypt_stage(
 ) -> std::io::Result<PackedStats> {
     let result = (|| -> std::io::Result<PackedStats> {
         let writer = recipients.encrypt(Fanout::new(&txs, counters))?;
-        let (plain_bytes, plain_sha256, writer) =
+        let (plain_bytes, plain_hash, writer) =
             compress_into(&mut rx, writer, level, 1, known_sha256, counters)?;
         let mut fanout = writer.finish()?;
         fanout.send_buffered()?;
         let stored_sha256 = hex::encode(fanout.hasher.finalize_reset());
-        Ok(((plain_bytes, plain_sha256), (fanout.total, stored_sha256)))
+        Ok(((plain_bytes, plain_hash), (fanout.total, stored_sha256)))
     })();
     end_targets(&txs, &result);
     result
@@ -745,7 +746,14 @@ mod tests {
             .await;
             let stats = out.stream.unwrap();
             assert_eq!(stats.plaintext_bytes, data.len() as u64, "{key}");
-            assert_eq!(stats.plaintext_sha256, want, "{key}");
+            // A memory source's own sha256 is kept (a WAL segment's key
+            // holds it); what is streamed gets BLAKE3.
+            let plain = if key == "m" {
+                PlaintextHash::Sha256(want.clone())
+            } else {
+                PlaintextHash::Blake3(blake3::hash(&data).to_hex().to_string())
+            };
+            assert_eq!(stats.plaintext_hash, plain, "{key}");
             assert_eq!(counters.source(), data.len() as u64, "{key}");
             let stored = std::fs::read(dir.path().join(key)).unwrap();
             assert_eq!(stats.stored_bytes, stored.len() as u64, "{key}");

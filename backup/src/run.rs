@@ -429,7 +429,7 @@ async fn stream_job(
             role: object.role,
             database: object.database,
             plaintext_bytes: stats.plaintext_bytes,
-            plaintext_sha256: stats.plaintext_sha256,
+            plaintext_hash: stats.plaintext_hash,
             stored_bytes: stats.stored_bytes,
             stored_sha256: stats.stored_sha256,
             compression: "zstd".into(),

@@ -196,6 +196,18 @@ pub fn sha256_file(path: &Path) -> String {
         .to_string()
 }
 
+/// BLAKE3 of a file, hex (with `b3sum`, Debian's stock tool): what a
+/// manifest of format 2 records for the plaintext.
+pub fn b3sum_file(path: &Path) -> String {
+    let out = Command::new("b3sum")
+        .arg("--no-names")
+        .arg(path)
+        .output()
+        .expect("b3sum (Debian package b3sum, in scripts/apt-packages.txt)");
+    assert!(out.status.success(), "b3sum {}: {out:?}", path.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Writes `len` bytes of pseudo-random, incompressible data (fast, no
 /// /dev/urandom reads per byte).
 pub fn random_file(path: &Path, len: usize, seed: u64) {

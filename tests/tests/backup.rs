@@ -6,7 +6,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
-use steward_tests::backup_env::{random_file, sha256_file, BackupEnv, HOST};
+use steward_tests::backup_env::{b3sum_file, random_file, sha256_file, BackupEnv, HOST};
 use steward_tests::mariadb::Mariadb;
 use steward_tests::postgres::Postgres;
 use steward_tests::s3::{S3Server, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
@@ -45,7 +45,7 @@ fn files_round_trip_keeps_modes_owners_mtimes_and_symlinks() {
     let manifest_path = env.store.join(format!("{HOST}/site/{id}/manifest.json"));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(manifest["format_version"], 2);
     assert_eq!(manifest["kind"], "files");
     assert_eq!(manifest["host"], HOST);
     assert!(manifest["recipients"][0]["fingerprint"]
@@ -71,8 +71,8 @@ fn files_round_trip_keeps_modes_owners_mtimes_and_symlinks() {
     let tar = env.dir.path().join("out.tar");
     env.decrypt_to(&stored, &tar);
     assert_eq!(
-        sha256_file(&tar),
-        object["plaintext_sha256"].as_str().unwrap()
+        b3sum_file(&tar),
+        object["plaintext_blake3"].as_str().unwrap()
     );
     let restore = env.dir.path().join("restore");
     std::fs::create_dir_all(&restore).unwrap();

@@ -399,11 +399,12 @@ async fn show(args: ShowArgs, loaded: &Loaded) -> anyhow::Result<ExitCode> {
     println!("objects:");
     for o in &m.objects {
         println!(
-            "  {}  {} -> {}  sha256(plain) {}",
+            "  {}  {} -> {}  {}(plain) {}",
             o.name,
             human_bytes(o.plaintext_bytes),
             human_bytes(o.stored_bytes),
-            o.plaintext_sha256
+            o.plaintext_hash.algorithm(),
+            o.plaintext_hash.hex()
         );
     }
     for d in &m.databases {

@@ -241,7 +241,7 @@ async fn ship_segment(
             role: ObjectRole::Binlog,
             database: None,
             plaintext_bytes: stream.plaintext_bytes,
-            plaintext_sha256: stream.plaintext_sha256,
+            plaintext_hash: stream.plaintext_hash,
             stored_bytes: stream.stored_bytes,
             stored_sha256: stream.stored_sha256,
             compression: "zstd".into(),

@@ -235,7 +235,7 @@ pub async fn restore(
     }
     checks.push(Check::ok(
         "hashes",
-        "stored and plaintext sha256 match the manifest",
+        "stored sha256 and plaintext hash match the manifest",
     ));
     if exact {
         let shown: Vec<String> = removed

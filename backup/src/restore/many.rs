@@ -4,7 +4,7 @@
 //! of a single object's ranged read holds for all of them together.
 //!
 //! An object counts as done only when its consumer succeeded *and* its
-//! checked stream reached the end (stored and plaintext sha256, sizes and
+//! checked stream reached the end (stored sha256, plaintext hash, sizes and
 //! age authentication all matched the manifest): a consumer that stops
 //! early has the rest read for it, and a fault found there fails the
 //! object, whatever the consumer made of the bytes it saw.
@@ -115,7 +115,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ObjectRole;
+    use crate::manifest::{ObjectRole, PlaintextHash};
     use crate::restore::stream::{FaultKind, Silent};
     use crate::target::local::LocalTarget;
     use crate::target::{RangedReads, StorageTarget};
@@ -175,7 +175,13 @@ mod tests {
                 role: ObjectRole::Tar,
                 database: None,
                 plaintext_bytes: data.len() as u64,
-                plaintext_sha256: hex::encode(Sha256::digest(&data)),
+                // Both kinds a manifest holds: format 2's BLAKE3 and
+                // format 1's sha256 (older snapshots).
+                plaintext_hash: if i % 2 == 0 {
+                    PlaintextHash::Blake3(blake3::hash(&data).to_hex().to_string())
+                } else {
+                    PlaintextHash::Sha256(hex::encode(Sha256::digest(&data)))
+                },
                 stored_bytes: stored.len() as u64,
                 stored_sha256: hex::encode(Sha256::digest(&stored)),
                 compression: "zstd".into(),

@@ -1,9 +1,9 @@
 //! Reading one stored object back: target -> sha256 of the stored bytes ->
-//! age decrypt -> zstd decode -> sha256 of the plaintext, as a blocking
+//! age decrypt -> zstd decode -> hash of the plaintext, as a blocking
 //! `Read` whose end-of-file means "every byte checked against the manifest".
 //!
 //! Three stages run concurrently (download + stored sha256 + decrypt on a
-//! blocking thread, decompress + plaintext sha256 on a second, the consumer
+//! blocking thread, decompress + plaintext hash on a second, the consumer
 //! on the caller's), joined by bounded channels of [`CHUNK_BYTES`] blocks
 //! that the reader of each channel hands back to its writer for refilling:
 //! memory stays a few MiB whatever the object's size, and the allocator is
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
 use crate::error::Error;
-use crate::manifest::{Manifest, ObjectEntry};
+use crate::manifest::{Manifest, ObjectEntry, PlaintextHasher};
 use crate::restore::identity::Identities;
 use crate::restore::ranged::{self, Budget, Opened};
 use crate::target::StorageTarget;
@@ -546,7 +546,7 @@ pub struct ObjectReader {
 }
 
 /// Decompresses the decrypted stream, hashes the plaintext and hands it on
-/// in blocks; ends with [`Msg::End`] only when size and sha256 of the
+/// in blocks; ends with [`Msg::End`] only when size and hash of the
 /// plaintext match the manifest, else with the fault (the decrypt stage's
 /// when it found one: a zstd error after it is only its consequence).
 fn decompress_stage(
@@ -576,7 +576,7 @@ fn decompress_stage(
         Ok(d) => d,
         Err(e) => return fail(format!("zstd: {e}")),
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = PlaintextHasher::like(&entry.plaintext_hash);
     let mut bytes = 0u64;
     loop {
         let mut buf = spares.block();
@@ -599,17 +599,19 @@ fn decompress_stage(
             return; // the consumer stopped reading and reports why
         }
     }
-    let sha = hex::encode(hasher.finalize());
+    let hash = hasher.finish();
     if bytes != entry.plaintext_bytes {
         return fail(format!(
             "{bytes} bytes after decompression but the manifest records {}",
             entry.plaintext_bytes
         ));
     }
-    if sha != entry.plaintext_sha256 {
+    if hash != entry.plaintext_hash {
         return fail(format!(
-            "sha256 of the plaintext is {sha} but the manifest records {}",
-            entry.plaintext_sha256
+            "{} of the plaintext is {} but the manifest records {}",
+            hash.algorithm(),
+            hash.hex(),
+            entry.plaintext_hash.hex()
         ));
     }
     let _ = tx.send(Msg::End);
