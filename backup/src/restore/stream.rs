@@ -576,6 +576,12 @@ fn decompress_stage(
         Ok(d) => d,
         Err(e) => return fail(format!("zstd: {e}")),
     };
+    // The frame's own checksum (XXH64, which `zstd -d` checks in the
+    // escape hatch) proves less than the plaintext hash checked below over
+    // the same bytes, and cost 2 % of a restore's CPU.
+    if let Err(e) = decoder.set_parameter(zstd::zstd_safe::DParameter::ForceIgnoreChecksum(true)) {
+        return fail(format!("zstd: {e}"));
+    }
     let mut hasher = PlaintextHasher::like(&entry.plaintext_hash);
     let mut bytes = 0u64;
     loop {
