@@ -395,7 +395,7 @@ async fn stream_job(
 
     let settings = PipelineSettings {
         zstd_level: job.zstd_level,
-        zstd_workers: job.zstd_workers,
+        zstd_workers: job.zstd_workers(),
         recipients: recipients.clone(),
     };
     let mut entries = Vec::new();

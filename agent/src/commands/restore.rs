@@ -391,12 +391,17 @@ async fn restore_job(
     } else {
         None
     };
+    // With --from there is no configured target name to show ("from"):
+    // the location itself says where.
+    let origin = match &source.from {
+        Some(url) => url.clone(),
+        None => format!("target {}", located.target.name()),
+    };
     eprintln!(
-        "restoring snapshot {} of job {job} ({}, taken {}) from target {}",
+        "restoring snapshot {} of job {job} ({}, taken {}) from {origin}",
         m.snapshot_id,
         m.kind,
         m.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        located.target.name()
     );
     let started = std::time::Instant::now();
     // `--diff` concerns files and config snapshots only (a flag the other
