@@ -145,12 +145,6 @@ impl PlaintextHash {
     }
 }
 
-impl std::fmt::Display for PlaintextHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.algorithm(), self.hex())
-    }
-}
-
 /// Computes a [`PlaintextHash`] over bytes fed in order.
 pub enum PlaintextHasher {
     Blake3(Box<blake3::Hasher>),

@@ -420,8 +420,9 @@ pub const FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// streamed against 0.38 s as 4 MiB frames (0.3 % smaller), 164 MiB of
 /// text (a tar of /usr/lib/python3 and /usr/share/doc) 0.48 s against
 /// 0.42 s (0.7 % larger). `zstd -d` and every decoder read concatenated
-/// frames as one stream; each frame has its own checksum. The cost is
-/// one buffer of each size, 8 MiB, whatever the object's size.
+/// frames as one stream; each frame has its own checksum. The cost is an
+/// input and an output buffer of up to 4 MiB each, whatever the object's
+/// size.
 enum Packer<W: Write> {
     Stream(zstd::stream::write::Encoder<'static, W>),
     Frames(Frames<W>),

@@ -274,13 +274,13 @@ fn set_mtime(file: &std::fs::File, mtime: u64) -> std::io::Result<()> {
     )
 }
 
-/// Writes one regular file entry as `temp` in `dir` with its mode, owner
-/// (when root) and mtime, hashing the content as it is written. Setuid/
-/// setgid bits are dropped unless `opts.keep_setuid`. Returns the record
-/// and the written file, still open.
 /// Bytes per read from the archive when writing a file.
 const COPY_BYTES: usize = 256 * 1024;
 
+/// Writes one regular file entry as `temp` in `dir` with its mode, owner
+/// (when root) and mtime, hashing the content as it is written (through
+/// `buf`, the caller's copy buffer). Setuid/setgid bits are dropped unless
+/// `opts.keep_setuid`. Returns the record and the written file, still open.
 fn write_file<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     path: &Path,
