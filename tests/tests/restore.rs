@@ -423,6 +423,9 @@ fn postgres_round_trip_equal_by_fresh_dump_and_non_empty_refused() {
         out.contains("row counts") && out.contains("3500 rows"),
         "{out}"
     );
+    // Where it restores from is the location given, not a target name.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("from {}\n", repo.display())), "{err}");
 
     let dump = |db: &str| {
         let o = pg
