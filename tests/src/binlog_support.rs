@@ -62,6 +62,36 @@ pub fn failed(o: Output) -> String {
     t
 }
 
+/// The `[backup]` section of the tests' usual setup: a local target at
+/// `store` and job `shop` (database `shop` over the server's socket as
+/// root, binlog shipping every `flush_secs`).
+pub fn shop_backup_toml(recipient: &str, store: &Path, db: &Mariadb, flush_secs: u64) -> String {
+    format!(
+        "[backup]\nrecipients = [\"{recipient}\"]\n\
+         [backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
+         [backup.jobs.shop]\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\npassword = \"{}\"\ndatabases = [\"shop\"]\ntargets = [\"local\"]\nbinlog = true\nbinlog_flush_interval_secs = {flush_secs}\n",
+        store.display(),
+        db.socket.display(),
+        db.root_password
+    )
+}
+
+/// `steward restore -q -i KEY EXTRA...` into `db` over TCP as root.
+pub fn restore_into(key: &Path, db: &Mariadb, extra: &[&str]) -> Output {
+    let port = db.port.to_string();
+    let mut args = vec!["restore", "-q", "-i", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--db-user",
+        "root",
+        "--db-host",
+        "127.0.0.1",
+        "--db-port",
+        &port,
+    ]);
+    steward(&args, &[("MYSQL_PWD", db.root_password.as_str())])
+}
+
 /// Inserts a marker row and returns the server's Unix time of the
 /// statement (the time its binlog events carry).
 pub fn marker(db: &Mariadb, name: &str) -> i64 {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use steward_tests::binlog_support::{
-    assert_contiguous, failed, keypair, marker, master_position, ok, rows, segment_ranges,
-    shipped_through, steward, text, walk, Agent,
+    assert_contiguous, failed, keypair, marker, master_position, ok, restore_into, rows,
+    segment_ranges, shipped_through, shop_backup_toml, steward, text, walk, Agent,
 };
 use steward_tests::mariadb::Mariadb;
 use steward_tests::promtext::Scrape;
@@ -163,17 +163,7 @@ fn restore_to_a_time_between_markers_from_config_and_from_s3() {
         &format!("SELECT COUNT(*) FROM shop.load WHERE at < {between}"),
     );
     let all_load = rows(&db, "SELECT COUNT(*) FROM shop.load");
-    let mysql_env = [("MYSQL_PWD", db.root_password.as_str())];
-    let restore = |extra: &[&str]| {
-        let mut args = vec!["restore", "-q", "-i", key.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--db-user", "root", "--db-host", "127.0.0.1"]);
-        let port = db.port.to_string();
-        let mut owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        owned.extend(["--db-port".to_string(), port]);
-        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        steward(&refs, &mysql_env)
-    };
+    let restore = |extra: &[&str]| restore_into(&key, &db, extra);
 
     // To a time between a and b: a and everything before, nothing after.
     let to = utc(between);
@@ -330,14 +320,7 @@ fn a_statement_started_before_the_time_but_logged_in_a_later_file_is_not_replaye
     .unwrap();
     let work = tempfile::tempdir().unwrap();
     let (key, recipient) = keypair(work.path());
-    let backup = format!(
-        "[backup]\nrecipients = [\"{recipient}\"]\n\
-         [backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
-         [backup.jobs.shop]\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\npassword = \"{}\"\ndatabases = [\"shop\"]\ntargets = [\"local\"]\nbinlog = true\nbinlog_flush_interval_secs = 1\n",
-        work.path().join("store").display(),
-        db.socket.display(),
-        db.root_password
-    );
+    let backup = shop_backup_toml(&recipient, &work.path().join("store"), &db, 1);
     let agent = StewardAgent::start(&backup, "hostname = \"web1\"").unwrap();
     let config = agent.config_path.to_str().unwrap().to_string();
     ok(steward(&["-c", &config, "backup", "run", "shop"], &[]));
@@ -370,28 +353,10 @@ fn a_statement_started_before_the_time_but_logged_in_a_later_file_is_not_replaye
 
     // A time after slow started and at b: one mariadb-binlog stops at b.
     let to = utc(slow_at + 1);
-    let port = db.port.to_string();
-    let o = ok(steward(
-        &[
-            "restore",
-            "-q",
-            "-i",
-            key.to_str().unwrap(),
-            "-c",
-            &config,
-            "shop",
-            "--into",
-            "shop_t",
-            "--to-time",
-            &to,
-            "--db-user",
-            "root",
-            "--db-host",
-            "127.0.0.1",
-            "--db-port",
-            &port,
-        ],
-        &[("MYSQL_PWD", db.root_password.as_str())],
+    let o = ok(restore_into(
+        &key,
+        &db,
+        &["-c", &config, "shop", "--into", "shop_t", "--to-time", &to],
     ));
     assert_eq!(
         rows(
@@ -500,14 +465,10 @@ fn shipping_resumes_after_sigkill_and_catches_purge_gaps_and_log_resets() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nhostname = \"web1\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n\
-             [backup]\nrecipients = [\"{recipient}\"]\n[backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
-             [backup.jobs.shop]\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\npassword = \"{}\"\ndatabases = [\"shop\"]\nbinlog = true\nbinlog_flush_interval_secs = 1\n",
+            "[agent]\nhostname = \"web1\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n{}",
             steward_tests::free_port(),
             work.path().join("state").display(),
-            store.display(),
-            db.socket.display(),
-            db.root_password
+            shop_backup_toml(&recipient, &store, &db, 1)
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use steward_tests::binlog_support::{keypair, marker, ok, steward, text, Agent};
+use steward_tests::binlog_support::{keypair, marker, ok, shop_backup_toml, steward, text, Agent};
 use steward_tests::mariadb::Mariadb;
 
 /// Inserts a row every 200 ms until `stop`; returns how many.
@@ -78,14 +78,10 @@ fn drill_measures_the_binlog_rpo_against_the_live_server() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nhostname = \"web1\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n\
-             [backup]\nrecipients = [\"{recipient}\"]\n[backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
-             [backup.jobs.shop]\nkind = \"mysql\"\nsocket = \"{}\"\nuser = \"root\"\npassword = \"{}\"\ndatabases = [\"shop\"]\nbinlog = true\nbinlog_flush_interval_secs = 2\n",
+            "[agent]\nhostname = \"web1\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n{}",
             steward_tests::free_port(),
             work.path().join("state").display(),
-            work.path().join("store").display(),
-            db.socket.display(),
-            db.root_password
+            shop_backup_toml(&recipient, &work.path().join("store"), &db, 2)
         ),
     )
     .unwrap();
