@@ -471,7 +471,7 @@ def binlog_panels():
     and failures, and the volume shipped."""
     return [
         row("Binlog shipping (MySQL/MariaDB point-in-time recovery)"),
-        panel("Following", "1 while the binlog follower (mariadb-binlog) is connected to the server. Alert after 5 minutes at 0.", "none",
+        panel("Following", "1 while the binlog follower is connected to the server. Alert after 5 minutes at 0.", "none",
               [(f'steward_binlog_following{{{SEL}}}', "{{exported_job}}")], kind="stat", w=12, h=5, mappings=OK_MAPPING),
         panel("Last shipped", "Time since the last binlog segment was stored on every target of the job (a quiet server ships nothing new: compare with the lag).", "s",
               [(f'time() - steward_binlog_last_shipped_timestamp_seconds{{{SEL}}}', "{{exported_job}}")], kind="stat", w=12, h=5),

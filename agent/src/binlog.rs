@@ -145,7 +145,7 @@ fn families(jobs: &[(String, Arc<ShipStats>)], now: i64) -> Vec<MetricFamily> {
     );
     let mut following = gauge(
         "steward_binlog_following",
-        "1 while the follower (mariadb-binlog) is connected to the server.",
+        "1 while the binlog follower is connected to the server.",
     );
     let mut last_shipped = gauge(
         "steward_binlog_last_shipped_timestamp_seconds",

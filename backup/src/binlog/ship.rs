@@ -1,5 +1,7 @@
-//! Binlog shipping for one job: `mariadb-binlog --read-from-remote-server
-//! --raw --stop-never` follows the server into a private spool directory,
+//! Binlog shipping for one job: the follower ([`super::follower`], or
+//! `mariadb-binlog --read-from-remote-server --raw --stop-never` when the
+//! server wants a login it does not speak) copies the server's binlogs
+//! into a private spool directory,
 //! and every second this loop looks at what it wrote. A file the server
 //! has moved on from (a later file exists) is shipped to its end as the
 //! file's last segment; the open file's complete events are shipped as a
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::io::AsyncReadExt;
 
+use super::follower::{Follower, WireError};
 use super::segment::{later_files, ship_available};
 pub use super::state::{
     clear_gap, load_state, pending_gap, Pos, ShipStats, ShipperOptions, State, GAP_REASON,
@@ -209,34 +212,8 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
     reap_stale_follower(&dir);
     clear_spool(&spool);
 
-    let tool = mysql::find_tool(&opts.job, &["mariadb-binlog", "mysqlbinlog"]);
-    let mut cmd = mysql::command(&opts.job, &tool);
-    cmd.args(["--read-from-remote-server", "--raw", "--stop-never"])
-        .arg(format!("--result-file={}/", spool.display()))
-        .arg(&state.file);
-    without_secrets(cmd.as_std_mut());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Source(format!(
-            "job {job}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
-            tool.display()
-        ))
-    })?;
-    if let Some(pid) = child.id() {
-        let _ = crate::private_fs::write(&dir.join("follower.pid"), pid.to_string().as_bytes());
-    }
-    let stderr = child.stderr.take();
-    let stderr_task = tokio::spawn(async move {
-        let mut text = Vec::new();
-        if let Some(s) = stderr {
-            let _ = s.take(64 * 1024).read_to_end(&mut text).await;
-        }
-        String::from_utf8_lossy(&text).trim().to_string()
-    });
-    tracing::info!(job = %job, "binlog shipping: following MySQL at {} from {} byte {}", mysql::where_(&opts.job), state.file, state.offset);
+    let mut following = start_following(opts, &dir, &spool, &state.file).await?;
+    tracing::info!(job = %job, "binlog shipping: following MySQL at {} from {} byte {} ({})", mysql::where_(&opts.job), state.file, state.offset, following.name());
     stats.following.store(true, Ordering::Relaxed);
     stats.set_error(None);
 
@@ -245,7 +222,7 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
     let mut down = HashMap::new();
     loop {
         let exited = tokio::select! {
-            status = child.wait() => Some(status),
+            why = following.stopped() => Some(why),
             _ = tokio::time::sleep(POLL) => None,
         };
         let waiting = unshipped(&spool, &state);
@@ -267,21 +244,109 @@ async fn follow(opts: &ShipperOptions, stats: &ShipStats) -> Result<()> {
                 .caught_up_at
                 .store(Utc::now().timestamp(), Ordering::Relaxed);
         }
-        if let Some(status) = exited {
-            let said = stderr_task.await.unwrap_or_default();
-            let status = status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
+        if let Some(why) = exited {
             let e = Error::Source(format!(
-                "job {job}: {} stopped following MySQL at {} ({status}): {said}",
-                tool.file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default(),
+                "job {job}: {} stopped following MySQL at {}: {why}",
+                following.name(),
                 mysql::where_(&opts.job),
             ));
             return Err(grant_hint(&opts.job, e));
         }
     }
+}
+
+/// What follows the server: Steward's own replication client, or
+/// `mariadb-binlog` when the server wants an authentication the client
+/// does not speak.
+enum Following {
+    Native(Follower),
+    Tool {
+        name: String,
+        child: tokio::process::Child,
+        stderr: Option<tokio::task::JoinHandle<String>>,
+    },
+}
+
+impl Following {
+    fn name(&self) -> &str {
+        match self {
+            Following::Native(_) => "the binlog follower",
+            Following::Tool { name, .. } => name,
+        }
+    }
+
+    /// Waits until the follower stops; what it said.
+    async fn stopped(&mut self) -> String {
+        match self {
+            Following::Native(f) => f.stopped().await.to_string(),
+            Following::Tool { child, stderr, .. } => {
+                let status = match child.wait().await {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let said = match stderr.take() {
+                    Some(t) => t.await.unwrap_or_default(),
+                    None => String::new(),
+                };
+                format!("({status}) {said}")
+            }
+        }
+    }
+}
+
+async fn start_following(
+    opts: &ShipperOptions,
+    dir: &Path,
+    spool: &Path,
+    file: &str,
+) -> Result<Following> {
+    let job = &opts.job_name;
+    let why = match Follower::start(&opts.job, spool, file).await {
+        Ok(f) => return Ok(Following::Native(f)),
+        Err(WireError::Unsupported(why)) => why,
+        Err(e) => {
+            let e = Error::Source(format!(
+                "job {job}: following the binary logs of MySQL at {}: {e}",
+                mysql::where_(&opts.job)
+            ));
+            return Err(grant_hint(&opts.job, e));
+        }
+    };
+    let tool = mysql::find_tool(&opts.job, &["mariadb-binlog", "mysqlbinlog"]);
+    tracing::info!(job = %job, "binlog shipping: {why}; following with {} instead", tool.display());
+    let mut cmd = mysql::command(&opts.job, &tool);
+    cmd.args(["--read-from-remote-server", "--raw", "--stop-never"])
+        .arg(format!("--result-file={}/", spool.display()))
+        .arg(file);
+    without_secrets(cmd.as_std_mut());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Source(format!(
+            "job {job}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
+            tool.display()
+        ))
+    })?;
+    if let Some(pid) = child.id() {
+        let _ = crate::private_fs::write(&dir.join("follower.pid"), pid.to_string().as_bytes());
+    }
+    let stderr = child.stderr.take().map(|s| {
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            let _ = s.take(64 * 1024).read_to_end(&mut text).await;
+            String::from_utf8_lossy(&text).trim().to_string()
+        })
+    });
+    Ok(Following::Tool {
+        name: tool
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        child,
+        stderr,
+    })
 }
 
 /// Kills the follower a previous agent started, if it still runs: the
