@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +34,6 @@ use super::state::{job_dir, mark_gap, pos_order, save_state};
 use crate::binlog::archive;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
-use crate::source::command::without_secrets;
 use crate::source::mysql;
 
 /// Unshipped bytes of the open binlog that trigger a segment before the
@@ -312,23 +310,9 @@ async fn start_following(
             return Err(grant_hint(&opts.job, e));
         }
     };
-    let tool = mysql::find_tool(&opts.job, &["mariadb-binlog", "mysqlbinlog"]);
-    tracing::info!(job = %job, "binlog shipping: {why}; following with {} instead", tool.display());
-    let mut cmd = mysql::command(&opts.job, &tool);
-    cmd.args(["--read-from-remote-server", "--raw", "--stop-never"])
-        .arg(format!("--result-file={}/", spool.display()))
-        .arg(file);
-    without_secrets(cmd.as_std_mut());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Source(format!(
-            "job {job}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
-            tool.display()
-        ))
-    })?;
+    let (name, mut child) =
+        mysql::spawn_remote_binlog(job, &opts.job, &["--stop-never".into()], spool, file)?;
+    tracing::info!(job = %job, "binlog shipping: {why}; following with {name} instead");
     if let Some(pid) = child.id() {
         let _ = crate::private_fs::write(&dir.join("follower.pid"), pid.to_string().as_bytes());
     }
@@ -340,10 +324,7 @@ async fn start_following(
         })
     });
     Ok(Following::Tool {
-        name: tool
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default(),
+        name,
         child,
         stderr,
     })

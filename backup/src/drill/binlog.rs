@@ -10,7 +10,6 @@
 //! drill's start minus the last replayed event.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ use crate::restore::identity::Identities;
 use crate::restore::mysql::MysqlConnection;
 use crate::restore::stream::Progress;
 use crate::restore::{self, Check, Located};
-use crate::source::command::without_secrets;
 use crate::source::mysql;
 
 use super::report::{format_duration, BinlogDrill};
@@ -251,23 +249,13 @@ async fn read_live(
     from: u64,
     limit: u64,
 ) -> Result<Option<i64>> {
-    let tool = mysql::find_tool(job, &["mariadb-binlog", "mysqlbinlog"]);
-    let mut cmd = mysql::command(job, &tool);
-    cmd.args(["--read-from-remote-server", "--raw"])
-        .arg(format!("--start-position={}", from.max(4)))
-        .arg(format!("--result-file={}/", dir.display()))
-        .arg(file);
-    without_secrets(cmd.as_std_mut());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Source(format!(
-            "job {job_name}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
-            tool.display()
-        ))
-    })?;
+    let (_, mut child) = mysql::spawn_remote_binlog(
+        job_name,
+        job,
+        &[format!("--start-position={}", from.max(4))],
+        dir,
+        file,
+    )?;
     let mut stderr = child.stderr.take();
     let waited = tokio::time::timeout(LIVE_READ_TIMEOUT, async {
         let mut said = Vec::new();

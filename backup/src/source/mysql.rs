@@ -83,6 +83,37 @@ pub(crate) fn command(job: &JobConfig, program: &Path) -> Command {
     c
 }
 
+/// `mariadb-binlog --read-from-remote-server --raw ARGS
+/// --result-file=DIR/ FILE` (or `mysqlbinlog`) started: the password out
+/// of its command line, stderr piped, killed when dropped. Returns the
+/// tool's file name with the child.
+pub(crate) fn spawn_remote_binlog(
+    job_name: &str,
+    job: &JobConfig,
+    args: &[String],
+    dir: &Path,
+    file: &str,
+) -> Result<(String, tokio::process::Child)> {
+    let tool = find_tool(job, &["mariadb-binlog", "mysqlbinlog"]);
+    let mut cmd = command(job, &tool);
+    cmd.args(["--read-from-remote-server", "--raw"])
+        .args(args)
+        .arg(format!("--result-file={}/", dir.display()))
+        .arg(file);
+    crate::source::command::without_secrets(cmd.as_std_mut());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| {
+        crate::error::Error::Source(format!(
+            "job {job_name}: cannot run {}: {e}; install mariadb-client or set bin_dir on the job",
+            tool.display()
+        ))
+    })?;
+    Ok((tool_name(&tool), child))
+}
+
 pub(crate) async fn query(job: &JobConfig, sql: &str, what: &str) -> Result<String> {
     let client = find_tool(job, &["mariadb", "mysql"]);
     let mut c = command(job, &client);
