@@ -396,8 +396,17 @@ impl Manifest {
                 version.format_version
             )));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("manifest {origin} is malformed: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| {
+            // serde's words for a missing flattened enum name a Rust type.
+            let what = if e.to_string().contains("PlaintextHash") {
+                "an object has neither plaintext_blake3 nor plaintext_sha256 (the hash a restore checks its content against)".to_string()
+            } else {
+                e.to_string()
+            };
+            Error::Integrity(format!(
+                "manifest {origin} is malformed: {what}; it was damaged or not written by Steward: restore from another snapshot (`steward backup list`)"
+            ))
+        })
     }
 }
 
@@ -487,7 +496,13 @@ pub(crate) mod tests {
             .as_object_mut()
             .unwrap()
             .remove("plaintext_blake3");
-        assert!(Manifest::from_json(none.to_string().as_bytes(), "t").is_err());
+        let e = Manifest::from_json(none.to_string().as_bytes(), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("manifest t is malformed: an object has neither plaintext_blake3 nor plaintext_sha256"),
+            "{e}"
+        );
     }
 
     #[test]
