@@ -48,6 +48,18 @@ impl std::fmt::Display for WireError {
             WireError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 f.write_str("the server closed the connection")
             }
+            // A socket read timeout is EAGAIN on Linux: "Resource
+            // temporarily unavailable" would name nothing.
+            WireError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                f.write_str(
+                    "the server sent nothing, not even a heartbeat, within the read timeout: the connection or the server is gone",
+                )
+            }
             WireError::Io(e) => write!(f, "{e}"),
             WireError::Server { code, message } => write!(f, "ERROR {code}: {message}"),
             WireError::Unsupported(what) => f.write_str(what),
@@ -555,6 +567,23 @@ mod tests {
         assert_eq!(e.to_string(), "ERROR 1045: Access denied for user");
         // Past the end: the connection closed.
         assert!(matches!(conn.message(), Err(WireError::Io(_))));
+        // A read timeout says what it means.
+        struct Silent;
+        impl Read for Silent {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        impl Write for Silent {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = Conn::new(Silent, 4096).message().unwrap_err().to_string();
+        assert!(e.contains("not even a heartbeat"), "{e}");
         // A short-message reader refuses a long one.
         let mut conn = Conn::new(
             Script {
