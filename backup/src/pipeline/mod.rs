@@ -126,7 +126,7 @@ pub async fn store_object(
     // Content already in memory and hashed is sliced, not copied, and
     // not hashed again; anything else is read from its stream.
     let in_memory = source.take_in_memory();
-    let known_sha256 = in_memory.as_ref().map(|m| m.sha256.clone());
+    let known_hash = in_memory.as_ref().map(|m| m.hash.clone());
     let opened = match in_memory {
         Some(m) => Ok(Feed::Memory(m.bytes)),
         None => match source.open_chunks().await {
@@ -172,7 +172,7 @@ pub async fn store_object(
                     plain_rx,
                     target_txs,
                     level,
-                    known_sha256,
+                    known_hash,
                     &recipients,
                     &stage_counters,
                 )
@@ -183,7 +183,7 @@ pub async fn store_object(
         let compress = {
             let counters = Arc::clone(&stage_counters);
             tokio::task::spawn_blocking(move || {
-                compress_stage(plain_rx, packed_tx, level, workers, known_sha256, &counters)
+                compress_stage(plain_rx, packed_tx, level, workers, known_hash, &counters)
             })
         };
         let encrypt = tokio::task::spawn_blocking(move || {
@@ -416,16 +416,17 @@ fn compress_into<W: Write>(
     out: W,
     level: i32,
     workers: u32,
-    known_sha256: Option<String>,
+    known_hash: Option<PlaintextHash>,
     counters: &ByteCounters,
 ) -> std::io::Result<(u64, PlaintextHash, W)> {
     let mut packer = Packer::new(out, level, workers)?;
     // The source's own hash, when it has one, is of exactly these
-    // bytes (MemorySource hashed what it hands out).
-    let mut hasher = known_sha256.is_none().then(PlaintextHasher::new);
+    // bytes (MemorySource hashed what it hands out): `Ok` holds it,
+    // `Err` the hasher that computes it here.
+    let mut hashing = known_hash.ok_or_else(PlaintextHasher::new);
     let mut total = 0u64;
     while let Some(chunk) = next_piece(rx, "source")? {
-        if let Some(h) = hasher.as_mut() {
+        if let Err(h) = hashing.as_mut() {
             h.update(&chunk);
         }
         total += chunk.len() as u64;
@@ -435,10 +436,7 @@ fn compress_into<W: Write>(
         packer.write_all(&chunk)?;
     }
     let out = packer.finish()?;
-    let hash = match hasher {
-        Some(h) => h.finish(),
-        None => PlaintextHash::Sha256(known_sha256.unwrap_or_default()),
-    };
+    let hash = hashing.unwrap_or_else(PlaintextHasher::finish);
     Ok((total, hash, out))
 }
 
@@ -449,13 +447,13 @@ fn compress_stage(
     tx: mpsc::Sender<Piece>,
     level: i32,
     workers: u32,
-    known_sha256: Option<String>,
+    known_hash: Option<PlaintextHash>,
     counters: &ByteCounters,
 ) -> std::io::Result<(u64, PlaintextHash)> {
     let result = (|| -> std::io::Result<(u64, PlaintextHash)> {
         let out = QueueWriter::new(tx.clone(), CHUNK_BYTES);
         let (total, hash, mut out) =
-            compress_into(&mut rx, out, level, workers, known_sha256, counters)?;
+            compress_into(&mut rx, out, level, workers, known_hash, counters)?;
         out.flush_chunk()?;
         Ok((total, hash))
     })();
@@ -478,14 +476,14 @@ fn compress_encrypt_stage(
     mut rx: mpsc::Receiver<Piece>,
     txs: Vec<mpsc::Sender<Piece>>,
     level: i32,
-    known_sha256: Option<String>,
+    known_hash: Option<PlaintextHash>,
     recipients: &Recipients,
     counters: &ByteCounters,
 ) -> std::io::Result<PackedStats> {
     let result = (|| -> std::io::Result<PackedStats> {
         let writer = recipients.encrypt(Fanout::new(&txs, counters))?;
         let (plain_bytes, plain_hash, writer) =
-            compress_into(&mut rx, writer, level, 1, known_sha256, counters)?;
+            compress_into(&mut rx, writer, level, 1, known_hash, counters)?;
         let mut fanout = writer.finish()?;
         fanout.send_buffered()?;
         let stored_sha256 = hex::encode(fanout.hasher.finalize_reset());
@@ -717,10 +715,10 @@ mod tests {
         };
         let target: Arc<dyn StorageTarget> = Arc::new(LocalTarget::at("local", dir.path()));
         let data = content();
-        let want = hex::encode(Sha256::digest(&data));
 
+        let blake3 = PlaintextHash::Blake3(blake3::hash(&data).to_hex().to_string());
         let mut memory = MemorySource::new("memory".into(), Bytes::from(data.clone()));
-        assert_eq!(memory.sha256(), want);
+        assert_eq!(memory.hash(), &blake3);
         let mut reader = ReaderSource(Some(data.clone()));
         for (key, source) in [
             ("m", &mut memory as &mut dyn Source),
@@ -737,14 +735,9 @@ mod tests {
             .await;
             let stats = out.stream.unwrap();
             assert_eq!(stats.plaintext_bytes, data.len() as u64, "{key}");
-            // A memory source's own sha256 is kept (a WAL segment's key
-            // holds it); what is streamed gets BLAKE3.
-            let plain = if key == "m" {
-                PlaintextHash::Sha256(want.clone())
-            } else {
-                PlaintextHash::Blake3(blake3::hash(&data).to_hex().to_string())
-            };
-            assert_eq!(stats.plaintext_hash, plain, "{key}");
+            // A memory source's own hash is kept (a WAL segment's key
+            // holds it), and is what a streamed source gets computed.
+            assert_eq!(stats.plaintext_hash, blake3, "{key}");
             assert_eq!(counters.source(), data.len() as u64, "{key}");
             let stored = std::fs::read(dir.path().join(key)).unwrap();
             assert_eq!(stats.stored_bytes, stored.len() as u64, "{key}");

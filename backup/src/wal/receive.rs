@@ -567,7 +567,6 @@ impl Shipper<'_> {
             format!("job {job}: WAL {segment} bytes {start}..{end}"),
             Bytes::from(data),
         );
-        let sha256 = source.sha256().to_string();
         let key = stream::delta_key(
             &self.opts.host,
             job,
@@ -575,7 +574,7 @@ impl Shipper<'_> {
             start,
             end,
             self.segment_bytes,
-            &sha256,
+            source.hash(),
         );
         let outcome = store_object(
             &mut source,

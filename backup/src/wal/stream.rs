@@ -5,9 +5,10 @@
 //! complete it is archived like any `wal push` (content-addressed) and its
 //! deltas are removed.
 //!
-//! Keys: `<host>/<job>/wal/stream/<segment>.<start>-<end>.<size>.<sha256>.zst.age`
-//! (start, end and the segment size in 8 upper-case hex digits, the sha256
-//! of the delta's plaintext). They live under `wal/` so the catalog and
+//! Keys: `<host>/<job>/wal/stream/<segment>.<start>-<end>.<size>.<hash>.zst.age`
+//! (start, end and the segment size in 8 upper-case hex digits, the hash
+//! of the delta's plaintext written as in WAL keys: `b3-<blake3>`, or a
+//! bare sha256 for deltas stored before BLAKE3). They live under `wal/` so the catalog and
 //! retention of snapshots leave them alone, and no archived WAL name can
 //! be read from them.
 //!
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::manifest::PgBaseInfo;
+use crate::manifest::{PgBaseInfo, PlaintextHash};
 use crate::restore::Identities;
 use crate::target::StorageTarget;
 use crate::wal::archive::{self, Fetched};
@@ -40,8 +41,8 @@ pub struct Delta {
     pub start: u64,
     pub end: u64,
     pub segment_bytes: u64,
-    /// sha256 (hex) of the plaintext bytes `start..end`.
-    pub sha256: String,
+    /// Hash of the plaintext bytes `start..end`.
+    pub hash: PlaintextHash,
     pub key: String,
 }
 
@@ -58,11 +59,12 @@ pub fn delta_key(
     start: u64,
     end: u64,
     segment_bytes: u64,
-    sha256: &str,
+    hash: &PlaintextHash,
 ) -> String {
     format!(
-        "{}{segment}.{start:08X}-{end:08X}.{segment_bytes:08X}.{sha256}{OBJECT_SUFFIX}",
-        stream_prefix(host, job)
+        "{}{segment}.{start:08X}-{end:08X}.{segment_bytes:08X}.{}{OBJECT_SUFFIX}",
+        stream_prefix(host, job),
+        archive::key_hash_text(hash)
     )
 }
 
@@ -76,7 +78,7 @@ fn hex8(s: &str) -> Option<u64> {
 pub fn parse_delta_key(prefix: &str, key: &str) -> Option<Delta> {
     let rest = key.strip_prefix(prefix)?.strip_suffix(OBJECT_SUFFIX)?;
     let mut parts = rest.split('.');
-    let (segment, range, size, sha) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (segment, range, size, hash) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
@@ -86,8 +88,8 @@ pub fn parse_delta_key(prefix: &str, key: &str) -> Option<Delta> {
     }
     let (start, end) = range.split_once('-')?;
     let (start, end, segment_bytes) = (hex8(start)?, hex8(end)?, hex8(size)?);
-    let sha_ok = sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !sha_ok || start >= end || end > segment_bytes || !segment_bytes.is_power_of_two() {
+    let hash = archive::parse_key_hash(hash)?;
+    if start >= end || end > segment_bytes || !segment_bytes.is_power_of_two() {
         return None;
     }
     Some(Delta {
@@ -95,7 +97,7 @@ pub fn parse_delta_key(prefix: &str, key: &str) -> Option<Delta> {
         start,
         end,
         segment_bytes,
-        sha256: sha.to_string(),
+        hash,
         key: key.to_string(),
     })
 }
@@ -310,7 +312,7 @@ async fn rebuild(
                 let bridge = tokio_util::io::SyncIoBridge::new_with_handle(raw, handle.clone());
                 out.seek(SeekFrom::Start(d.start))
                     .map_err(|e| format!("seeking in {}: {e}", tmp.display()))?;
-                let n = archive::decode(bridge, &ids, &d.sha256, &mut out)
+                let n = archive::decode(bridge, &ids, &d.hash, &mut out)
                     .map_err(|e| format!("key {}: {e}", d.key))?;
                 if n != d.end - d.start {
                     return Err(format!(
@@ -343,7 +345,7 @@ mod tests {
     use super::*;
 
     fn delta(start: u64, end: u64) -> Delta {
-        let sha = "cd".repeat(32);
+        let hash = PlaintextHash::Blake3("cd".repeat(32));
         let key = delta_key(
             "h",
             "db",
@@ -351,7 +353,7 @@ mod tests {
             start,
             end,
             1 << 24,
-            &sha,
+            &hash,
         );
         parse_delta_key(&stream_prefix("h", "db"), &key).unwrap()
     }
@@ -362,13 +364,21 @@ mod tests {
         assert_eq!(
             d.key,
             format!(
-                "h/db/wal/stream/000000010000000000000004.00000010-00002000.01000000.{}.zst.age",
+                "h/db/wal/stream/000000010000000000000004.00000010-00002000.01000000.b3-{}.zst.age",
                 "cd".repeat(32)
             )
         );
         assert_eq!((d.start, d.end, d.segment_bytes), (0x10, 0x2000, 1 << 24));
+        assert_eq!(d.hash, PlaintextHash::Blake3("cd".repeat(32)));
         let prefix = stream_prefix("h", "db");
         let sha = "cd".repeat(32);
+        // A delta stored before BLAKE3 keys: a bare sha256.
+        let old =
+            format!("{prefix}000000010000000000000004.00000000-00000010.01000000.{sha}.zst.age");
+        assert_eq!(
+            parse_delta_key(&prefix, &old).map(|d| d.hash),
+            Some(PlaintextHash::Sha256(sha.clone()))
+        );
         for bad in [
             format!("{prefix}000000010000000000000004.00002000-00000010.01000000.{sha}.zst.age"),
             format!("{prefix}000000010000000000000004.00000000-02000000.01000000.{sha}.zst.age"),
