@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::lock::JobLock;
 use crate::manifest::{FilesInfo, JobKind, Manifest, ObjectEntry, ObjectRole, FORMAT_VERSION};
-use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings, StoredHash};
 use crate::report::{self, RunReport, RunStatus, TargetReport};
 use crate::retention::{self, Candidate, Decision};
 use crate::source::files::{content_digest, Selection, TarSource};
@@ -415,9 +415,11 @@ async fn stream_job(
             &targets,
             &key,
             Arc::clone(&options.counters),
+            StoredHash::Record,
         )
         .await;
         let stats = outcome.stream?;
+        let stored_sha256 = stats.recorded_stored_sha256()?;
         for (&i, (_, result)) in live.iter().zip(outcome.targets) {
             match result {
                 Ok(n) => states[i].report.stored_bytes += n,
@@ -431,7 +433,7 @@ async fn stream_job(
             plaintext_bytes: stats.plaintext_bytes,
             plaintext_hash: stats.plaintext_hash,
             stored_bytes: stats.stored_bytes,
-            stored_sha256: stats.stored_sha256,
+            stored_sha256,
             compression: "zstd".into(),
             encryption: "age".into(),
             binlog: object.source.binlog_position(),

@@ -18,7 +18,7 @@ use super::state::{save_state, Pos, ShipStats, ShipperOptions, State};
 use crate::binlog::archive::{self, SegmentMeta};
 use crate::error::{Error, Result};
 use crate::manifest::{ObjectEntry, ObjectRole};
-use crate::pipeline::{store_object, ByteCounters};
+use crate::pipeline::{store_object, ByteCounters, StoredHash};
 use crate::source::Source;
 use crate::target::{ByteReader, StorageTarget};
 
@@ -216,7 +216,15 @@ async fn ship_segment(
         read: Arc::new(AtomicU64::new(0)),
     };
     let counters = Arc::new(ByteCounters::default());
-    let outcome = store_object(&mut source, &opts.settings, &live, &key, counters).await;
+    let outcome = store_object(
+        &mut source,
+        &opts.settings,
+        &live,
+        &key,
+        counters,
+        StoredHash::Record,
+    )
+    .await;
     let stream = outcome.stream.map_err(|e| {
         Error::Source(format!(
             "job {job}: shipping binlog {file} bytes {start}..{end}: {e}"
@@ -231,6 +239,7 @@ async fn ship_segment(
         }
     }
     live.retain(|t| !refused.iter().any(|(n, _)| n == t.name()));
+    let stored_sha256 = stream.recorded_stored_sha256()?;
     let meta = SegmentMeta {
         file: file.to_string(),
         start,
@@ -243,7 +252,7 @@ async fn ship_segment(
             plaintext_bytes: stream.plaintext_bytes,
             plaintext_hash: stream.plaintext_hash,
             stored_bytes: stream.stored_bytes,
-            stored_sha256: stream.stored_sha256,
+            stored_sha256,
             compression: "zstd".into(),
             encryption: "age".into(),
             binlog: None,

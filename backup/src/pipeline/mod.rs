@@ -6,7 +6,7 @@
 //! ```text
 //!  source (async read, this task; or slices of in-memory content)
 //!     -- Piece queue (8 x 256 KiB) -->  compress thread: BLAKE3(plain), zstd
-//!     -- Piece queue (8 x 256 KiB) -->  encrypt thread:  age, sha256(stored)
+//!     -- Piece queue (8 x 256 KiB) -->  encrypt thread:  age, sha256(stored) for a manifest
 //!     -- Piece queue per target (4 x 1 MiB) --> StorageTarget::put task
 //! ```
 //! With one zstd thread (WAL, binlog shipping, Redis, `zstd_workers = 1`)
@@ -83,13 +83,34 @@ impl ByteCounters {
     }
 }
 
+/// Whether [`store_object`] hashes the stored (encrypted) bytes. A
+/// manifest records that sha256 so `verify` checks an object without the
+/// key; WAL files and streamed deltas have no manifest entry (their key
+/// holds the plaintext hash), so for them it would be CPU for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredHash {
+    Record,
+    Skip,
+}
+
 /// Sizes and hashes of one object, the same for every target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamStats {
     pub plaintext_bytes: u64,
     pub plaintext_hash: PlaintextHash,
     pub stored_bytes: u64,
-    pub stored_sha256: String,
+    /// sha256 (hex) of the stored bytes; `None` with [`StoredHash::Skip`].
+    pub stored_sha256: Option<String>,
+}
+
+impl StreamStats {
+    /// The stored bytes' sha256 for a manifest entry: an error (never an
+    /// empty hash in a manifest) if the object was stored without it.
+    pub fn recorded_stored_sha256(&self) -> Result<String> {
+        self.stored_sha256.clone().ok_or_else(|| {
+            Error::Internal("an object for a manifest was stored without its sha256".into())
+        })
+    }
 }
 
 /// The result of storing one object.
@@ -111,6 +132,7 @@ pub async fn store_object(
     targets: &[Arc<dyn StorageTarget>],
     key: &str,
     counters: Arc<ByteCounters>,
+    stored_hash: StoredHash,
 ) -> StoreOutcome {
     let fail_all = |e: &Error| {
         targets
@@ -174,6 +196,7 @@ pub async fn store_object(
                     level,
                     known_hash,
                     &recipients,
+                    stored_hash,
                     &stage_counters,
                 )
             });
@@ -187,7 +210,13 @@ pub async fn store_object(
             })
         };
         let encrypt = tokio::task::spawn_blocking(move || {
-            encrypt_stage(packed_rx, target_txs, &recipients, &stage_counters)
+            encrypt_stage(
+                packed_rx,
+                target_txs,
+                &recipients,
+                stored_hash,
+                &stage_counters,
+            )
         });
         let (compressed, encrypted) = tokio::join!(compress, encrypt);
         match (
@@ -469,7 +498,7 @@ fn compress_stage(
 }
 
 /// Plaintext size and hash, stored size and sha256.
-type PackedStats = ((u64, PlaintextHash), (u64, String));
+type PackedStats = ((u64, PlaintextHash), (u64, Option<String>));
 
 /// Single-threaded zstd straight into age and the targets' queues.
 fn compress_encrypt_stage(
@@ -478,15 +507,16 @@ fn compress_encrypt_stage(
     level: i32,
     known_hash: Option<PlaintextHash>,
     recipients: &Recipients,
+    stored_hash: StoredHash,
     counters: &ByteCounters,
 ) -> std::io::Result<PackedStats> {
     let result = (|| -> std::io::Result<PackedStats> {
-        let writer = recipients.encrypt(Fanout::new(&txs, counters))?;
+        let writer = recipients.encrypt(Fanout::new(&txs, stored_hash, counters))?;
         let (plain_bytes, plain_hash, writer) =
             compress_into(&mut rx, writer, level, 1, known_hash, counters)?;
         let mut fanout = writer.finish()?;
         fanout.send_buffered()?;
-        let stored_sha256 = hex::encode(fanout.hasher.finalize_reset());
+        let stored_sha256 = fanout.stored_sha256();
         Ok(((plain_bytes, plain_hash), (fanout.total, stored_sha256)))
     })();
     end_targets(&txs, &result);
@@ -508,16 +538,17 @@ fn encrypt_stage(
     mut rx: mpsc::Receiver<Piece>,
     txs: Vec<mpsc::Sender<Piece>>,
     recipients: &Recipients,
+    stored_hash: StoredHash,
     counters: &ByteCounters,
-) -> std::io::Result<(u64, String)> {
-    let result = (|| -> std::io::Result<(u64, String)> {
-        let mut writer = recipients.encrypt(Fanout::new(&txs, counters))?;
+) -> std::io::Result<(u64, Option<String>)> {
+    let result = (|| -> std::io::Result<(u64, Option<String>)> {
+        let mut writer = recipients.encrypt(Fanout::new(&txs, stored_hash, counters))?;
         while let Some(chunk) = next_piece(&mut rx, "compression")? {
             writer.write_all(&chunk)?;
         }
         let mut fanout = writer.finish()?;
         fanout.send_buffered()?;
-        Ok((fanout.total, hex::encode(fanout.hasher.finalize_reset())))
+        Ok((fanout.total, fanout.stored_sha256()))
     })();
     end_targets(&txs, &result);
     result
@@ -571,17 +602,22 @@ impl Write for QueueWriter {
 struct Fanout<'a> {
     targets: Vec<Option<mpsc::Sender<Piece>>>,
     buf: Vec<u8>,
-    hasher: Sha256,
+    /// sha256 of the stored bytes, unless [`StoredHash::Skip`].
+    hasher: Option<Sha256>,
     total: u64,
     counters: &'a ByteCounters,
 }
 
 impl<'a> Fanout<'a> {
-    fn new(txs: &[mpsc::Sender<Piece>], counters: &'a ByteCounters) -> Self {
+    fn new(
+        txs: &[mpsc::Sender<Piece>],
+        stored_hash: StoredHash,
+        counters: &'a ByteCounters,
+    ) -> Self {
         Fanout {
             targets: txs.iter().cloned().map(Some).collect(),
             buf: Vec::with_capacity(TARGET_CHUNK_BYTES),
-            hasher: Sha256::new(),
+            hasher: (stored_hash == StoredHash::Record).then(Sha256::new),
             total: 0,
             counters,
         }
@@ -608,6 +644,12 @@ impl<'a> Fanout<'a> {
         }
         Ok(())
     }
+
+    fn stored_sha256(&mut self) -> Option<String> {
+        self.hasher
+            .take()
+            .map(|h| hex::encode(sha2::Digest::finalize(h)))
+    }
 }
 
 impl Write for Fanout<'_> {
@@ -615,7 +657,9 @@ impl Write for Fanout<'_> {
         let room = TARGET_CHUNK_BYTES - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        self.hasher.update(&data[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&data[..n]);
+        }
         self.total += n as u64;
         self.counters
             .stored_bytes
@@ -720,9 +764,11 @@ mod tests {
         let mut memory = MemorySource::new("memory".into(), Bytes::from(data.clone()));
         assert_eq!(memory.hash(), &blake3);
         let mut reader = ReaderSource(Some(data.clone()));
-        for (key, source) in [
-            ("m", &mut memory as &mut dyn Source),
-            ("r", &mut reader as &mut dyn Source),
+        // WAL objects (in memory) skip the stored hash; manifest objects
+        // record it.
+        for (key, source, stored_hash) in [
+            ("m", &mut memory as &mut dyn Source, StoredHash::Skip),
+            ("r", &mut reader as &mut dyn Source, StoredHash::Record),
         ] {
             let counters = Arc::new(ByteCounters::default());
             let out = store_object(
@@ -731,6 +777,7 @@ mod tests {
                 std::slice::from_ref(&target),
                 key,
                 Arc::clone(&counters),
+                stored_hash,
             )
             .await;
             let stats = out.stream.unwrap();
@@ -741,11 +788,9 @@ mod tests {
             assert_eq!(counters.source(), data.len() as u64, "{key}");
             let stored = std::fs::read(dir.path().join(key)).unwrap();
             assert_eq!(stats.stored_bytes, stored.len() as u64, "{key}");
-            assert_eq!(
-                stats.stored_sha256,
-                hex::encode(Sha256::digest(&stored)),
-                "{key}"
-            );
+            let want_stored =
+                (stored_hash == StoredHash::Record).then(|| hex::encode(Sha256::digest(&stored)));
+            assert_eq!(stats.stored_sha256, want_stored, "{key}");
             let key_text = identity.to_string();
             let id: Box<dyn age::Identity> = Box::new(
                 key_text

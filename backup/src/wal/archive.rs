@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::{PlaintextHash, PlaintextHasher};
-use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings, StoredHash};
 use crate::restore::Identities;
 use crate::source::memory::MemorySource;
 use crate::target::StorageTarget;
@@ -252,6 +252,8 @@ pub async fn push_bytes(
             &pending,
             &key,
             Arc::new(ByteCounters::default()),
+            // No manifest records WAL objects: the key holds their hash.
+            StoredHash::Skip,
         )
         .await;
         if let Err(e) = &outcome.stream {
@@ -574,6 +576,8 @@ mod tests {
             std::slice::from_ref(&local),
             &old_key,
             Arc::new(ByteCounters::default()),
+            // No manifest records WAL objects: the key holds their hash.
+            StoredHash::Skip,
         )
         .await;
         stored.stream.unwrap();

@@ -39,7 +39,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::{store_object, ByteCounters, PipelineSettings};
+use crate::pipeline::{store_object, ByteCounters, PipelineSettings, StoredHash};
 use crate::source::command::without_secrets;
 use crate::source::memory::MemorySource;
 use crate::source::postgres::{command, tool, where_};
@@ -582,6 +582,8 @@ impl Shipper<'_> {
             &self.opts.targets,
             &key,
             Arc::new(ByteCounters::default()),
+            // No manifest records WAL objects: the key holds their hash.
+            StoredHash::Skip,
         )
         .await;
         let streamed = outcome.stream.map_err(|e| {
