@@ -315,7 +315,7 @@ pub async fn fetch(
                 continue;
             }
         };
-        if found.len() > 1 {
+        if differing_copies(&found) {
             let keys: Vec<&str> = found.iter().map(|w| w.key.as_str()).collect();
             errors.push(format!(
                 "target {} ({}): {name} is archived with different contents ({}); two servers archived into job {job}: choose by hand",
@@ -326,11 +326,20 @@ pub async fn fetch(
             seen = true;
             continue;
         }
-        let Some(wal) = found.into_iter().next() else {
+        // One copy per hash algorithm at most: a sha256 key beside a
+        // BLAKE3 one (an older Steward pushed what a newer one had). The
+        // BLAKE3 copy is read, and the bytes must match every key.
+        let Some(wal) = found
+            .iter()
+            .find(|w| matches!(w.hash, PlaintextHash::Blake3(_)))
+            .or(found.first())
+            .cloned()
+        else {
             continue;
         };
+        let others: Vec<&ArchivedWal> = found.iter().filter(|w| w.key != wal.key).collect();
         seen = true;
-        match fetch_one(Arc::clone(target), &wal, dest, identities).await {
+        match fetch_one(Arc::clone(target), &wal, &others, dest, identities).await {
             Ok(bytes) => {
                 return Ok(Fetched::Restored {
                     bytes,
@@ -353,9 +362,23 @@ pub async fn fetch(
     )))
 }
 
+/// Whether copies of one name hold different content as far as their keys
+/// tell: two keys with the same hash algorithm (keys with different
+/// algorithms are checked against the bytes once read).
+fn differing_copies(found: &[ArchivedWal]) -> bool {
+    found.iter().enumerate().any(|(i, a)| {
+        found[i + 1..].iter().any(|b| {
+            std::mem::discriminant(&a.hash) == std::mem::discriminant(&b.hash) && a.hash != b.hash
+        })
+    })
+}
+
+/// Fetches `wal` into `dest`; its plaintext must also match the hash of
+/// each of `others` (copies of the same name under another algorithm).
 async fn fetch_one(
     target: Arc<dyn StorageTarget>,
     wal: &ArchivedWal,
+    others: &[&ArchivedWal],
     dest: &Path,
     identities: &Identities,
 ) -> Result<u64> {
@@ -377,6 +400,10 @@ async fn fetch_one(
     let dest = dest.to_path_buf();
     let ids = identities.clone();
     let expected = wal.hash.clone();
+    let also: Vec<(String, PlaintextHash)> = others
+        .iter()
+        .map(|w| (w.key.clone(), w.hash.clone()))
+        .collect();
     let job = tokio::task::spawn_blocking(move || -> std::result::Result<u64, String> {
         // Our own name: a leftover of a killed fetch is replaced, and
         // create_new never follows a symlink planted in its place.
@@ -388,7 +415,7 @@ async fn fetch_one(
                 .mode(crate::private_fs::FILE_MODE)
                 .open(&tmp)
                 .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-            let bytes = decode(bridge, &ids, &expected, &mut out)?;
+            let bytes = decode(bridge, &ids, &expected, &also, &mut out)?;
             out.sync_all()
                 .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &dest)
@@ -406,11 +433,13 @@ async fn fetch_one(
 }
 
 /// age -> zstd -> `out`, hashing the plaintext; the error says whether the
-/// key is wrong or the bytes are damaged.
+/// key is wrong or the bytes are damaged. `also`: other copies' keys and
+/// hashes (another algorithm) the plaintext must match as well.
 pub(crate) fn decode<R: Read>(
     raw: R,
     ids: &Identities,
     expected: &PlaintextHash,
+    also: &[(String, PlaintextHash)],
     out: &mut std::fs::File,
 ) -> std::result::Result<u64, String> {
     let decryptor = age::Decryptor::new_buffered(std::io::BufReader::new(raw))
@@ -426,6 +455,8 @@ pub(crate) fn decode<R: Read>(
         .map_err(|e| format!("corrupt: zstd: {e}"))?
         .take(MAX_WAL_BYTES + 1);
     let mut hasher = PlaintextHasher::like(expected);
+    let mut other_hashers: Vec<PlaintextHasher> =
+        also.iter().map(|(_, h)| PlaintextHasher::like(h)).collect();
     let mut total = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -440,6 +471,9 @@ pub(crate) fn decode<R: Read>(
             }
         };
         hasher.update(&buf[..n]);
+        for h in &mut other_hashers {
+            h.update(&buf[..n]);
+        }
         total += n as u64;
         out.write_all(&buf[..n])
             .map_err(|e| format!("writing the WAL file: {e}"))?;
@@ -455,6 +489,17 @@ pub(crate) fn decode<R: Read>(
             got.hex(),
             expected.hex()
         ));
+    }
+    for ((key, recorded), h) in also.iter().zip(other_hashers) {
+        let got = h.finish();
+        if &got != recorded {
+            return Err(format!(
+                "another copy of this file, {key}, holds different content (its key records {} {}, this copy's plaintext has {}); two servers archived into this job: choose by hand",
+                got.algorithm(),
+                recorded.hex(),
+                got.hex()
+            ));
+        }
     }
     Ok(total)
 }
@@ -627,5 +672,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), old);
+
+        // The same content under both algorithms (an older Steward pushed
+        // after a newer one) restores; different content under the two
+        // keys is refused and nothing is written.
+        let store = |name: WalName, hash: PlaintextHash, data: Vec<u8>| {
+            let key = wal_key("h", "db", name.as_str(), &hash);
+            let local = Arc::clone(&local);
+            let settings = settings.clone();
+            async move {
+                let mut source = MemorySource::new("copy".into(), Bytes::from(data));
+                let out = store_object(
+                    &mut source,
+                    &settings,
+                    std::slice::from_ref(&local),
+                    &key,
+                    Arc::new(ByteCounters::default()),
+                    StoredHash::Skip,
+                )
+                .await;
+                out.stream.unwrap();
+            }
+        };
+        store(next.clone(), sha.clone(), old.clone()).await;
+        std::fs::remove_file(&dest).unwrap();
+        let got = fetch(std::slice::from_ref(&local), "h", "db", &next, &dest, &ids)
+            .await
+            .unwrap();
+        assert!(matches!(got, Fetched::Restored { .. }));
+        assert_eq!(std::fs::read(&dest).unwrap(), old);
+
+        let third = WalName::parse("000000010000000000000009").unwrap();
+        let mut other = old.clone();
+        other[9] ^= 1;
+        let other_b3 = PlaintextHash::Blake3(blake3::hash(&other).to_hex().to_string());
+        store(third.clone(), sha.clone(), old.clone()).await;
+        store(third.clone(), other_b3, other).await;
+        std::fs::remove_file(&dest).unwrap();
+        let refused = fetch(std::slice::from_ref(&local), "h", "db", &third, &dest, &ids)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("holds different content"), "{refused}");
+        let third_sha_key = wal_key("h", "db", third.as_str(), &sha);
+        assert!(refused.contains(&third_sha_key), "{refused}");
+        assert!(!dest.exists());
     }
 }

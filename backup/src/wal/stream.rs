@@ -312,7 +312,7 @@ async fn rebuild(
                 let bridge = tokio_util::io::SyncIoBridge::new_with_handle(raw, handle.clone());
                 out.seek(SeekFrom::Start(d.start))
                     .map_err(|e| format!("seeking in {}: {e}", tmp.display()))?;
-                let n = archive::decode(bridge, &ids, &d.hash, &mut out)
+                let n = archive::decode(bridge, &ids, &d.hash, &[], &mut out)
                     .map_err(|e| format!("key {}: {e}", d.key))?;
                 if n != d.end - d.start {
                     return Err(format!(
