@@ -3,10 +3,10 @@
 //! `restore_command` fetches it back into `pg_wal`.
 //!
 //! Keys are content-addressed: `<host>/<job>/wal/<file>.b3-<blake3>.zst.age`,
-//! the BLAKE3 being the plaintext's. Keys of December 2026 and before hold
-//! a sha256 (`<file>.<sha256>.zst.age`): they are still listed, fetched and
-//! matched, never written again (BLAKE3 costs a third of sha256's CPU per
-//! segment). A push of content already archived
+//! the BLAKE3 being the plaintext's. Archives written before December 2026
+//! hold sha256 keys (`<file>.<sha256>.zst.age`): they are still listed,
+//! fetched and matched, never written again (BLAKE3 costs a third of
+//! sha256's CPU per segment). A push of content already archived
 //! under that name finds its own key and succeeds without writing; a push
 //! of different content under an archived name finds another hash and
 //! fails. No key is ever written twice, so nothing archived can be
@@ -19,6 +19,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest::{PlaintextHash, PlaintextHasher};
@@ -27,8 +30,6 @@ use crate::restore::Identities;
 use crate::source::memory::MemorySource;
 use crate::target::StorageTarget;
 use crate::wal::names::WalName;
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 
 /// Suffix of every archived WAL object.
 const OBJECT_SUFFIX: &str = ".zst.age";
