@@ -4,7 +4,8 @@
 //! byte for byte the file in the server's data directory, across
 //! rotations and a row event longer than one protocol packet (a 20 MiB
 //! blob), over TCP as a user with only the documented grants. A user
-//! without REPLICATION SLAVE gets the GRANT to run.
+//! without REPLICATION SLAVE gets the GRANT to run. An idle connection
+//! outlives the read timeout on the server's heartbeats.
 
 use std::path::Path;
 use std::process::Command;
@@ -83,7 +84,7 @@ fn shipped_binlogs_are_the_servers_files_byte_for_byte() {
                 "[agent]\nhostname = \"web1\"\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n\
                  [backup]\nrecipients = [\"{recipient}\"]\n\
                  [backup.targets.local]\nkind = \"local\"\npath = \"{}\"\n\
-                 [backup.jobs.shop]\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{user}\"\npassword = \"{password}\"\ndatabases = [\"shop\"]\nbinlog = true\nbinlog_flush_interval_secs = 1\n",
+                 [backup.jobs.shop]\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{user}\"\npassword = \"{password}\"\ndatabases = [\"shop\"]\nbinlog = true\nbinlog_flush_interval_secs = 1\nbinlog_heartbeat_secs = 1\n",
                 steward_tests::free_port(),
                 work.path().join(format!("state-{name}")).display(),
                 work.path().join(format!("store-{name}")).display(),
@@ -180,6 +181,16 @@ fn shipped_binlogs_are_the_servers_files_byte_for_byte() {
         big > 21_000_000,
         "the 20 MiB event is not in what was shipped"
     );
+
+    // Idle past the read timeout (3 heartbeats of 1 s + 5 s): the
+    // server's heartbeats keep the connection, so the follower is still on
+    // its first one when the next write comes, and ships it.
+    std::thread::sleep(Duration::from_secs(12));
+    let last = marker(&db, "idle");
+    agent.wait_shipped(&db, last);
+    let log = agent.log();
+    assert!(!log.contains("not even a heartbeat"), "{log}");
+    assert_eq!(log.matches("(the binlog follower)").count(), 1, "{log}");
     drop(agent);
 
     // A login the follower does not speak (MariaDB's ed25519 plugin):

@@ -344,6 +344,11 @@ pub struct JobConfig {
     /// least this often (the RPO on a quiet server).
     #[serde(default = "default_binlog_flush_interval_secs")]
     pub binlog_flush_interval_secs: u64,
+    /// `mysql` with `binlog`: the server sends Steward's follower a
+    /// heartbeat after this much silence, and a connection silent for 3
+    /// heartbeats + 5 s is taken for dead and opened again (30: 95 s).
+    #[serde(default = "default_binlog_heartbeat_secs")]
+    pub binlog_heartbeat_secs: u64,
 
     // --- postgres_pitr async archiving (backup/src/wal/spool.rs) ---
     /// `postgres_pitr`: `wal push` only copies the file into `spool_dir`
@@ -470,6 +475,12 @@ fn default_watch_interval_secs() -> u64 {
 fn default_binlog_flush_interval_secs() -> u64 {
     60
 }
+fn default_binlog_heartbeat_secs() -> u64 {
+    30
+}
+/// Longest heartbeat accepted: an hour (MariaDB takes up to 4294967 s, but
+/// a dead connection would then go unnoticed for half a day).
+pub const MAX_BINLOG_HEARTBEAT_SECS: u64 = 3600;
 /// 64 segments of 16 MiB: an hour of a busy server's WAL with the agent
 /// down or the store unreachable, before PostgreSQL starts keeping it.
 fn default_spool_max_bytes() -> u64 {
@@ -710,6 +721,11 @@ fn validate_job(config: &BackupConfig, name: &str, job: &JobConfig, errors: &mut
     if job.binlog && job.binlog_flush_interval_secs == 0 {
         errors.push(format!(
             "{at}.binlog_flush_interval_secs: must be at least 1"
+        ));
+    }
+    if job.binlog && !(1..=MAX_BINLOG_HEARTBEAT_SECS).contains(&job.binlog_heartbeat_secs) {
+        errors.push(format!(
+            "{at}.binlog_heartbeat_secs: must be 1 to {MAX_BINLOG_HEARTBEAT_SECS} (seconds; 30 if left out)"
         ));
     }
     if !crate::layout::is_valid_segment(name) {
@@ -995,6 +1011,26 @@ zstd_level = 40
             );
         }
         assert_eq!(errors.len(), 5, "{errors:?}");
+    }
+
+    #[test]
+    fn binlog_heartbeats_are_one_second_to_an_hour() {
+        let job = |extra: &str| {
+            parse(&format!(
+                "recipients = [\"{RECIPIENT}\"]\n[jobs.db]\nkind = \"mysql\"\nbinlog = true\n{extra}"
+            ))
+            .validate()
+        };
+        assert!(job("").is_empty(), "{:?}", job(""));
+        assert!(job("binlog_heartbeat_secs = 1\n").is_empty());
+        for bad in ["0", "3601"] {
+            let errors = job(&format!("binlog_heartbeat_secs = {bad}\n"));
+            assert!(
+                errors.len() == 1
+                    && errors[0].contains("jobs.db.binlog_heartbeat_secs: must be 1 to 3600"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

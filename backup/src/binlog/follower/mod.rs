@@ -30,11 +30,6 @@ const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// already buffered (otherwise every piece is written as it ends).
 const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server sends a heartbeat after this much silence...
-const HEARTBEAT: Duration = Duration::from_secs(30);
-/// ...so a read waiting longer means the connection is dead (a server
-/// host that vanished leaves a TCP connection open forever otherwise).
-const READ_TIMEOUT: Duration = Duration::from_secs(95);
 /// The server id the follower announces, `mariadb-binlog --stop-never`'s.
 const FOLLOWER_SERVER_ID: u32 = 1;
 
@@ -66,7 +61,10 @@ impl std::fmt::Debug for Follower {
 
 impl Follower {
     /// Connects, logs in and asks for the binlogs from `file`'s start;
-    /// the files land in `spool` as they arrive.
+    /// the files land in `spool` as they arrive. The server sends a
+    /// heartbeat after `binlog_heartbeat_secs` of silence, so a read
+    /// waiting 3 heartbeats + 5 s means the connection is dead (a server
+    /// host that vanished leaves a TCP connection open forever otherwise).
     pub(crate) async fn start(
         job: &JobConfig,
         spool: &Path,
@@ -79,6 +77,8 @@ impl Follower {
         );
         let (user, password) = (job.user.clone().unwrap_or_default(), job.password.clone());
         let first = file.to_string();
+        let heartbeat = Duration::from_secs(job.binlog_heartbeat_secs.max(1));
+        let read_timeout = heartbeat * 3 + Duration::from_secs(5);
         let conn = tokio::task::spawn_blocking(move || -> Result<Conn, WireError> {
             let stream = match &socket {
                 Some(path) => Stream::connect_unix(path)?,
@@ -87,8 +87,8 @@ impl Follower {
             stream.set_timeouts(Some(CONNECT_TIMEOUT * 3))?;
             let mut conn = Conn::new(stream, READ_BUFFER_BYTES);
             conn.login(&user, password.as_deref())?;
-            request_dump(&mut conn, &first)?;
-            conn.stream().set_timeouts(Some(READ_TIMEOUT))?;
+            request_dump(&mut conn, &first, heartbeat)?;
+            conn.stream().set_timeouts(Some(read_timeout))?;
             Ok(conn)
         })
         .await
@@ -142,12 +142,12 @@ impl Drop for Follower {
 /// sends events with their checksums as stored, GTID and annotate events
 /// as MariaDB writes them (not rewritten for an old replica), and a
 /// heartbeat when it has nothing to send.
-fn request_dump(conn: &mut Conn, file: &str) -> Result<(), WireError> {
+fn request_dump(conn: &mut Conn, file: &str, heartbeat: Duration) -> Result<(), WireError> {
     conn.execute("SET @master_binlog_checksum='NONE'")?;
     conn.execute("SET @mariadb_slave_capability=4")?;
     conn.execute(&format!(
         "SET @master_heartbeat_period={}",
-        HEARTBEAT.as_nanos()
+        heartbeat.as_nanos()
     ))?;
     let mut dump = vec![0x12];
     dump.extend_from_slice(&(MAGIC.len() as u32).to_le_bytes());
