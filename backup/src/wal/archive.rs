@@ -614,19 +614,27 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         let sha = PlaintextHash::Sha256(hex::encode(Sha256::digest(&old)));
-        let old_key = wal_key("h", "db", name.as_str(), &sha);
-        let mut source = MemorySource::new("old".into(), Bytes::from(old.clone()));
-        let stored = store_object(
-            &mut source,
-            &settings,
-            std::slice::from_ref(&local),
-            &old_key,
-            Arc::new(ByteCounters::default()),
-            // No manifest records WAL objects: the key holds their hash.
-            StoredHash::Skip,
-        )
-        .await;
-        stored.stream.unwrap();
+        // Stores `data` under the key of `hash`, as whichever Steward
+        // computed that hash would have.
+        let store = |name: WalName, hash: PlaintextHash, data: Vec<u8>| {
+            let key = wal_key("h", "db", name.as_str(), &hash);
+            let local = Arc::clone(&local);
+            let settings = settings.clone();
+            async move {
+                let mut source = MemorySource::new("copy".into(), Bytes::from(data));
+                let out = store_object(
+                    &mut source,
+                    &settings,
+                    std::slice::from_ref(&local),
+                    &key,
+                    Arc::new(ByteCounters::default()),
+                    StoredHash::Skip,
+                )
+                .await;
+                out.stream.unwrap();
+            }
+        };
+        store(name.clone(), sha.clone(), old.clone()).await;
 
         let again = push_bytes(&name, old.clone(), "h", "db", &targets, &settings)
             .await
@@ -677,24 +685,6 @@ mod tests {
         // The same content under both algorithms (an older Steward pushed
         // after a newer one) restores; different content under the two
         // keys is refused and nothing is written.
-        let store = |name: WalName, hash: PlaintextHash, data: Vec<u8>| {
-            let key = wal_key("h", "db", name.as_str(), &hash);
-            let local = Arc::clone(&local);
-            let settings = settings.clone();
-            async move {
-                let mut source = MemorySource::new("copy".into(), Bytes::from(data));
-                let out = store_object(
-                    &mut source,
-                    &settings,
-                    std::slice::from_ref(&local),
-                    &key,
-                    Arc::new(ByteCounters::default()),
-                    StoredHash::Skip,
-                )
-                .await;
-                out.stream.unwrap();
-            }
-        };
         store(next.clone(), sha.clone(), old.clone()).await;
         std::fs::remove_file(&dest).unwrap();
         let got = fetch(std::slice::from_ref(&local), "h", "db", &next, &dest, &ids)
