@@ -3,8 +3,8 @@
 //! and its pruning, and restore to a point in time.
 //!
 //! - [`names`]: WAL file names and LSNs.
-//! - [`archive`]: `steward wal push` / `wal fetch` (content-addressed keys
-//!   under `<host>/<job>/wal/`).
+//! - [`archive`]: `steward wal push` / `wal fetch`.
+//! - [`keys`]: their content-addressed keys under `<host>/<job>/wal/`.
 //! - [`prefetch`]: `wal fetch` downloads the next segments in parallel.
 //! - [`base`]: `pg_basebackup -Ft -X none` as a job's source.
 //! - [`chain`]: which WAL a base backup needs; what pruning may remove.
@@ -21,6 +21,7 @@
 pub mod archive;
 pub mod base;
 pub mod chain;
+pub mod keys;
 pub mod names;
 pub mod prefetch;
 pub mod receive;

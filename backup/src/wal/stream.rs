@@ -28,6 +28,7 @@ use crate::manifest::{PgBaseInfo, PlaintextHash};
 use crate::restore::Identities;
 use crate::target::StorageTarget;
 use crate::wal::archive::{self, Fetched};
+use crate::wal::keys;
 use crate::wal::names::{WalKind, WalName};
 
 /// Key directory of the deltas, inside the job's WAL prefix.
@@ -64,7 +65,7 @@ pub fn delta_key(
     format!(
         "{}{segment}.{start:08X}-{end:08X}.{segment_bytes:08X}.{}{OBJECT_SUFFIX}",
         stream_prefix(host, job),
-        archive::key_hash_text(hash)
+        keys::key_hash_text(hash)
     )
 }
 
@@ -88,7 +89,7 @@ pub fn parse_delta_key(prefix: &str, key: &str) -> Option<Delta> {
     }
     let (start, end) = range.split_once('-')?;
     let (start, end, segment_bytes) = (hex8(start)?, hex8(end)?, hex8(size)?);
-    let hash = archive::parse_key_hash(hash)?;
+    let hash = keys::parse_key_hash(hash)?;
     if start >= end || end > segment_bytes || !segment_bytes.is_power_of_two() {
         return None;
     }
@@ -391,7 +392,7 @@ mod tests {
         }
         // Archived WAL keys never read a delta as a WAL file.
         let wal_prefix = layout::wal_prefix("h", "db");
-        assert!(archive::parse_wal_key(&wal_prefix, &d.key).is_none());
+        assert!(keys::parse_wal_key(&wal_prefix, &d.key).is_none());
     }
 
     #[test]
