@@ -157,6 +157,60 @@ fn restore_to_a_time_between_two_markers_and_to_the_end_of_the_archive() {
         text(&out)
     );
 
+    // A time after the newest archived WAL: refused before anything is
+    // written (the year 2099)...
+    let late = p.env.dir.path().join("late");
+    let out = p.with_config(&[
+        "restore",
+        "db",
+        "-i",
+        key,
+        "--to",
+        s(&late),
+        "--to-time",
+        "2099-01-01 00:00:00",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is after the newest WAL archived"),
+        "{}",
+        text(&out)
+    );
+    assert!(!late.exists());
+    // ...and one minute from now, closer than clocks may disagree: the
+    // server runs out of WAL before the target, and the error says so.
+    let soon = std::process::Command::new("date")
+        .args(["-u", "-d", "+60 seconds", "+%Y-%m-%d %H:%M:%S+00"])
+        .output()
+        .unwrap();
+    let soon = String::from_utf8(soon.stdout).unwrap().trim().to_string();
+    let soon_dir = p.data_dir("soon");
+    let out = p.with_config(&[
+        "restore",
+        "db",
+        "-i",
+        key,
+        "--to",
+        s(&soon_dir),
+        "--to-time",
+        &soon,
+        "--start-port",
+        &free_port().to_string(),
+        "--quiet",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the archive ends before the recovery target"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(&soon_dir).unwrap().count(),
+        0,
+        "a data directory that looks restored was left"
+    );
+
     // The wrong key: nothing restored, the message says so.
     let other = p.env.dir.path().join("other.key");
     assert!(Command::new("age-keygen")

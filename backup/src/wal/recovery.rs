@@ -24,6 +24,10 @@ use crate::wal::chain;
 use crate::wal::names::Lsn;
 use crate::wal::server::{pg_bin, start_and_wait, Owner};
 
+/// How far the clocks of the database host and the store may disagree
+/// before a target time past the newest upload is refused outright.
+const CLOCK_MARGIN_SECS: i64 = 300;
+
 /// Where recovery stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RecoveryTarget {
@@ -205,6 +209,9 @@ async fn restore_into(
             first = chain.first
         )));
     }
+    if let RecoveryTarget::Time(t) = &options.target {
+        past_the_archive(located, *t).await?;
+    }
 
     progress.note(&format!(
         "unpacking base backup {} into {}",
@@ -251,6 +258,29 @@ async fn restore_into(
         bytes,
         checks,
     }])
+}
+
+/// A target time after the newest WAL was stored cannot be reached: the
+/// archive holds nothing committed since, and PostgreSQL would end
+/// recovery with "recovery ended before configured recovery target was
+/// reached". Refused before anything is written (allowing for clocks a
+/// few minutes apart; closer than that, the server's own error says it).
+async fn past_the_archive(located: &Located, t: DateTime<Utc>) -> Result<()> {
+    let m = &located.manifest;
+    let Some(newest) = archive::newest_upload(located.target.as_ref(), &m.host, &m.job).await?
+    else {
+        return Ok(());
+    };
+    if t <= newest + chrono::Duration::seconds(CLOCK_MARGIN_SECS) {
+        return Ok(());
+    }
+    Err(Error::NotFound(format!(
+        "{} is after the newest WAL archived for job {job} on target {name} (stored {newest}): nothing committed after that is in the archive, so recovery could not reach the target; nothing was restored. Restore `--to-time latest` (the end of the archive), or a time before {newest}",
+        RecoveryTarget::Time(t).describe(),
+        job = m.job,
+        name = located.target.name(),
+        newest = newest.format("%Y-%m-%d %H:%M:%S UTC"),
+    )))
 }
 
 /// Checks the data directory and says who will own it and whether it was

@@ -123,6 +123,13 @@ pub(crate) async fn start_and_wait(
             .stdout(Stdio::null());
         let alive = status.status().await.map(|s| s.success()).unwrap_or(false);
         if !alive {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("recovery ended before configured recovery target was reached") {
+                return Err(ctl_failed(
+                    "stopped: the archive ends before the recovery target",
+                    "no transaction after the target was archived, so replay ran out of WAL first; restore --to-time latest, or an earlier target".into(),
+                ));
+            }
             return Err(ctl_failed("stopped during recovery", "see its log".into()));
         }
         if Instant::now() > deadline {
