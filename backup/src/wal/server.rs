@@ -68,6 +68,10 @@ const RECOVERY_HOOKS_OFF: &str = "-c recovery_end_command='' -c archive_cleanup_
      -c shared_preload_libraries='' -c local_preload_libraries='' \
      -c session_preload_libraries='' -c jit=off -c ssl=off -c ssl_passphrase_command=''";
 
+/// PostgreSQL's FATAL when replay reached the end of the WAL it could get
+/// without reaching the recovery target (since PostgreSQL 13).
+const TARGET_NOT_REACHED: &str = "recovery ended before configured recovery target was reached";
+
 /// Starts the restored server, waits for the end of recovery and the
 /// promotion, then restarts it without the environment recovery needed
 /// (the archive's credentials and the key stay out of the running server).
@@ -83,6 +87,17 @@ pub(crate) async fn start_and_wait(
         "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' {RECOVERY_HOOKS_OFF}"
     );
     let ctl_failed = |what: &str, detail: String| {
+        // Replay that ran out of WAL before the target ends the server,
+        // during `pg_ctl start -w` or after it: either way, say why.
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let (what, detail) = if text.contains(TARGET_NOT_REACHED) {
+            (
+                "stopped: the archive ends before the recovery target",
+                "no transaction after the target was archived, so replay ran out of WAL first; restore --to-time latest, or an earlier target".to_string(),
+            )
+        } else {
+            (what, detail)
+        };
         Error::Other(format!(
             "the restored server {what} ({detail}); last lines of {}:\n{}",
             log.display(),
@@ -123,13 +138,6 @@ pub(crate) async fn start_and_wait(
             .stdout(Stdio::null());
         let alive = status.status().await.map(|s| s.success()).unwrap_or(false);
         if !alive {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("recovery ended before configured recovery target was reached") {
-                return Err(ctl_failed(
-                    "stopped: the archive ends before the recovery target",
-                    "no transaction after the target was archived, so replay ran out of WAL first; restore --to-time latest, or an earlier target".into(),
-                ));
-            }
             return Err(ctl_failed("stopped during recovery", "see its log".into()));
         }
         if Instant::now() > deadline {
