@@ -27,7 +27,7 @@ pub struct SourceArgs {
     #[arg(long = "target", value_name = "NAME", global = true)]
     pub target_name: Option<String>,
 
-    /// S3 endpoint for S3-compatible stores (e.g. https://s3.gra.io.cloud.ovh.net).
+    /// S3 endpoint for S3-compatible stores (e.g. `https://s3.gra.io.cloud.ovh.net`).
     #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL", global = true)]
     pub endpoint: Option<String>,
 
@@ -36,7 +36,7 @@ pub struct SourceArgs {
     pub region: Option<String>,
 
     /// Address buckets as https://endpoint/bucket (most S3-compatible stores
-    /// need this) instead of https://bucket.endpoint.
+    /// need this) instead of `https://bucket.endpoint`.
     #[arg(long, env = "STEWARD_S3_PATH_STYLE", global = true)]
     pub path_style: bool,
 

@@ -1,6 +1,6 @@
 //! MySQL/MariaDB point-in-time recovery: dumps record their binlog
 //! position (crate::source::binlog_position), the binary logs are followed
-//! by Steward's own replication client ([`follower`]) and shipped
+//! by Steward's own replication client (`follower`) and shipped
 //! continuously to the job's targets as encrypted segments ([`ship`]), what is on a target and
 //! whether it is continuous ([`archive`]), and replaying them onto a
 //! restored dump up to a time or position ([`replay`]).

@@ -1,4 +1,4 @@
-//! Binlog shipping for one job: the follower ([`super::follower`], or
+//! Binlog shipping for one job: the follower (`super::follower`, or
 //! `mariadb-binlog --read-from-remote-server --raw --stop-never` when the
 //! server wants a login it does not speak) copies the server's binlogs
 //! into a private spool directory,
@@ -8,7 +8,7 @@
 //! segment once `binlog_flush_interval_secs` passed since the last one (or
 //! 16 MiB are waiting), so upload volume follows what the server writes
 //! and a quiet server's last transaction is off the host within the
-//! interval ([`super::segment`]). The state file ([`super::state`]) moves
+//! interval (`super::segment`). The state file (`super::state`) moves
 //! on per target only once the target holds a segment and its metadata;
 //! the follower starts again at the least advanced target's file after a
 //! restart or a lost connection, and bytes a target already has are

@@ -12,8 +12,8 @@
 //! With one zstd thread (WAL, binlog shipping, Redis, `zstd_workers = 1`)
 //! the compress and encrypt stages are one thread: zstd writes straight
 //! into age, with no queue between them, as independent frames of
-//! [`zstd_packer::FRAME_BYTES`] each compressed in one call (see
-//! [`zstd_packer::Packer`]).
+//! `zstd_packer::FRAME_BYTES` each compressed in one call (see
+//! `zstd_packer::Packer`).
 //! A stream ends with an explicit [`Piece::End`]; a queue that closes
 //! without it (a stage failed, panicked or was dropped) is an error
 //! downstream, so a target never completes an object from a truncated

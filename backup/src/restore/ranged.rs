@@ -8,7 +8,7 @@
 //! consumed it, so at most `concurrency` buffers exist at once (downloading,
 //! waiting for their turn, or being read), whatever the object's size. One
 //! budget can be shared by several objects read at the same time
-//! ([`crate::restore::stream::fetch_objects`]): the bound then holds for
+//! (`crate::restore::stream::fetch_objects`): the bound then holds for
 //! all of them together. The buffers themselves are kept by the budget and
 //! refilled by the next range instead of being freed and allocated again:
 //! the allocator never sees part-sized blocks come and go (glibc would keep

@@ -4,7 +4,7 @@
 //!
 //! Three stages run concurrently (download + stored sha256 + decrypt on a
 //! blocking thread, decompress + plaintext hash on a second, the consumer
-//! on the caller's), joined by bounded channels of [`CHUNK_BYTES`] blocks
+//! on the caller's), joined by bounded channels of `CHUNK_BYTES` blocks
 //! that the reader of each channel hands back to its writer for refilling:
 //! memory stays a few MiB whatever the object's size, and the allocator is
 //! not asked for a new block per block read. A target that asks for it

@@ -4,7 +4,7 @@
 //!
 //! Reading a file's content back costs a second pass over every restored
 //! byte. It is skipped for a file whose path still names the very inode
-//! the unpack created and wrote, unchanged since: see [`Written`].
+//! the unpack created and wrote, unchanged since: see `Written`.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 /// is ~0.9 s of CPU less.
 pub(crate) type ContentHasher = blake3::Hasher;
 
-/// Hex of a finished [`ContentHasher`].
+/// Hex of a finished `ContentHasher`.
 pub(crate) fn content_hex(hasher: &ContentHasher) -> String {
     hasher.finalize().to_hex().to_string()
 }
@@ -42,7 +42,7 @@ pub struct TreeRecord {
     /// from mtime comparison only where the OS cannot keep them.
     pub mtime: u64,
     pub size: u64,
-    /// [`ContentHasher`] hex of the content (files), or the link target
+    /// `ContentHasher` hex of the content (files), or the link target
     /// (links).
     pub content: String,
 }
@@ -203,7 +203,7 @@ impl TreeDigest {
 
     /// Reads the same paths back from the disk under `dest`; the content of
     /// a file the unpack wrote and nothing changed since is not read again
-    /// (see [`Written`] for what that proves).
+    /// (see `Written` for what that proves).
     pub fn read_back(&self, dest: &Path) -> std::io::Result<TreeDigest> {
         self.read_back_with(dest, false)
     }

@@ -278,7 +278,7 @@ fn already_spooled(dest: &Path, name: &WalName, job: &str, data: &[u8]) -> Resul
 
 /// The WAL files waiting in the spool, oldest first (by name: timeline,
 /// then position). Temporary files of killed pushes older than
-/// [`STALE_TEMP`] are removed; other names are left alone.
+/// `STALE_TEMP` are removed; other names are left alone.
 pub fn pending(dir: &Path) -> Result<Vec<WalName>> {
     let mut names = Vec::new();
     let now = SystemTime::now();

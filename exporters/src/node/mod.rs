@@ -5,8 +5,8 @@
 //!
 //! Each collector lives in its own module (one per source family: `stat`
 //! holds cpu and stat, which both read /proc/stat) and is registered by one
-//! line of [`REGISTRY`], as node_exporter's `registerCollector` does. Most
-//! are a plain read function over [`Settings`]; the modules keep the
+//! line of `REGISTRY`, as node_exporter's `registerCollector` does. Most
+//! are a plain read function over `Settings`; the modules keep the
 //! parsing in pure `*_from` functions tested on fixtures.
 
 // What the collectors share: configuration, name filters, file reading,
@@ -137,7 +137,7 @@ const REGISTRY: &[(&str, Kind)] = &[
 /// unless `[node] collectors` narrows the list or `disable` removes some.
 pub const COLLECTORS: &[&str] = &registered_names::<{ REGISTRY.len() }>();
 
-/// The names of [`REGISTRY`], at compile time, so the two never disagree.
+/// The names of `REGISTRY`, at compile time, so the two never disagree.
 const fn registered_names<const N: usize>() -> [&'static str; N] {
     let mut names = [""; N];
     let mut i = 0;

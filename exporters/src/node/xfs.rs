@@ -1,5 +1,5 @@
 //! The xfs collector: per-filesystem XFS counters of
-//! /sys/fs/xfs/<device>/stats/stats.
+//! `/sys/fs/xfs/<device>/stats/stats`.
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! File tailing: reads the files of every source as they grow and turns
 //! their lines into OTLP log records in the durable queue. Three parts:
-//! [`files`] finds the files and follows them through rotation, [`record`]
-//! turns bytes into records (lines, multiline, size cap), and [`batch`]
+//! `files` finds the files and follows them through rotation, `record`
+//! turns bytes into records (lines, multiline, size cap), and `batch`
 //! parses, encodes and queues them with the file positions they cover.
 
 mod batch;

@@ -246,7 +246,7 @@ impl Client {
     }
 
     /// Reads one `\r\n`-terminated line (without it), at most
-    /// [`MAX_LINE_BYTES`]; a peer that is not Redis is named as such.
+    /// `MAX_LINE_BYTES`; a peer that is not Redis is named as such.
     pub async fn read_line(&mut self) -> Result<Vec<u8>> {
         let mut line = Vec::new();
         let n = (&mut self.io)

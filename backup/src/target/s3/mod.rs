@@ -1,6 +1,6 @@
 //! S3 (and S3-compatible stores) as a target, with aws-sdk-s3. An object
 //! that fits in one part is one PUT; a longer stream is a multipart upload
-//! ([`multipart`]), completed only once the whole stream was read, so
+//! (`multipart`), completed only once the whole stream was read, so
 //! `put` stays atomic.
 
 mod multipart;
