@@ -139,44 +139,40 @@ fn restore_to_a_time_between_two_markers_and_to_the_end_of_the_archive() {
     );
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
 
-    // A time before the base backup ended.
-    let out = p.with_config(&[
-        "restore",
-        "db",
-        "-i",
-        key,
-        "--to",
-        s(&p.env.dir.path().join("early")),
-        "--to-time",
+    // Times that no base backup or no archived WAL reaches: refused
+    // before anything is written.
+    let refused_time = |name: &str, time: &str, says: &str| {
+        let dir = p.env.dir.path().join(name);
+        let out = p.with_config(&[
+            "restore",
+            "db",
+            "-i",
+            key,
+            "--to",
+            s(&dir),
+            "--to-time",
+            time,
+        ]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            text(&out)
+        );
+        assert!(!dir.exists(), "{name}: a data directory was left");
+    };
+    // A time before the base backup ended...
+    refused_time(
+        "early",
         "2001-01-01 00:00:00",
-    ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("before the end of the oldest base backup"),
-        "{}",
-        text(&out)
+        "before the end of the oldest base backup",
     );
-
-    // A time after the newest archived WAL: refused before anything is
-    // written (the year 2099)...
-    let late = p.env.dir.path().join("late");
-    let out = p.with_config(&[
-        "restore",
-        "db",
-        "-i",
-        key,
-        "--to",
-        s(&late),
-        "--to-time",
+    // ...one after the newest archived WAL (the year 2099)...
+    refused_time(
+        "late",
         "2099-01-01 00:00:00",
-    ]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is after the newest WAL archived"),
-        "{}",
-        text(&out)
+        "is after the newest WAL archived",
     );
-    assert!(!late.exists());
     // ...and one minute from now, closer than clocks may disagree: the
     // server runs out of WAL before the target, and the error says so.
     let soon = std::process::Command::new("date")

@@ -75,27 +75,6 @@ async fn list_prefix(
         .collect())
 }
 
-/// When the newest WAL object of `host`/`job` on `target` (an archived
-/// file or a streamed delta) was stored, by the target's clock; `None`
-/// when there is none or the target keeps no times.
-pub async fn newest_upload(
-    target: &dyn StorageTarget,
-    host: &str,
-    job: &str,
-) -> Result<Option<DateTime<Utc>>> {
-    let prefix = layout::wal_prefix(host, job);
-    let deltas = crate::wal::stream::stream_prefix(host, job);
-    let objects = target.list(&prefix).await?;
-    Ok(objects
-        .iter()
-        .filter(|o| {
-            parse_wal_key(&prefix, &o.key).is_some()
-                || crate::wal::stream::parse_delta_key(&deltas, &o.key).is_some()
-        })
-        .filter_map(|o| o.modified)
-        .max())
-}
-
 /// The copies of `name` on `target` (normally zero or one).
 async fn copies(
     target: &dyn StorageTarget,

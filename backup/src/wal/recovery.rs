@@ -21,8 +21,10 @@ use crate::restore::{self, Check, Identities, Located, Progress, RestoredItem};
 use crate::target::StorageTarget;
 use crate::wal::archive;
 use crate::wal::chain;
+use crate::wal::keys::parse_wal_key;
 use crate::wal::names::Lsn;
 use crate::wal::server::{pg_bin, start_and_wait, Owner};
+use crate::wal::stream;
 
 /// How far the clocks of the database host and the store may disagree
 /// before a target time past the newest upload is refused outright.
@@ -267,8 +269,7 @@ async fn restore_into(
 /// few minutes apart; closer than that, the server's own error says it).
 async fn past_the_archive(located: &Located, t: DateTime<Utc>) -> Result<()> {
     let m = &located.manifest;
-    let Some(newest) = archive::newest_upload(located.target.as_ref(), &m.host, &m.job).await?
-    else {
+    let Some(newest) = newest_upload(located.target.as_ref(), &m.host, &m.job).await? else {
         return Ok(());
     };
     if t <= newest + chrono::Duration::seconds(CLOCK_MARGIN_SECS) {
@@ -281,6 +282,27 @@ async fn past_the_archive(located: &Located, t: DateTime<Utc>) -> Result<()> {
         name = located.target.name(),
         newest = newest.format("%Y-%m-%d %H:%M:%S UTC"),
     )))
+}
+
+/// When the newest WAL object of `host`/`job` on `target` (an archived
+/// file or a streamed delta) was stored, by the target's clock; `None`
+/// when there is none or the target keeps no times.
+async fn newest_upload(
+    target: &dyn StorageTarget,
+    host: &str,
+    job: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    let prefix = crate::layout::wal_prefix(host, job);
+    let deltas = stream::stream_prefix(host, job);
+    let objects = target.list(&prefix).await?;
+    Ok(objects
+        .iter()
+        .filter(|o| {
+            parse_wal_key(&prefix, &o.key).is_some()
+                || stream::parse_delta_key(&deltas, &o.key).is_some()
+        })
+        .filter_map(|o| o.modified)
+        .max())
 }
 
 /// Checks the data directory and says who will own it and whether it was
