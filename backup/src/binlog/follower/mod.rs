@@ -275,6 +275,13 @@ impl SpoolWriter {
                 let mut got = 0;
                 loop {
                     got += left;
+                    // More than the header said: stop before writing it
+                    // (a lying peer could otherwise fill the spool's disk).
+                    if got > size {
+                        return Err(WireError::Protocol(format!(
+                            "an event claiming {size} bytes came in more"
+                        )));
+                    }
                     while left > 0 {
                         let piece = conn.piece(left)?;
                         left -= piece.len();
@@ -510,6 +517,13 @@ mod tests {
         lying[9] = 200;
         let (e, _) = run(&[rotate("mysql-bin.000001", true), lying]);
         assert!(e.contains("claiming 200 bytes"), "{e}");
+        // An event longer than one packet whose header claims less than
+        // what follows: refused at the packet that goes past it, not
+        // written on.
+        let mut long = event(30, 100, 0, &vec![1; MAX_PAYLOAD + 5000], true);
+        long[9..13].copy_from_slice(&(MAX_PAYLOAD as u32).to_le_bytes());
+        let (e, _) = run(&[rotate("mysql-bin.000001", true), long]);
+        assert!(e.contains("came in more"), "{e}");
     }
 
     #[test]
