@@ -21,7 +21,6 @@ use crate::restore::{self, Check, Identities, Located, Progress, RestoredItem};
 use crate::target::StorageTarget;
 use crate::wal::archive;
 use crate::wal::chain;
-use crate::wal::keys::parse_wal_key;
 use crate::wal::names::Lsn;
 use crate::wal::server::{pg_bin, start_and_wait, Owner};
 use crate::wal::stream;
@@ -212,7 +211,7 @@ async fn restore_into(
         )));
     }
     if let RecoveryTarget::Time(t) = &options.target {
-        past_the_archive(located, *t).await?;
+        past_the_archive(located, &archived, *t).await?;
     }
 
     progress.note(&format!(
@@ -267,9 +266,14 @@ async fn restore_into(
 /// recovery with "recovery ended before configured recovery target was
 /// reached". Refused before anything is written (allowing for clocks a
 /// few minutes apart; closer than that, the server's own error says it).
-async fn past_the_archive(located: &Located, t: DateTime<Utc>) -> Result<()> {
+async fn past_the_archive(
+    located: &Located,
+    archived: &[archive::ArchivedWal],
+    t: DateTime<Utc>,
+) -> Result<()> {
     let m = &located.manifest;
-    let Some(newest) = newest_upload(located.target.as_ref(), &m.host, &m.job).await? else {
+    let Some(newest) = newest_upload(located.target.as_ref(), &m.host, &m.job, archived).await?
+    else {
         return Ok(());
     };
     if t <= newest + chrono::Duration::seconds(CLOCK_MARGIN_SECS) {
@@ -285,23 +289,27 @@ async fn past_the_archive(located: &Located, t: DateTime<Utc>) -> Result<()> {
 }
 
 /// When the newest WAL object of `host`/`job` on `target` (an archived
-/// file or a streamed delta) was stored, by the target's clock; `None`
-/// when there is none or the target keeps no times.
+/// file, listed already, or a streamed delta) was stored, by the target's
+/// clock; `None` when there is none or the target keeps no times.
 async fn newest_upload(
     target: &dyn StorageTarget,
     host: &str,
     job: &str,
+    archived: &[archive::ArchivedWal],
 ) -> Result<Option<DateTime<Utc>>> {
-    let prefix = crate::layout::wal_prefix(host, job);
-    let deltas = stream::stream_prefix(host, job);
-    let objects = target.list(&prefix).await?;
-    Ok(objects
+    // Only the deltas' prefix is listed again: it holds the open
+    // segment's stretches, not the whole archive.
+    let prefix = stream::stream_prefix(host, job);
+    let deltas = target.list(&prefix).await?;
+    Ok(archived
         .iter()
-        .filter(|o| {
-            parse_wal_key(&prefix, &o.key).is_some()
-                || stream::parse_delta_key(&deltas, &o.key).is_some()
-        })
-        .filter_map(|o| o.modified)
+        .filter_map(|w| w.modified)
+        .chain(
+            deltas
+                .iter()
+                .filter(|o| stream::parse_delta_key(&prefix, &o.key).is_some())
+                .filter_map(|o| o.modified),
+        )
         .max())
 }
 
